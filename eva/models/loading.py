@@ -1,0 +1,93 @@
+"""Load frozen pretrained models from a hub name or a local path, the same way for real and demo weights.
+
+Every loader takes the params.yaml key it was configured by, so a missing checkpoint fails fast
+with a message that says which param to set, instead of a hub time-out deep inside a library.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+
+log = logging.getLogger(__name__)
+
+LOCAL_DIR = "local-dir:"
+
+
+@dataclass
+class OpenClipBundle:
+    model: open_clip.CLIP
+    tokenizer: Any
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    image_size: int
+
+
+def _missing(param: str, what: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"{what}. Set `{param}` to a hub name whose weights are in the local cache, or to a local "
+        f"path that exists (e.g. `dvc exp run -S {param}=...`)."
+    )
+
+
+def load_open_clip(
+    model: str,
+    pretrained: str = "",
+    *,
+    param: str,
+    device: str | torch.device = "cpu",
+    image_size: int | None = None,
+) -> OpenClipBundle:
+    """Build an open_clip model with its weights, frozen and in eval mode.
+
+    `model` is an open_clip architecture name (`ViT-B-16`, with `pretrained` a tag such as `openai`
+    or a checkpoint file), `local-dir:/path` (a folder with `open_clip_config.json` and weights, as
+    the demo writes) or `hf-hub:org/repo`. `param` is the params.yaml prefix (e.g.
+    `attributes.clip`) used in error messages.
+    """
+    if model.startswith(LOCAL_DIR):
+        folder = Path(model[len(LOCAL_DIR) :])
+        if not (folder / "open_clip_config.json").is_file():
+            raise _missing(f"{param}.model", f"No open_clip_config.json in '{folder}'")
+        if not any(folder.glob(pat) for pat in ("*.safetensors", "*.bin", "*.pth")):
+            raise _missing(f"{param}.model", f"No weights file in '{folder}'")
+        pretrained = ""
+    elif not model.startswith("hf-hub:"):
+        if not pretrained:
+            raise _missing(f"{param}.pretrained", f"No weights given for open_clip model '{model}'")
+        if ("/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))) and not Path(
+            pretrained
+        ).is_file():
+            raise _missing(f"{param}.pretrained", f"Checkpoint file '{pretrained}' does not exist")
+    try:
+        clip = open_clip.create_model(
+            model,
+            pretrained=pretrained or None,
+            device=device,
+            require_pretrained=True,
+            force_image_size=image_size,
+        )
+    except (RuntimeError, OSError, ValueError) as err:
+        raise _missing(param, f"Could not load open_clip model '{model}' (pretrained='{pretrained}'): {err}") from err
+    clip.eval().requires_grad_(False)
+    cfg = clip.visual.preprocess_cfg
+    size = cfg["size"]
+    return OpenClipBundle(
+        model=clip,
+        tokenizer=open_clip.get_tokenizer(model),
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        image_size=int(size if isinstance(size, int) else size[0]),
+    )
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` picks CUDA when present; anything else is passed to torch as-is."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
