@@ -1,0 +1,55 @@
+"""Shared test set-up: offline, few threads, tiny videos made on the fly (no binary fixtures)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+from pathlib import Path  # noqa: E402
+
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: int = 12, codec: str = "libx264") -> Path:
+    """Encode `frames` ([T, H, W, 3] uint8, H and W even) to a real video file with PyAV."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def moving_square(num_frames: int = 16, size: int = 48, seed: int = 0) -> np.ndarray:
+    """A bright square moving right over a noisy background: [T, H, W, 3] uint8."""
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 60, size=(num_frames, size, size, 3), dtype=np.uint8)
+    side = size // 4
+    for t in range(num_frames):
+        x = int(t * (size - side) / max(num_frames - 1, 1))
+        frames[t, size // 3 : size // 3 + side, x : x + side] = (230, 40, 40)
+    return frames
+
+
+@pytest.fixture
+def make_video(tmp_path: Path):
+    """`make_video(name, num_frames=16, size=48, seed=0)` -> path of a real mp4 in tmp_path."""
+
+    def _make(name: str = "clip.mp4", num_frames: int = 16, size: int = 48, seed: int = 0) -> Path:
+        return write_video(tmp_path / name, moving_square(num_frames, size, seed))
+
+    return _make
