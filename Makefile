@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 demo: install
 	$(BIN)/dvc repro
-	@$(BIN)/python -m eva.report metrics/eval.json
+	@$(BIN)/python scripts/show_metrics.py metrics/eval.json
 
 test: install
 	$(BIN)/ruff check .

@@ -1,0 +1,78 @@
+"""Plain-text tables of evaluation metrics: one run, and mean ± std over experiment runs."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from eva.model_card import DEMO_WARNING
+
+METHOD_ORDER = ("linear", "vpt", "aim", "eva", "full")
+
+
+def _pct(x: float) -> str:
+    return f"{100.0 * x:.2f}"
+
+
+def format_run_table(metrics: Mapping[str, Any]) -> str:
+    """The metrics of one evaluate run as an aligned two-column table."""
+    rows = [
+        ("dataset", str(metrics.get("dataset", "?"))),
+        ("method", str(metrics.get("method", "?"))),
+        ("stage", str(metrics.get("stage", "?"))),
+        ("videos", str(metrics.get("videos", "?"))),
+        ("views / video", f"{metrics.get('clips', 1)} clips x {metrics.get('crops', 1)} crops"),
+        ("top-1 (%)", _pct(metrics["top1"])),
+        ("top-5 (%)", _pct(metrics["top5"])),
+        ("mean class acc. (%)", _pct(metrics["mean_class_accuracy"])),
+        ("tunable params", f"{metrics['tunable_params']:,}"),
+        ("total params", f"{metrics['total_params']:,}"),
+        ("tunable (%)", f"{100.0 * metrics['tunable_params'] / metrics['total_params']:.2f}"),
+        ("throughput (clips/s)", f"{metrics.get('throughput_clips_per_s', float('nan')):.1f}"),
+        ("peak memory (MB)", f"{metrics.get('peak_memory_mb', float('nan')):.0f}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
+    if metrics.get("dataset") == "demo":
+        lines += ["", f"NOTE: {DEMO_WARNING}"]
+    return "\n".join(lines)
+
+
+def _mean_std(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def aggregate_runs(runs: Iterable[Mapping[str, Any]]) -> str:
+    """Markdown table: one row per (method, stage), mean ± std over seeds of each metric.
+
+    Each run is the flat dict of one experiment: method, stage, seed and the eval.json metrics.
+    """
+    groups: dict[tuple[str, int | None], list[Mapping[str, Any]]] = defaultdict(list)
+    for run in runs:
+        stage = run["stage"] if run["method"] == "eva" else None
+        groups[(run["method"], stage)].append(run)
+
+    def order(key: tuple[str, int | None]) -> tuple[int, int]:
+        method, stage = key
+        rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+        return rank, stage or 0
+
+    lines = [
+        "| method | seeds | top-1 (%) | top-5 (%) | mean class acc. (%) | tunable params | tunable (%) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key in sorted(groups, key=order):
+        method, stage = key
+        group = groups[key]
+        name = f"{method} stage {stage}" if stage is not None else method
+        tunable, total = group[0]["tunable_params"], group[0]["total_params"]
+        seeds = ",".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"]))
+        lines.append(
+            f"| {name} | {seeds} | {_mean_std([r['top1'] for r in group])} | {_mean_std([r['top5'] for r in group])} "
+            f"| {_mean_std([r['mean_class_accuracy'] for r in group])} | {tunable:,} | {100 * tunable / total:.2f} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,114 @@
+import csv
+
+import pytest
+import torch
+
+from eva.metrics import classification_report, confusion_records, write_per_class_csv
+from eva.model_card import render_model_card
+from eva.report import aggregate_runs, format_run_table
+
+
+def test_report_counts_topk_and_mean_class_accuracy():
+    # 3 classes; class 0: 2/2 right, class 1: 1/2 right, class 2 absent.
+    scores = torch.tensor(
+        [
+            [0.9, 0.05, 0.05],
+            [0.6, 0.3, 0.1],
+            [0.2, 0.7, 0.1],
+            [0.5, 0.2, 0.3],  # label 1 ranked last -> top-1 and top-2 miss
+        ]
+    )
+    labels = torch.tensor([0, 0, 1, 1])
+    report = classification_report(scores, labels)
+    assert report.top1 == pytest.approx(3 / 4)
+    assert report.top5 == pytest.approx(1.0)  # k = min(5, C) = 3 covers every class
+    assert report.per_class_accuracy == [1.0, 0.5, None]
+    assert report.mean_class_accuracy == pytest.approx(0.75)
+    assert report.confusion.tolist() == [[2, 0, 0], [1, 1, 0], [0, 0, 0]]
+    assert report.per_class_support == [2, 2, 0]
+
+
+def test_report_rejects_bad_shapes_and_empty_split():
+    with pytest.raises(ValueError, match=r"\[N, C\]"):
+        classification_report(torch.zeros(4), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="empty"):
+        classification_report(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+
+
+def test_per_class_csv_and_confusion_records(tmp_path):
+    scores = torch.tensor([[0.9, 0.1], [0.8, 0.2]])
+    labels = torch.tensor([0, 1])
+    report = classification_report(scores, labels)
+    write_per_class_csv(tmp_path / "pc.csv", report, ["left", "right"])
+    rows = list(csv.DictReader((tmp_path / "pc.csv").read_text().splitlines()))
+    assert [(r["class_name"], r["support"], r["correct"], r["accuracy"]) for r in rows] == [
+        ("left", "1", "1", "1.000000"),
+        ("right", "1", "0", "0.000000"),
+    ]
+    assert confusion_records(labels, scores.argmax(1), ["left", "right"]) == [
+        {"actual": "left", "predicted": "left"},
+        {"actual": "right", "predicted": "left"},
+    ]
+
+
+METRICS = {
+    "dataset": "demo",
+    "method": "eva",
+    "stage": 2,
+    "top1": 0.5,
+    "top5": 0.9,
+    "mean_class_accuracy": 0.45,
+    "tunable_params": 1000,
+    "total_params": 10000,
+    "clips": 2,
+    "crops": 3,
+    "videos": 64,
+}
+
+
+def test_run_table_says_demo_is_untrained():
+    table = format_run_table(METRICS)
+    assert "top-1 (%)" in table and "50.00" in table and "10.00" in table
+    assert "untrained" in table
+
+
+def test_aggregate_runs_mean_std_per_method_and_stage():
+    runs = [
+        {**METRICS, "method": "eva", "stage": 1, "seed": 0, "top1": 0.4},
+        {**METRICS, "method": "eva", "stage": 1, "seed": 1, "top1": 0.6},
+        {**METRICS, "method": "eva", "stage": 2, "seed": 0, "top1": 0.7},
+        {**METRICS, "method": "linear", "stage": 1, "seed": 0, "top1": 0.2},
+        {**METRICS, "method": "linear", "stage": 2, "seed": 1, "top1": 0.3},  # stage is irrelevant for linear
+    ]
+    table = aggregate_runs(runs).splitlines()
+    assert table[2].startswith("| linear | 0,1 | 25.0 ± 7.1 |")
+    assert table[3].startswith("| eva stage 1 | 0,1 | 50.0 ± 14.1 |")
+    assert table[4].startswith("| eva stage 2 | 0 | 70.0 ± 0.0 |")
+
+
+def test_model_card_has_yaml_header_with_run_facts():
+    import yaml
+
+    config = {
+        "backbone": "ViT-B-16",
+        "pretrained": "openai",
+        "method": "eva",
+        "attributes": ["label", "caption"],
+        "frames": 8,
+        "image_size": 224,
+    }
+    text = render_model_card(
+        config=config,
+        dataset="ucf101",
+        stage=1,
+        metrics=METRICS,
+        classes=["a", "b"],
+        train_params={"lr": 0.001},
+        demo=False,
+    )
+    assert text.startswith("---\n")
+    header = yaml.safe_load(text.split("---\n")[1])
+    assert header["base_model"] == "ViT-B-16 (openai)"
+    assert header["parameters"] == {"tunable": 1000, "total": 10000, "tunable_percent": 10.0}
+    assert header["metrics"]["top1"] == 0.5 and header["stage"] == 1
+    assert "untrained" not in text
