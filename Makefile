@@ -9,6 +9,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
+# Stage commands (`python -m stages.x`, `torchrun`) must find the venv's interpreter.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install demo test lint bench results clean
 
