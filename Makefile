@@ -40,5 +40,12 @@ bench: install
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/pipeline.py
 
+# The README's results table: 6 configurations x 3 seeds as queued DVC experiments (needs `make demo` first).
+results: install
+	$(BIN)/python scripts/results_table.py queue
+	$(BIN)/dvc queue start -j 1
+	$(BIN)/python scripts/results_table.py wait
+	$(BIN)/python scripts/results_table.py table
+
 clean:
 	rm -rf data/demo data/index shards attributes models checkpoints dvclive metrics/plots

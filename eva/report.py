@@ -76,3 +76,34 @@ def aggregate_runs(runs: Iterable[Mapping[str, Any]]) -> str:
             f"| {_mean_std([r['mean_class_accuracy'] for r in group])} | {tunable:,} | {100 * tunable / total:.2f} |"
         )
     return "\n".join(lines)
+
+
+def runs_from_exp_show(states: list[Mapping[str, Any]], name_prefix: str = "") -> list[dict[str, Any]]:
+    """Flatten `dvc exp show --json` into one dict per finished experiment (params + eval metrics).
+
+    Only experiments whose name starts with `name_prefix` and that have `metrics/eval.json` are kept.
+    """
+    runs: list[dict[str, Any]] = []
+
+    def visit(state: Mapping[str, Any]) -> None:
+        data = state.get("data") or {}
+        name = state.get("name") or ""
+        params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+        metrics = ((data.get("metrics") or {}).get("metrics/eval.json") or {}).get("data")
+        if metrics and params and name.startswith(name_prefix) and not state.get("error"):
+            runs.append(
+                {
+                    "name": name,
+                    "method": params["model"]["method"],
+                    "stage": params["stage"],
+                    "seed": params["train"]["seed"],
+                    **metrics,
+                }
+            )
+        for group in state.get("experiments") or []:
+            for rev in group.get("revs") or []:
+                visit(rev)
+
+    for state in states:
+        visit(state)
+    return runs

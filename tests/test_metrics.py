@@ -112,3 +112,34 @@ def test_model_card_has_yaml_header_with_run_facts():
     assert header["parameters"] == {"tunable": 1000, "total": 10000, "tunable_percent": 10.0}
     assert header["metrics"]["top1"] == 0.5 and header["stage"] == 1
     assert "untrained" not in text
+
+
+def test_runs_from_exp_show_reads_nested_experiments():
+    from eva.report import runs_from_exp_show
+
+    def state(name, method, seed, metrics):
+        data = {
+            "params": {
+                "params.yaml": {"data": {"stage": 1, "model": {"method": method}, "train": {"seed": seed}}}
+            },
+            "metrics": {"metrics/eval.json": {"data": metrics}} if metrics else {},
+        }
+        return {"rev": name, "name": name, "data": data, "error": None, "experiments": None}
+
+    shown = [
+        {
+            **state("workspace", "eva", 0, METRICS),
+            "experiments": [
+                {"revs": [state("cmp-eva-s1-seed0", "eva", 0, METRICS)], "name": "cmp-eva-s1-seed0"},
+                {
+                    "revs": [state("cmp-vpt-s1-seed1", "vpt", 1, None)],
+                    "name": "cmp-vpt-s1-seed1",
+                },  # unfinished
+                {"revs": [state("other", "aim", 0, METRICS)], "name": "other"},
+            ],
+        }
+    ]
+    runs = runs_from_exp_show(shown, name_prefix="cmp")
+    assert [(r["name"], r["method"], r["seed"], r["top1"]) for r in runs] == [
+        ("cmp-eva-s1-seed0", "eva", 0, 0.5)
+    ]

@@ -1,0 +1,84 @@
+"""Queue the README's comparison runs as DVC experiments, and turn their metrics into the results table.
+
+    python scripts/results_table.py queue     # dvc exp run --queue: 6 configurations x 3 seeds
+    dvc queue start -j 1                      # run them (one at a time on a small machine)
+    python scripts/results_table.py wait      # block until the queue is empty
+    python scripts/results_table.py table     # markdown table from `dvc exp show --json`
+
+`make results` does all four.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import time
+
+from eva.report import aggregate_runs, runs_from_exp_show
+
+PREFIX = "cmp"
+CONFIGS = [("linear", 1), ("vpt", 1), ("aim", 1), ("eva", 1), ("eva", 2), ("full", 1)]
+SEEDS = (0, 1, 2)
+
+
+def queue(seeds: tuple[int, ...]) -> None:
+    for method, stage in CONFIGS:
+        for seed in seeds:
+            name = f"{PREFIX}-{method}-s{stage}-seed{seed}"
+            subprocess.run(
+                [
+                    "dvc",
+                    "exp",
+                    "run",
+                    "--queue",
+                    "--name",
+                    name,
+                    "-S",
+                    f"model.method={method}",
+                    "-S",
+                    f"stage={stage}",
+                    "-S",
+                    f"train.seed={seed}",
+                ],
+                check=True,
+            )
+
+
+def wait(poll_s: float = 15.0) -> None:
+    while True:
+        status = subprocess.run(["dvc", "queue", "status"], capture_output=True, text=True, check=True).stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            return
+        time.sleep(poll_s)
+
+
+def table() -> str:
+    shown = subprocess.run(
+        ["dvc", "exp", "show", "--json", "--all-commits"], capture_output=True, text=True, check=True
+    )
+    runs = runs_from_exp_show(json.loads(shown.stdout), name_prefix=PREFIX)
+    if not runs:
+        raise SystemExit(
+            f"no finished experiments named {PREFIX}-*: run `python scripts/results_table.py queue` first"
+        )
+    return aggregate_runs(runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("action", choices=["queue", "wait", "table"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    args = parser.parse_args()
+    if args.action == "queue":
+        queue(tuple(args.seeds))
+    elif args.action == "wait":
+        wait()
+    else:
+        print(table())
+
+
+if __name__ == "__main__":
+    main()
