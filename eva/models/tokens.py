@@ -1,0 +1,103 @@
+"""Per-layer extra tokens: EVA attribute tokens and VPT deep prompts, inserted the same way.
+
+At backbone layer i every frame's sequence is `[CLS, E_i, patches]`; the k tokens E_i are
+per video (shared by its T frames), are dropped after the block, and fresh ones enter layer i+1.
+A provider only says what E_i is (`forward(layer, batch_size, attributes) -> [B, k, D]`);
+`insert_tokens` / `drop_tokens` are the one insertion mechanism both providers go through.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+
+def insert_tokens(x: torch.Tensor, tokens: torch.Tensor, frames: int) -> torch.Tensor:
+    """`[B*T, 1+N, D]` frame tokens + `[B, k, D]` video tokens -> `[B*T, 1+k+N, D]`."""
+    per_frame = tokens.to(x.dtype).repeat_interleave(frames, dim=0)  # [B*T, k, D], rows ordered (b t)
+    return torch.cat([x[:, :1], per_frame, x[:, 1:]], dim=1)  # [B*T, 1+k+N, D]
+
+
+def drop_tokens(x: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """`[B*T, 1+k+N, D]` -> `[B*T, 1+N, D]`: remove the k tokens after CLS."""
+    if num_tokens == 0:
+        return x
+    return torch.cat([x[:, :1], x[:, 1 + num_tokens :]], dim=1)  # [B*T, 1+N, D]
+
+
+def aligned_encoder_layer(layer: int, encoder_layers: int, backbone_layers: int) -> int:
+    """Encoder layer whose depth matches backbone layer `layer` (0-based).
+
+    round((i+1) * L_enc / L_bb) - 1 (half rounds up), clamped to [0, L_enc-1]: the last backbone
+    layer reads the encoder's final output, shallow layers read shallow attribute features.
+    """
+    aligned = math.floor((layer + 1) * encoder_layers / backbone_layers + 0.5) - 1
+    return min(max(aligned, 0), encoder_layers - 1)
+
+
+class LayerTokens(nn.Module):
+    """A provider of k extra tokens per backbone layer."""
+
+    num_tokens: int
+
+    def forward(self, layer: int, batch_size: int, attributes: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class DeepPrompts(LayerTokens):
+    """VPT-deep: `length` learnable tokens per layer, the same for every video."""
+
+    def __init__(self, layers: int, length: int, width: int, patch_area: int) -> None:
+        super().__init__()
+        if length < 1:
+            raise ValueError(f"`model.prompt.length` must be >= 1 for model.method=vpt, got {length}")
+        self.num_tokens = length
+        self.tokens = nn.Parameter(torch.empty(layers, length, width))
+        # VPT's initialisation: Xavier-uniform bound for a patch embedding of fan-in 3 * patch area.
+        bound = math.sqrt(6.0 / float(3 * patch_area + width))
+        nn.init.uniform_(self.tokens, -bound, bound)
+
+    def forward(self, layer: int, batch_size: int, attributes: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.tokens[layer].unsqueeze(0).expand(batch_size, -1, -1)  # [B, k, D]
+
+
+class AttributeTokens(LayerTokens):
+    """EVA hierarchical attribute tokens: one token per active attribute at every layer.
+
+    The token of attribute a at layer i is `W_a @ A_a[l(i)] + b_a + o_{i,a}`: the attribute's
+    summary feature at the aligned encoder layer l(i), mapped by one Linear per attribute shared
+    across layers, plus a learned per-layer offset (zero-init) that lets each layer place the token
+    differently. One projection per attribute instead of one per (layer, attribute) keeps the count
+    at n_attr * (D_enc*D + D) + L*n_attr*D rather than L times the projection.
+    """
+
+    def __init__(
+        self,
+        names: tuple[str, ...],
+        encoder_layers: Mapping[str, int],
+        encoder_dim: int,
+        backbone_layers: int,
+        width: int,
+    ) -> None:
+        super().__init__()
+        self.names = tuple(names)
+        self.num_tokens = len(self.names)
+        self.encoder_layers = {name: int(encoder_layers[name]) for name in self.names}
+        self.encoder_dim = encoder_dim
+        # Which encoder layer feeds backbone layer i, per attribute.
+        self.layer_map = {
+            name: [aligned_encoder_layer(i, n, backbone_layers) for i in range(backbone_layers)]
+            for name, n in self.encoder_layers.items()
+        }
+        self.projections = nn.ModuleDict({name: nn.Linear(encoder_dim, width) for name in self.names})
+        self.offsets = nn.Parameter(torch.zeros(backbone_layers, self.num_tokens, width))
+
+    def forward(self, layer: int, batch_size: int, attributes: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        tokens = [
+            self.projections[name](attributes[name][:, self.layer_map[name][layer]])  # [B, D]
+            for name in self.names
+        ]
+        return torch.stack(tokens, dim=1) + self.offsets[layer]  # [B, k, D]

@@ -1,0 +1,328 @@
+"""The video model on a tiny random open_clip ViT written to disk and loaded like real weights."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from eva.models import METHODS, ModelConfig, VideoClassifier, build_model
+from eva.models.loading import load_open_clip
+from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
+from eva.models.tokens import aligned_encoder_layer
+
+SPEC = TinyClipSpec()
+T = 4
+B = 2
+N = (SPEC.image_size // SPEC.patch_size) ** 2  # patches per frame
+STAGE1 = ("label", "caption")
+STAGE2 = ("label", "caption", "foreground", "background", "original", "dynamic")
+# Attribute encoder = the tiny CLIP: text tower for label/caption, image tower for the rest.
+ENCODER_LAYERS = {name: SPEC.text_layers if name in STAGE1 else SPEC.vision_layers for name in STAGE2}
+ENCODER_DIM = SPEC.embed_dim
+NUM_CLASSES = 5
+
+
+@pytest.fixture(scope="module")
+def backbone_name(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return save_tiny_open_clip(tmp_path_factory.mktemp("backbone"), SPEC)
+
+
+def make_config(backbone: str, method: str, **overrides) -> ModelConfig:
+    fields = dict(
+        method=method,
+        num_classes=NUM_CLASSES,
+        backbone=backbone,
+        frames=T,
+        image_size=SPEC.image_size,
+        prompt_length=3,
+        attributes=STAGE1 if method == "eva" else (),
+        attribute_layers=dict(ENCODER_LAYERS),
+        attribute_dim=ENCODER_DIM,
+    )
+    fields.update(overrides)
+    return ModelConfig(**fields)
+
+
+def make_inputs(names=STAGE2, seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    video = torch.randn(B, T, 3, SPEC.image_size, SPEC.image_size, generator=gen)
+    attributes = {n: torch.randn(B, ENCODER_LAYERS[n], ENCODER_DIM, generator=gen).half() for n in names}
+    return video, attributes
+
+
+def frozen_clip_features(backbone: str, video: torch.Tensor) -> torch.Tensor:
+    """The frozen backbone as open_clip itself runs it, one frame at a time: [B, T, D_out]."""
+    visual = load_open_clip(backbone, param="model.backbone", image_size=SPEC.image_size).model.visual
+    with torch.no_grad():
+        return torch.stack([visual(video[:, t]) for t in range(video.shape[1])], dim=1)
+
+
+@pytest.mark.parametrize(("method", "attributes"), [("aim", ()), ("eva", ())])
+def test_adapted_model_starts_as_the_frozen_backbone(
+    backbone_name: str, method: str, attributes: tuple
+) -> None:
+    model = build_model(make_config(backbone_name, method, attributes=attributes)).eval()
+    video, _ = make_inputs()
+    expected = frozen_clip_features(backbone_name, video)
+    with torch.no_grad():
+        got = model.frame_features(video)
+    assert got.shape == (B, T, SPEC.embed_dim)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+    # The check has teeth: a non-zero adapter, or attribute tokens, change the features.
+    with torch.no_grad():
+        model.adapters[1].joint.up.weight.normal_(std=0.01)  # not constant: LayerNorm would cancel it
+        assert (model.frame_features(video) - expected).abs().max() > 1e-4
+
+
+def test_attribute_tokens_change_features_from_the_start(backbone_name: str) -> None:
+    model = build_model(make_config(backbone_name, "eva", attributes=STAGE1)).eval()
+    video, attributes = make_inputs(STAGE1)
+    with torch.no_grad():
+        got = model.frame_features(video, attributes)
+    assert (got - frozen_clip_features(backbone_name, video)).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_gradients_reach_exactly_the_tunable_tensors(backbone_name: str, method: str) -> None:
+    torch.manual_seed(0)
+    config = make_config(backbone_name, method, attributes=STAGE2 if method == "eva" else ())
+    model = build_model(config).train()
+    tunable = dict(model.named_tunable_parameters())
+    frozen = {n: p for n, p in model.named_parameters() if n not in tunable}
+    assert all(p.requires_grad for p in tunable.values())
+    assert all(not p.requires_grad for p in frozen.values())
+    if method == "full":
+        assert not frozen
+    else:
+        assert frozen and all(n.startswith("backbone.") for n in frozen)
+    if method == "eva":
+        assert any(n.startswith("attribute_tokens.projections.") for n in tunable)
+    before = {n: p.detach().clone() for n, p in frozen.items()}
+
+    video, attributes = make_inputs()
+    labels = torch.arange(B) % NUM_CLASSES
+    optimizer = torch.optim.SGD(tunable.values(), lr=0.5)
+    # Zero up-projections block gradients behind them at step 0 (gate -> temporal adapter is two deep),
+    # so by the third step every tunable tensor must be receiving gradient.
+    for step in range(3):
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(video, attributes), labels).backward()
+        assert all(p.grad is None for p in frozen.values())
+        assert all(p.grad is not None for p in tunable.values())
+        if step == 0 and model.adapters is not None:
+            ups = [a.up.weight.grad for blk in model.adapters for a in (blk.spatial, blk.joint, blk.temporal)]
+            assert all(g.abs().sum() > 0 for g in ups)
+        if step < 2:
+            optimizer.step()
+    no_grad = [n for n, p in tunable.items() if p.grad.abs().sum() == 0]
+    assert not no_grad, f"tunable tensors without gradient: {no_grad}"
+    for name, p in frozen.items():
+        assert torch.equal(p, before[name]), name
+
+
+@pytest.mark.parametrize(
+    ("method", "attributes", "extra"),
+    [("eva", STAGE1, 2), ("eva", STAGE2, 6), ("vpt", (), 3), ("aim", (), 0), ("linear", (), 0)],
+)
+def test_tokens_per_frame_inside_every_block(
+    backbone_name: str, method: str, attributes: tuple, extra: int
+) -> None:
+    model = build_model(make_config(backbone_name, method, attributes=attributes)).eval()
+    seen = []
+    hooks = [
+        block.mlp.register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))
+        for block in model.backbone.transformer.resblocks
+    ]
+    video, attrs = make_inputs()
+    with torch.no_grad():
+        model(video, attrs)
+    for hook in hooks:
+        hook.remove()
+    assert seen == [(B * T, 1 + extra + N, SPEC.vision_width)] * SPEC.vision_layers
+
+
+def test_attribute_layers_align_encoder_depth_to_backbone_depth() -> None:
+    assert [aligned_encoder_layer(i, 12, 12) for i in range(12)] == list(range(12))
+    assert [aligned_encoder_layer(i, 24, 12) for i in range(12)] == list(range(1, 24, 2))
+    assert [aligned_encoder_layer(i, 3, 4) for i in range(4)] == [0, 1, 1, 2]
+    assert [aligned_encoder_layer(i, 12, 4) for i in range(4)] == [2, 5, 8, 11]
+    assert [aligned_encoder_layer(i, 1, 4) for i in range(4)] == [0, 0, 0, 0]
+
+
+def test_only_aligned_encoder_layers_reach_the_model(backbone_name: str) -> None:
+    # 8 encoder layers for 4 backbone layers: layers 1, 3, 5, 7 are read, the others never.
+    config = make_config(backbone_name, "eva", attributes=("label",), attribute_layers={"label": 8})
+    model = build_model(config).eval()
+    video, _ = make_inputs()
+    label = torch.randn(B, 8, ENCODER_DIM)
+    with torch.no_grad():
+        ref = model(video, {"label": label})
+        unread = label.clone()
+        unread[:, [0, 2, 4, 6]] += 10.0
+        read = label.clone()
+        read[:, 7] += 10.0
+        torch.testing.assert_close(model(video, {"label": unread}), ref, atol=0, rtol=0)
+        assert (model(video, {"label": read}) - ref).abs().max() > 1e-4
+
+
+def expected_tunable(method: str, attributes: tuple[str, ...], ratio: float = 0.25, length: int = 3) -> int:
+    width, layers = SPEC.vision_width, SPEC.vision_layers
+    hidden = int(width * ratio)
+    adapter = width * hidden + hidden + hidden * width + width  # down + up, with biases
+    head = SPEC.embed_dim * NUM_CLASSES + NUM_CLASSES  # on the projected CLS
+    if method == "linear":
+        return head
+    if method == "vpt":
+        return layers * length * width + head
+    aim = layers * 4 * adapter + T * width + head  # 4 adapters per block + time embedding
+    if method == "aim":
+        return aim
+    n = len(attributes)  # one projection per attribute + per-layer offsets
+    return aim + n * (ENCODER_DIM * width + width) + layers * n * width
+
+
+@pytest.mark.parametrize(
+    ("method", "attributes", "ratio"),
+    [
+        ("linear", (), 0.25),
+        ("vpt", (), 0.25),
+        ("aim", (), 0.25),
+        ("aim", (), 0.5),
+        ("eva", STAGE1, 0.25),
+        ("eva", STAGE2, 0.25),
+        ("full", (), 0.25),
+    ],
+)
+def test_tunable_counts_follow_from_the_config(
+    backbone_name: str, method: str, attributes: tuple, ratio: float
+) -> None:
+    model = build_model(make_config(backbone_name, method, attributes=attributes, adapter_ratio=ratio))
+    visual = load_open_clip(backbone_name, param="model.backbone", image_size=SPEC.image_size).model.visual
+    backbone_count = sum(p.numel() for p in visual.parameters())
+    tunable, total = model.parameter_counts()
+    if method == "full":
+        assert tunable == total == backbone_count + expected_tunable("linear", ())
+    else:
+        assert tunable == expected_tunable(method, attributes, ratio)
+        assert total == backbone_count + tunable
+    assert sum(v.numel() for v in model.tunable_state_dict().values()) == tunable
+
+
+@pytest.mark.parametrize("method", ["aim", "full"])
+def test_train_mode_leaves_a_frozen_backbone_in_eval(backbone_name: str, method: str) -> None:
+    model = build_model(make_config(backbone_name, method)).train()
+    assert model.training and model.head.training
+    assert all(m.training == (method == "full") for m in model.backbone.modules())
+    if model.adapters is not None:
+        assert all(m.training for m in model.adapters.modules())
+    model.eval()
+    assert not any(m.training for m in model.modules())
+
+
+def test_frozen_backbone_output_does_not_depend_on_train_mode(backbone_name: str) -> None:
+    model = build_model(make_config(backbone_name, "aim", head_dropout=0.0))
+    video, _ = make_inputs()
+    with torch.no_grad():
+        train_out = model.train().frame_features(video)
+        eval_out = model.eval().frame_features(video)
+    torch.testing.assert_close(train_out, eval_out, atol=0, rtol=0)
+
+
+def test_tunable_state_round_trip(backbone_name: str, tmp_path: Path) -> None:
+    config = make_config(backbone_name, "eva", attributes=STAGE1)
+    model = build_model(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+    video, attributes = make_inputs(STAGE1)
+    torch.save(model.tunable_state_dict(), tmp_path / "tunable.pt")
+    assert not any(k.startswith("backbone.") for k in model.tunable_state_dict())
+
+    restored = build_model(config).eval()
+    restored.load_tunable_state_dict(torch.load(tmp_path / "tunable.pt"))
+    with torch.no_grad():
+        torch.testing.assert_close(restored(video, attributes), model(video, attributes), atol=0, rtol=0)
+
+    other = build_model(make_config(backbone_name, "aim"))
+    with pytest.raises(ValueError, match="missing"):
+        other.load_tunable_state_dict(torch.load(tmp_path / "tunable.pt"))
+
+
+def test_preprocessing_stats_are_exposed_not_applied(backbone_name: str) -> None:
+    model = build_model(make_config(backbone_name, "linear"))
+    bundle = load_open_clip(backbone_name, param="model.backbone")
+    assert model.mean.tolist() == pytest.approx(bundle.mean)
+    assert model.std.tolist() == pytest.approx(bundle.std)
+    assert "mean" not in model.state_dict()
+
+
+def test_vpt_prompts_use_the_vpt_initialisation(backbone_name: str) -> None:
+    model = build_model(make_config(backbone_name, "vpt", prompt_length=5))
+    bound = math.sqrt(6.0 / (3 * SPEC.patch_size**2 + SPEC.vision_width))
+    prompts = model.prompts.tokens
+    assert prompts.shape == (SPEC.vision_layers, 5, SPEC.vision_width)
+    assert prompts.abs().max() <= bound and prompts.abs().max() > bound / 2
+
+
+def test_bad_inputs_are_value_errors(backbone_name: str) -> None:
+    model = build_model(make_config(backbone_name, "eva", attributes=STAGE1))
+    video, attributes = make_inputs(STAGE1)
+    with pytest.raises(ValueError, match="model.frames"):
+        model(video[:, :3], attributes)
+    with pytest.raises(ValueError, match="model.image_size"):
+        model(video[..., :32, :32], attributes)
+    with pytest.raises(ValueError, match=r"\[B, T, 3, H, W\]"):
+        model(video[0], attributes)
+    with pytest.raises(ValueError, match="attribute 'caption' missing"):
+        model(video, {"label": attributes["label"]})
+    with pytest.raises(ValueError, match="attribute 'label' must be"):
+        model(video, {**attributes, "label": attributes["label"][:, :2]})
+    with pytest.raises(ValueError, match="attribute 'label' must be"):
+        model(video, {**attributes, "label": attributes["label"][:1]})
+    with pytest.raises(ValueError, match="attribute 'label' must be"):
+        model(video, {**attributes, "label": attributes["label"].mean(1)})
+    # Attributes the method does not use are ignored (the loader may hand over all six).
+    model(video, make_inputs(STAGE2)[1])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"method": "adapterformer"}, "model.method"),
+        ({"method": "vpt", "prompt_length": 0}, "model.prompt.length"),
+        ({"adapter_ratio": 0.0}, "model.adapter.ratio"),
+        ({"frames": 0}, "model.frames"),
+        ({"method": "eva", "attribute_layers": {"label": 3}}, "caption"),
+    ],
+)
+def test_bad_configs_name_the_param(backbone_name: str, overrides: dict, key: str) -> None:
+    config = make_config(backbone_name, overrides.pop("method", "aim"), **overrides)
+    with pytest.raises(ValueError, match=key):
+        build_model(config)
+
+
+def test_config_survives_a_json_round_trip(backbone_name: str) -> None:
+    import dataclasses
+    import json
+
+    config = make_config(backbone_name, "eva", attributes=STAGE2)
+    again = ModelConfig(**json.loads(json.dumps(dataclasses.asdict(config))))
+    assert again == config
+    assert isinstance(build_model(again), VideoClassifier)
+
+
+@pytest.mark.parametrize("method", ["linear", "aim"])
+def test_sequence_first_attention_gives_the_same_output(backbone_name: str, method: str) -> None:
+    # open_clip can run its blocks sequence-first (batch_first=False); the wrapper must not care.
+    model = build_model(make_config(backbone_name, method)).eval()
+    video, _ = make_inputs()
+    with torch.no_grad():
+        ref = model.frame_features(video)
+        for block in model.backbone.transformer.resblocks:
+            block.attn.batch_first = False
+        torch.testing.assert_close(model.frame_features(video), ref, atol=1e-5, rtol=0)
