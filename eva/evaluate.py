@@ -1,0 +1,149 @@
+"""Multi-view evaluation of a trained classifier: scores averaged over clips x crops per video.
+
+Every video of the validation split is seen exactly once; each contributes `clips * crops` views
+(TSN-style temporal clips, spatial crops along the long side) whose softmax scores are averaged.
+Throughput counts views (clips of T frames) through the model per second of model time only.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eva.attributes.store import AttributeStore
+from eva.metrics import ClassificationReport, classification_report
+from eva.models import VideoClassifier
+from eva.train.data import ClipSpec, VideoAttributeDataset, make_loader
+from eva.utils.log import progress
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    report: ClassificationReport
+    scores: torch.Tensor  # float [N, C], view-averaged probabilities
+    labels: torch.Tensor  # int64 [N]
+    video_ids: list[str]
+    views: int
+    model_seconds: float
+    peak_memory_mb: float
+
+    @property
+    def throughput(self) -> float:
+        """Views (clips of T frames) through the model per second."""
+        return len(self.labels) * self.views / max(self.model_seconds, 1e-9)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak allocated CUDA memory on GPU; the process's peak resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+@torch.no_grad()
+def evaluate_views(
+    model: VideoClassifier,
+    shards: list[str],
+    *,
+    clips: int,
+    crops: int,
+    batch_size: int,
+    store: AttributeStore | None,
+    workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> EvalResult:
+    """Score every video of `shards` (those with an attribute row when `store` is given)."""
+    if clips < 1 or crops < 1:
+        raise ValueError(f"`evaluate.clips` and `evaluate.crops` must be >= 1; got {clips} and {crops}")
+    if batch_size < 1:
+        raise ValueError(f"`evaluate.batch_size` must be >= 1; got {batch_size}")
+    device = torch.device(device)
+    model = model.to(device).eval()
+    cfg = model.config
+    spec = ClipSpec(
+        num_frames=cfg.frames,
+        image_size=cfg.image_size,
+        mean=tuple(model.mean.tolist()),
+        std=tuple(model.std.tolist()),
+        clips=clips,
+        crops=crops,
+    )
+    data = VideoAttributeDataset(
+        shards,
+        spec,
+        train=False,
+        batch_size=batch_size,
+        attributes=store,
+        attribute_names=tuple(cfg.attributes) if cfg.method == "eva" else (),
+        workers=workers,
+    )
+    views = spec.views
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    all_scores, all_labels, video_ids = [], [], []
+    model_seconds = 0.0
+    for batch in progress(make_loader(data), desc="evaluate"):
+        video = batch["video"].to(device)
+        if views == 1:
+            video = video[:, None]  # [B, 1, T, 3, S, S]
+        b = video.shape[0]
+        flat = video.flatten(0, 1)  # [B*V, T, 3, S, S]
+        attributes = {
+            name: value.to(device).repeat_interleave(views, dim=0)  # [B*V, L, D]
+            for name, value in batch["attributes"].items()
+        } or None
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        logits = model(flat, attributes)  # [B*V, C]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        model_seconds += time.perf_counter() - start
+        probs = logits.float().softmax(dim=-1).view(b, views, -1).mean(dim=1)  # [B, C]
+        all_scores.append(probs.cpu())
+        all_labels.append(batch["label"])
+        video_ids += batch["video_id"]
+    if not video_ids:
+        raise RuntimeError("no video to evaluate: the val shards are empty or no video has an attribute row")
+    scores, labels = torch.cat(all_scores), torch.cat(all_labels)
+    return EvalResult(
+        report=classification_report(scores, labels),
+        scores=scores,
+        labels=labels,
+        video_ids=video_ids,
+        views=views,
+        model_seconds=model_seconds,
+        peak_memory_mb=peak_memory_mb(device),
+    )
+
+
+def eval_metrics(
+    result: EvalResult, model: VideoClassifier, *, dataset: str, stage: int, clips: int, crops: int
+) -> dict[str, Any]:
+    """The flat dict written to metrics/eval.json (what `dvc metrics diff` compares)."""
+    tunable, total = model.parameter_counts()
+    return {
+        "dataset": dataset,
+        "method": model.config.method,
+        "stage": stage,
+        **{k: round(v, 6) for k, v in result.report.as_dict().items()},
+        "videos": len(result.labels),
+        "clips": clips,
+        "crops": crops,
+        "views": result.views,
+        "tunable_params": tunable,
+        "total_params": total,
+        "tunable_percent": round(100.0 * tunable / total, 4),
+        "throughput_clips_per_s": round(result.throughput, 2),
+        "peak_memory_mb": round(result.peak_memory_mb, 1),
+    }
+
+
+def default_store(path: str | Path) -> AttributeStore | None:
+    path = Path(path)
+    return AttributeStore(path) if path.is_file() else None

@@ -1,0 +1,60 @@
+"""Stage `evaluate`: models/<dataset>/model.pt + val shards -> metrics/eval.json, per-class CSV,
+confusion plot data, and the model card models/<dataset>/README.md."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from eva.data.shards import list_shards
+from eva.evaluate import default_store, eval_metrics, evaluate_views
+from eva.metrics import confusion_records, write_per_class_csv
+from eva.model_card import render_model_card, write_model_card
+from eva.models.loading import resolve_device
+from eva.params import load_params, param
+from eva.report import format_run_table
+from eva.train.checkpoint import load_trained_model
+from eva.utils.io import write_json
+from eva.utils.log import setup_logging
+
+log = logging.getLogger("eva.stages.evaluate")
+
+
+def main() -> None:
+    setup_logging()
+    params = load_params()
+    name = param(params, "dataset.name")
+    clips, crops = param(params, "evaluate.clips"), param(params, "evaluate.crops")
+    device = resolve_device("auto")
+    model, checkpoint = load_trained_model(Path("models") / name / "model.pt", device)
+    classes = checkpoint["classes"]
+    result = evaluate_views(
+        model,
+        list_shards(Path("shards") / name, "val"),
+        clips=clips,
+        crops=crops,
+        batch_size=param(params, "evaluate.batch_size"),
+        store=default_store(Path("attributes") / name / "val.parquet"),
+        device=device,
+    )
+    stage = checkpoint["stage"]
+    metrics = eval_metrics(result, model, dataset=name, stage=stage, clips=clips, crops=crops)
+    write_json("metrics/eval.json", metrics)
+    write_per_class_csv("metrics/per_class.csv", result.report, classes)
+    predicted = result.scores.argmax(dim=1)
+    write_json("metrics/plots/confusion.json", confusion_records(result.labels, predicted, classes))
+    card = render_model_card(
+        config=checkpoint["config"],
+        dataset=name,
+        stage=stage,
+        metrics=metrics,
+        classes=classes,
+        train_params=checkpoint["params"],
+        demo=name == "demo",
+    )
+    write_model_card(Path("models") / name / "README.md", card)
+    log.info("evaluation:\n%s", format_run_table(metrics))
+
+
+if __name__ == "__main__":
+    main()
