@@ -1,0 +1,675 @@
+"""Videos -> WebDataset shards of T JPEG frames per clip (TSN-style sparse sampling).
+
+Determinism is the point of this module: the shard bytes depend only on the index and the
+`extract.*` params, never on the worker count, the rank split or the wall clock. So samples are
+written by the parent in index order, tar headers carry a fixed mtime/owner, and shard numbers
+come from chunking the sorted index before any decoding (a failed video leaves a shorter shard,
+it never shifts the samples of later shards).
+
+Decoding runs in worker processes that the parent kills and replaces when a video exceeds
+`extract.timeout_s` or crashes the decoder, so one bad file costs one recorded failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import math
+import multiprocessing
+import multiprocessing.connection
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from eva.utils.dist import WorkerSlot
+from eva.utils.log import progress
+
+log = logging.getLogger(__name__)
+
+INDEX_COLUMNS = ("video_id", "path", "label", "label_name", "split", "start", "end")
+SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<num>\d{6})\.tar$")
+TAR_MTIME = 946684800  # 2000-01-01 UTC: fixed so identical samples give identical tar bytes
+TAR_OWNER = "eva"
+MAX_KEY_CHARS = 80  # member names stay under USTAR's 100-char limit (key + ".NNN.jpg")
+WORKER_START_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """The `extract.*` params; validated here so a bad value names its key."""
+
+    frames_per_video: int = 16
+    short_side: int = 128
+    jpeg_quality: int = 90
+    samples_per_shard: int = 512
+    workers: int = 2
+    timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "frames_per_video": (self.frames_per_video, 1, 999, "an integer in 1..999"),
+            "short_side": (self.short_side, 8, 4096, "an integer in 8..4096 (pixels)"),
+            "jpeg_quality": (self.jpeg_quality, 1, 100, "an integer in 1..100"),
+            "samples_per_shard": (self.samples_per_shard, 1, 10**7, "a positive integer"),
+            "workers": (self.workers, 1, 1024, "a positive integer (worker processes)"),
+        }
+        for name, (value, lo, hi, expected) in checks.items():
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ValueError(f"params.yaml extract.{name}={value!r}: expected {expected}")
+        if isinstance(self.timeout_s, bool) or not (
+            isinstance(self.timeout_s, int | float) and self.timeout_s > 0
+        ):
+            raise ValueError(f"params.yaml extract.timeout_s={self.timeout_s!r}: expected seconds > 0")
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One index row plus its shard key: everything a worker needs, nothing heavy."""
+
+    key: str
+    video_id: str
+    path: str
+    label: int
+    label_name: str
+    split: str
+    start: float | None = None
+    end: float | None = None
+
+
+@dataclass
+class DecodedVideo:
+    """What a worker sends back: encoded frames and the facts the json records."""
+
+    jpegs: list[bytes]
+    fps: float
+    frame_indices: list[int]
+    orig_size: tuple[int, int]  # (H, W)
+    duration: float
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """A fixed chunk of the sorted index; its number never depends on decode outcomes."""
+
+    split: str
+    number: int
+    ordinal: int  # position among all shards of all splits: the unit of rank ownership
+    jobs: tuple[VideoJob, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}-{self.number:06d}.tar"
+
+
+class VideoError(Exception):
+    """A video that cannot be turned into a sample; `reason` goes into metrics/extract.json."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class SplitCounts:
+    videos: int = 0
+    written: int = 0
+    failed: int = 0
+    shards: int = 0
+
+
+@dataclass
+class ExtractResult:
+    """Counts per split and the skipped videos, for metrics/extract.json."""
+
+    splits: dict[str, SplitCounts] = field(default_factory=dict)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    shards: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    rank: int = 0
+    world_size: int = 1
+
+    def metrics(self) -> dict[str, Any]:
+        videos = sum(c.videos for c in self.splits.values())
+        return {
+            "videos": videos,
+            "written": sum(c.written for c in self.splits.values()),
+            "failed": sum(c.failed for c in self.splits.values()),
+            "shards": len(self.shards),
+            "splits": {name: vars(c).copy() for name, c in sorted(self.splits.items())},
+            "failures": self.failures,
+            "seconds": round(self.seconds, 3),
+            "videos_per_second": round(videos / self.seconds, 3) if self.seconds > 0 else 0.0,
+            "rank": self.rank,
+            "world_size": self.world_size,
+        }
+
+
+# ----------------------------------------------------------------------------- sampling, keys
+
+
+def sample_segment_indices(first: int, stop: int, count: int) -> list[int]:
+    """Centre frame of each of `count` equal segments of [first, stop) (TSN test-time sampling)."""
+    if stop <= first:
+        raise ValueError(f"empty frame range [{first}, {stop})")
+    step = (stop - first) / count
+    return [min(first + int(step * (i + 0.5)), stop - 1) for i in range(count)]
+
+
+def clip_frame_range(num_frames: int, fps: float, start: float | None, end: float | None) -> tuple[int, int]:
+    """Frame range [first, stop) of the clip: the whole video, or a trimmed segment in seconds."""
+    if start is None and end is None:
+        return 0, num_frames
+    if not (fps > 0 and math.isfinite(fps)):
+        raise VideoError(f"unknown fps ({fps}): cannot locate segment {start}-{end} s")
+    first = max(0, math.floor((start or 0.0) * fps))
+    stop = num_frames if end is None else min(num_frames, math.ceil(end * fps))
+    if first >= num_frames:
+        raise VideoError(f"segment starts at {start} s, after the video's {num_frames / fps:.2f} s")
+    return first, max(stop, first + 1)
+
+
+def shard_key(video_id: str) -> str:
+    """A webdataset key: no dots (they separate the extension), no slashes, bounded length."""
+    key = re.sub(r"[^A-Za-z0-9_-]", "_", video_id) or "_"
+    if len(key) > MAX_KEY_CHARS:
+        digest = hashlib.sha1(video_id.encode("utf-8")).hexdigest()[:12]
+        key = f"{key[: MAX_KEY_CHARS - 13]}_{digest}"
+    return key
+
+
+def unique_keys(video_ids: Iterable[str]) -> list[str]:
+    """`shard_key` of each id, with `_2`, `_3`... appended where two ids map to the same key."""
+    seen: set[str] = set()
+    keys = []
+    for video_id in video_ids:
+        base = key = shard_key(video_id)
+        n = 1
+        while key in seen:
+            n += 1
+            key = f"{base}_{n}"
+        seen.add(key)
+        keys.append(key)
+    return keys
+
+
+# ----------------------------------------------------------------------------- decoding (worker side)
+
+_DECORD_NOISE = re.compile(r"\[\d\d:\d\d:\d\d\] \S+?:\d+: ")
+
+
+def _clean(message: object, limit: int = 200) -> str:
+    """decord messages carry timestamps and source paths; strip them so metrics are stable."""
+    text = _DECORD_NOISE.sub("", str(message)).strip().splitlines()
+    first = text[0] if text else ""
+    return first[:limit]
+
+
+def _open_reader(path: str, size: tuple[int, int] | None = None) -> Any:
+    """decord reader with one thread (parallelism comes from the workers); `size` = (W, H) to scale to."""
+    import decord
+
+    width, height = size or (-1, -1)
+    return decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height, num_threads=1)
+
+
+def decode_available_frames(path: str, first: int, stop: int, count: int) -> tuple[Any, list[int], int]:
+    """Frames of [first, stop) that really decode, re-sampled over that range: (frames, indices, stop).
+
+    For files whose tail is broken, decord's len() counts frames that never decode, and its
+    read-ahead may or may not hit the broken packet while fetching earlier ones. A sequential PyAV
+    pass gives the same answer every time: count what decodes, then sample within it.
+    """
+    import av
+    import numpy as np
+
+    decodable = 0
+    try:
+        with av.open(path) as container:
+            for _ in container.decode(video=0):
+                decodable += 1
+                if decodable >= stop:
+                    break
+    except (av.FFmpegError, IndexError, ValueError):
+        pass  # the first frame that fails ends the decodable range
+    if decodable <= first:
+        raise VideoError(f"no decodable frames in the clip (frames {first}..{stop - 1})")
+    stop = min(stop, decodable)
+    indices = sample_segment_indices(first, stop, count)
+    wanted = set(indices)
+    picked = {}
+    try:
+        with av.open(path) as container:
+            for i, frame in enumerate(container.decode(video=0)):
+                if i in wanted:
+                    picked[i] = frame.to_ndarray(format="rgb24")  # [H, W, 3]
+                if i >= indices[-1]:
+                    break
+    except (av.FFmpegError, IndexError, ValueError) as e:
+        raise VideoError(f"decode failed: {_clean(e)}") from None
+    if len(picked) != len(wanted):
+        raise VideoError(f"decode failed: frames {sorted(wanted - set(picked))} missing")
+    return np.stack([picked[i] for i in indices]), indices, stop  # [T, H, W, 3]
+
+
+# decord 0.6 cannot copy frames whose RGB rows ffmpeg pads (e.g. 16, 24, 48, 72 px wide): it
+# fails with this message. Such videos are decoded scaled to a width of a multiple of 64 instead.
+_DECORD_PADDING_BUG = "size must exactly match"
+
+
+def _native_size(path: str) -> tuple[int, int]:
+    """(H, W) of the first video stream, for the padded-width fallback (decord has no size API)."""
+    import av
+
+    with av.open(path) as container:
+        ctx = container.streams.video[0].codec_context
+        return int(ctx.height), int(ctx.width)
+
+
+def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """(W, H) with the short side at `short_side` and the aspect ratio kept."""
+    scale = short_side / min(height, width)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def decode_video(
+    path: str, cfg: ExtractConfig, start: float | None = None, end: float | None = None
+) -> DecodedVideo:
+    """Decode T evenly spaced frames of the clip, resize the short side, encode JPEG.
+
+    Raises VideoError with a short, stable reason for every way a file can be unusable.
+    """
+    from PIL import Image
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise VideoError("missing file") from None
+    except OSError as e:
+        raise VideoError(f"cannot stat file: {e.strerror}") from None
+    if st.st_size == 0 and os.path.isfile(path):
+        raise VideoError("empty file (0 bytes)")
+    try:
+        reader = _open_reader(path)
+        num_frames = len(reader)
+        fps = float(reader.get_avg_fps())
+    except Exception as e:
+        raise VideoError(f"not a readable video: {_clean(e)}") from None
+    if num_frames <= 0:
+        raise VideoError("no frames")
+    first, stop = clip_frame_range(num_frames, fps, start, end)
+    indices = sample_segment_indices(first, stop, cfg.frames_per_video)
+    orig_size: tuple[int, int] | None = None  # (H, W), known up front only in the fallback
+    decode_size: tuple[int, int] | None = None  # (W, H) decord scales to; None = native
+    frames = None
+    failure = ""
+    try:
+        frames = reader.get_batch(indices).asnumpy()  # [T, H, W, 3] uint8
+    except Exception as e:
+        failure = str(e)
+    del reader
+    if frames is None and _DECORD_PADDING_BUG in failure:
+        try:
+            orig_size = _native_size(path)
+        except Exception as e:
+            raise VideoError(f"not a readable video: {_clean(e)}") from None
+        decode_size = (-(-orig_size[1] // 64) * 64, orig_size[0])
+        with contextlib.suppress(Exception):
+            frames = _open_reader(path, decode_size).get_batch(indices).asnumpy()
+    if frames is None:  # the tail does not decode (or decord failed otherwise): sequential fallback
+        frames, indices, stop = decode_available_frames(path, first, stop, cfg.frames_per_video)
+    if frames.ndim != 4 or frames.shape[0] != len(indices) or frames.shape[-1] != 3:
+        raise VideoError(f"decoder returned frames of shape {tuple(frames.shape)}")
+    height, width = orig_size or (int(frames.shape[1]), int(frames.shape[2]))
+    target = short_side_size(height, width, cfg.short_side)
+    jpegs = []
+    for frame in frames:
+        image = Image.fromarray(frame)
+        if image.size != target:
+            image = image.resize(target, Image.BILINEAR)
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=cfg.jpeg_quality)
+        jpegs.append(buf.getvalue())
+    duration = (stop - first) / fps if fps > 0 and math.isfinite(fps) else 0.0
+    return DecodedVideo(
+        jpegs=jpegs,
+        fps=fps if math.isfinite(fps) else 0.0,
+        frame_indices=[int(i) for i in indices],
+        orig_size=(height, width),
+        duration=duration,
+    )
+
+
+def _worker_main(conn: multiprocessing.connection.Connection, cfg: ExtractConfig) -> None:
+    """Worker process: announce readiness, then decode one job at a time until told to stop."""
+    import decord.logging
+
+    decord.logging.set_level(decord.logging.QUIET)  # failures are reported as reasons instead
+    conn.send("ready")
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        seq, job = message
+        try:
+            result: DecodedVideo | str = decode_video(job.path, cfg, job.start, job.end)
+        except VideoError as e:
+            result = e.reason
+        except Exception as e:  # a decoder bug must not take the worker down with it
+            result = f"unexpected error: {type(e).__name__}: {_clean(e)}"
+        conn.send((seq, result))
+
+
+# ----------------------------------------------------------------------------- worker pool (parent side)
+
+
+class _Worker:
+    def __init__(self, ctx: Any, cfg: ExtractConfig) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child, cfg), daemon=True)
+        self.proc.start()
+        child.close()
+        self.seq: int | None = None
+        self.deadline = 0.0
+        try:
+            ready = self.conn.poll(WORKER_START_TIMEOUT_S) and self.conn.recv() == "ready"
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self.kill()
+            raise RuntimeError(
+                f"extract worker process did not start (exit code {self.proc.exitcode}); a script that "
+                "calls extract_shards needs the `if __name__ == '__main__':` guard"
+            )
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.proc.join(5)
+        self.kill()
+
+
+def decode_in_order(
+    jobs: Iterable[VideoJob], cfg: ExtractConfig
+) -> Iterator[tuple[VideoJob, DecodedVideo | str]]:
+    """Decode `jobs` in `cfg.workers` processes; yield (job, result or failure reason) in input order.
+
+    Jobs are pulled lazily and at most 4 x workers results wait for reordering, so memory stays
+    bounded by a few videos whatever the dataset size. A worker past `cfg.timeout_s` on one video,
+    or one that dies, is killed and replaced; that video is reported as failed.
+    """
+    ctx = multiprocessing.get_context("forkserver")
+    # Workers fork from a server that has imported the decoder once; the parent itself stays light.
+    ctx.set_forkserver_preload(["eva.data.extract", "decord", "PIL.Image", "av"])
+    source = iter(jobs)
+    window = 4 * cfg.workers
+    pool: list[_Worker] = []
+    waiting: dict[int, VideoJob] = {}
+    done: dict[int, DecodedVideo | str] = {}
+    next_in = next_out = 0
+    exhausted = False
+    try:
+        while True:
+            for i in range(cfg.workers):
+                if exhausted or next_in >= next_out + window:
+                    break
+                if i < len(pool) and pool[i].seq is not None:
+                    continue
+                job = next(source, None)
+                if job is None:
+                    exhausted = True
+                    break
+                if i >= len(pool):
+                    pool.append(_Worker(ctx, cfg))
+                try:
+                    pool[i].conn.send((next_in, job))
+                except OSError:  # the idle worker died since its last job: replace it
+                    pool[i].kill()
+                    pool[i] = _Worker(ctx, cfg)
+                    pool[i].conn.send((next_in, job))
+                worker = pool[i]
+                worker.seq, worker.deadline = next_in, time.monotonic() + cfg.timeout_s
+                waiting[next_in] = job
+                next_in += 1
+            while next_out in done:
+                yield waiting.pop(next_out), done.pop(next_out)
+                next_out += 1
+            busy = [w for w in pool if w.seq is not None]
+            if not busy:
+                if exhausted:
+                    return
+                continue
+            timeout = max(0.0, min(w.deadline for w in busy) - time.monotonic())
+            multiprocessing.connection.wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout)
+            for i, worker in enumerate(pool):
+                seq = worker.seq
+                if seq is None:
+                    continue
+                reason = None
+                if worker.conn.poll():
+                    try:
+                        got, result = worker.conn.recv()
+                        done[got] = result
+                        worker.seq = None
+                        continue
+                    except (EOFError, OSError):
+                        reason = "decoder process died"
+                elif not worker.proc.is_alive():
+                    reason = f"decoder process died (exit code {worker.proc.exitcode})"
+                elif time.monotonic() >= worker.deadline:
+                    reason = f"timeout: no result within extract.timeout_s={cfg.timeout_s} s"
+                if reason is None:
+                    continue
+                log.warning("%s: %s; restarting the worker", waiting[seq].path, reason)
+                worker.kill()
+                done[seq] = reason
+                pool[i] = _Worker(ctx, cfg)
+    finally:
+        for worker in pool:
+            if worker.seq is None:
+                worker.stop()
+            else:
+                worker.kill()
+
+
+# ----------------------------------------------------------------------------- shard planning and writing
+
+
+def read_index_table(path: str | Path) -> pa.Table:
+    """The index parquet, checked for the contract's columns and sorted by (split, video_id)."""
+    table = pq.read_table(path)
+    missing = [c for c in INDEX_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: index lacks columns {missing} (expected {list(INDEX_COLUMNS)})")
+    return table.sort_by([("split", "ascending"), ("video_id", "ascending")])
+
+
+def plan_shards(index: pa.Table, samples_per_shard: int) -> list[ShardPlan]:
+    """Chunk the sorted index into shards of `samples_per_shard` rows, numbered per split."""
+    index = index.sort_by([("split", "ascending"), ("video_id", "ascending")])
+    cols = {c: index.column(c).to_pylist() for c in INDEX_COLUMNS}
+    keys = unique_keys(cols["video_id"])
+    plans: list[ShardPlan] = []
+    chunk: list[VideoJob] = []
+    for i, key in enumerate(keys):
+        split = cols["split"][i]
+        if chunk and (chunk[0].split != split or len(chunk) == samples_per_shard):
+            plans.append(_plan(chunk, plans))
+            chunk = []
+        start, end = cols["start"][i], cols["end"][i]
+        chunk.append(
+            VideoJob(
+                key=key,
+                video_id=str(cols["video_id"][i]),
+                path=str(cols["path"][i]),
+                label=int(cols["label"][i]),
+                label_name=str(cols["label_name"][i]),
+                split=str(split),
+                start=None if start is None else float(start),
+                end=None if end is None else float(end),
+            )
+        )
+    if chunk:
+        plans.append(_plan(chunk, plans))
+    return plans
+
+
+def _plan(chunk: list[VideoJob], previous: list[ShardPlan]) -> ShardPlan:
+    split = chunk[0].split
+    if not SHARD_NAME.match(f"{split}-000000.tar"):
+        raise ValueError(f"split name {split!r} is not usable in a shard file name")
+    number = sum(1 for p in previous if p.split == split)
+    return ShardPlan(split=split, number=number, ordinal=len(previous), jobs=tuple(chunk))
+
+
+def sample_record(job: VideoJob, video: DecodedVideo) -> dict[str, Any]:
+    """The webdataset sample: `NNN.jpg` frames and the json of the contract, all as bytes."""
+    meta = {
+        "video_id": job.video_id,
+        "label": job.label,
+        "label_name": job.label_name,
+        "split": job.split,
+        "fps": video.fps,
+        "frame_indices": video.frame_indices,
+        "orig_size": list(video.orig_size),
+        "duration": round(video.duration, 6),
+        "num_frames": len(video.jpegs),
+    }
+    record: dict[str, Any] = {"__key__": job.key}
+    for t, jpeg in enumerate(video.jpegs):
+        record[f"{t:03d}.jpg"] = jpeg
+    record["json"] = json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return record
+
+
+def _temp_name(shard_name: str) -> str:
+    return f".{shard_name}.tmp"
+
+
+class _ShardFile:
+    """One shard written under a temp name and renamed into place only when complete."""
+
+    def __init__(self, out_dir: Path, plan: ShardPlan) -> None:
+        import webdataset as wds
+
+        self.final = out_dir / plan.name
+        self.temp = out_dir / _temp_name(plan.name)
+        self.file = open(self.temp, "wb")  # noqa: SIM115 - closed in close()/abort()
+        self.writer = wds.TarWriter(
+            self.file, encoder=False, mtime=TAR_MTIME, user=TAR_OWNER, group=TAR_OWNER
+        )
+        self.count = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.writer.write(record)
+        self.count += 1
+
+    def close(self) -> bool:
+        """Publish the shard if it holds samples; an all-failed chunk leaves no file. True if published."""
+        self.writer.close()
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        if self.count == 0:
+            self.temp.unlink(missing_ok=True)
+            self.final.unlink(missing_ok=True)
+            return False
+        os.replace(self.temp, self.final)
+        return True
+
+    def abort(self) -> None:
+        self.file.close()
+        self.temp.unlink(missing_ok=True)
+
+
+def _clean_stale(out_dir: Path, plans: list[ShardPlan], slot: WorkerSlot) -> None:
+    """Remove leftovers of earlier runs: our own temp files, and (rank 0) shards no plan names.
+
+    Ranks only touch files they own, so several machines can share one output directory.
+    """
+    expected = {p.name for p in plans}
+    owned = {p.name for p in plans if slot.owns(p.ordinal)}
+    for entry in out_dir.iterdir():
+        name = entry.name
+        if name.startswith(".") and name.endswith(".tar.tmp"):
+            shard = name[1:-4]
+            if shard in owned or (slot.rank == 0 and shard not in expected):
+                entry.unlink(missing_ok=True)
+        elif SHARD_NAME.match(name) and name not in expected and slot.rank == 0:
+            log.info("removing stale shard %s (not produced by this index)", entry)
+            entry.unlink(missing_ok=True)
+
+
+def extract_shards(
+    index: pa.Table, out_dir: str | Path, cfg: ExtractConfig, slot: WorkerSlot | None = None
+) -> ExtractResult:
+    """Write the shards of `index` that `slot` owns into `out_dir`; return counts and failures.
+
+    Shard `split-NNNNNN.tar` always holds the same chunk of the sorted index, and rank r writes the
+    shards whose position among all shards is r mod world size: ranks together produce exactly the
+    files a single process would.
+    """
+    slot = slot or WorkerSlot()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    plans = plan_shards(index, cfg.samples_per_shard)
+    _clean_stale(out, plans, slot)
+    mine = [p for p in plans if slot.owns(p.ordinal)]
+    result = ExtractResult(rank=slot.rank, world_size=slot.world_size)
+    for plan in mine:
+        result.splits.setdefault(plan.split, SplitCounts()).videos += len(plan.jobs)
+    total = sum(len(p.jobs) for p in mine)
+    log.info(
+        "extract: %d videos in %d of %d shards (rank %d/%d, %d workers) -> %s",
+        total, len(mine), len(plans), slot.rank, slot.world_size, cfg.workers, out,
+    )  # fmt: skip
+    shard_of = {job.key: plan for plan in mine for job in plan.jobs}
+    jobs = (job for plan in mine for job in plan.jobs)
+    current: _ShardFile | None = None
+    remaining = 0
+    try:
+        for job, decoded in progress(decode_in_order(jobs, cfg), desc="extract", total=total):
+            if current is None:
+                plan = shard_of[job.key]
+                current, remaining = _ShardFile(out, plan), len(plan.jobs)
+            counts = result.splits[job.split]
+            if isinstance(decoded, str):
+                counts.failed += 1
+                result.failures.append(
+                    {"video_id": job.video_id, "path": job.path, "split": job.split, "reason": decoded}
+                )
+            else:
+                current.write(sample_record(job, decoded))
+                counts.written += 1
+            remaining -= 1
+            if remaining == 0:
+                if current.close():
+                    result.shards.append(current.final.name)
+                    counts.shards += 1
+                current = None
+    finally:
+        if current is not None:
+            current.abort()
+    result.seconds = time.monotonic() - started
+    if result.failures:
+        log.warning("extract: %d videos skipped (see metrics)", len(result.failures))
+    return result

@@ -1,0 +1,52 @@
+"""Stage `extract`: data/index/<dataset>.parquet -> shards/<dataset>/<split>-%06d.tar, metrics/extract.json.
+
+Under torchrun or SLURM (RANK/WORLD_SIZE, SLURM_PROCID/SLURM_NTASKS) each process writes a disjoint
+set of shards into the same directory and its own metrics/extract.rank<r>-of-<w>.json.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from eva.data.extract import ExtractConfig, extract_shards, read_index_table
+from eva.params import load_params, param
+from eva.utils.dist import worker_slot
+from eva.utils.io import write_json
+from eva.utils.log import setup_logging
+
+log = logging.getLogger("eva.stages.extract")
+
+
+def main() -> None:
+    setup_logging()
+    params = load_params()
+    name = param(params, "dataset.name")
+    cfg = ExtractConfig(
+        frames_per_video=param(params, "extract.frames_per_video"),
+        short_side=param(params, "extract.short_side"),
+        jpeg_quality=param(params, "extract.jpeg_quality"),
+        samples_per_shard=param(params, "extract.samples_per_shard"),
+        workers=param(params, "extract.workers"),
+        timeout_s=param(params, "extract.timeout_s"),
+    )
+    index_path = Path("data/index") / f"{name}.parquet"
+    if not index_path.exists():
+        raise FileNotFoundError(f"{index_path} not found (dataset.name={name!r}): run the index stage first")
+    slot = worker_slot()
+    result = extract_shards(read_index_table(index_path), Path("shards") / name, cfg, slot)
+    metrics = Path("metrics/extract.json")
+    if slot.world_size > 1:
+        metrics = metrics.with_name(f"extract.rank{slot.rank}-of-{slot.world_size}.json")
+    summary = result.metrics()
+    write_json(metrics, summary)
+    log.info(
+        "extract: %d written, %d failed, %d shards, %.1f videos/s -> %s",
+        summary["written"], summary["failed"], summary["shards"], summary["videos_per_second"], metrics,
+    )  # fmt: skip
+    if summary["videos"] and not summary["written"]:
+        raise RuntimeError(f"extract: none of {summary['videos']} videos could be decoded; see {metrics}")
+
+
+if __name__ == "__main__":
+    main()

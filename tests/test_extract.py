@@ -1,0 +1,308 @@
+"""Extract stage: real tiny videos -> shards -> reader, determinism, rank split, bad files, timeouts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import moving_square, write_video
+
+from eva.data.extract import (
+    ExtractConfig,
+    clip_frame_range,
+    extract_shards,
+    plan_shards,
+    sample_segment_indices,
+    shard_key,
+    unique_keys,
+)
+from eva.data.shards import iter_videos, list_shards
+from eva.utils.dist import WorkerSlot
+
+REPO = Path(__file__).resolve().parents[1]
+FPS = 12
+
+
+def index_table(rows: list[dict]) -> pa.Table:
+    """An index following the contract's schema (video_id, path, label, label_name, split, start, end)."""
+    rows = sorted(rows, key=lambda r: (r["split"], r["video_id"]))
+    return pa.table(
+        {
+            "video_id": pa.array([r["video_id"] for r in rows], pa.string()),
+            "path": pa.array([str(r["path"]) for r in rows], pa.string()),
+            "label": pa.array([r["label"] for r in rows], pa.int32()),
+            "label_name": pa.array([f"class {r['label']}" for r in rows], pa.string()),
+            "split": pa.array([r["split"] for r in rows], pa.string()),
+            "start": pa.array([r.get("start") for r in rows], pa.float64()),
+            "end": pa.array([r.get("end") for r in rows], pa.float64()),
+        }
+    )
+
+
+def wide_square(num_frames: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """Landscape clip (aspect 4:3) with the square moving right: checks the short-side resize."""
+    frames = np.zeros((num_frames, height, width, 3), np.uint8)
+    frames[..., 2] = 30
+    for t in range(num_frames):
+        x = int(t * (width - 12) / (num_frames - 1))
+        frames[t, 18:30, x : x + 12] = (230, 40, 40)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("videos")
+    return {
+        "a": write_video(root / "a.mp4", moving_square(20, 48, seed=1), fps=FPS),
+        "b": write_video(root / "b.mp4", wide_square(30), fps=FPS),
+        "c": write_video(root / "c.mp4", moving_square(16, 48, seed=2), fps=FPS),
+        "long": write_video(root / "long.mp4", moving_square(36, 48, seed=3), fps=FPS),
+        "v1": write_video(root / "v1.mp4", moving_square(18, 48, seed=4), fps=FPS),
+    }
+
+
+@pytest.fixture(scope="module")
+def good_index(videos: dict[str, Path]) -> pa.Table:
+    return index_table(
+        [
+            {"video_id": "vid.a", "path": videos["a"], "label": 0, "split": "train"},
+            {"video_id": "vid/b c", "path": videos["b"], "label": 1, "split": "train"},
+            {"video_id": "vid.c", "path": videos["c"], "label": 2, "split": "train"},
+            # trimmed segment 1.0-2.0 s of a 3 s video: frames [12, 24)
+            {"video_id": "vid.long#1", "path": videos["long"], "label": 1, "split": "train", "start": 1.0, "end": 2.0},
+            {"video_id": "vid.v1", "path": videos["v1"], "label": 0, "split": "val"},
+        ]
+    )  # fmt: skip
+
+
+def shard_hashes(root: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.iterdir())}
+
+
+def test_segment_indices_are_centres_of_equal_segments() -> None:
+    assert sample_segment_indices(0, 16, 4) == [2, 6, 10, 14]
+    assert sample_segment_indices(12, 24, 4) == [13, 16, 19, 22]
+    short = sample_segment_indices(0, 3, 8)  # fewer frames than T: repeats, stays in range
+    assert short == sorted(short) and set(short) == {0, 1, 2}
+    assert clip_frame_range(36, 12.0, None, None) == (0, 36)
+    assert clip_frame_range(36, 12.0, 1.0, 2.0) == (12, 24)
+    assert clip_frame_range(36, 12.0, 2.5, 9.0) == (30, 36)  # end past the video is clamped
+
+
+def test_keys_have_no_dots_and_are_unique() -> None:
+    assert shard_key("v_Apply.Eye/Make up") == "v_Apply_Eye_Make_up"
+    assert unique_keys(["a.b", "a/b", "a_b", "x"]) == ["a_b", "a_b_2", "a_b_3", "x"]
+    long_key = shard_key("x" * 300)
+    assert len(long_key) <= 80 and "." not in long_key
+    assert shard_key("x" * 300) != shard_key("x" * 299)
+
+
+def test_config_errors_name_the_param() -> None:
+    with pytest.raises(ValueError, match=r"extract\.workers"):
+        ExtractConfig(workers=0)
+    with pytest.raises(ValueError, match=r"extract\.jpeg_quality"):
+        ExtractConfig(jpeg_quality=101)
+    with pytest.raises(ValueError, match=r"extract\.timeout_s"):
+        ExtractConfig(timeout_s=0)
+
+
+def test_videos_round_trip_through_shards(tmp_path: Path, good_index: pa.Table, videos: dict) -> None:
+    cfg = ExtractConfig(frames_per_video=4, short_side=32, samples_per_shard=2, workers=2, timeout_s=60)
+    result = extract_shards(good_index, tmp_path, cfg)
+
+    metrics = result.metrics()
+    assert (metrics["videos"], metrics["written"], metrics["failed"]) == (5, 5, 0)
+    assert metrics["splits"]["train"] == {"videos": 4, "written": 4, "failed": 0, "shards": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "train-000000.tar",
+        "train-000001.tar",
+        "val-000000.tar",
+    ]
+
+    samples = list(iter_videos(list_shards(tmp_path, "train")))
+    expected_order = ["vid.a", "vid.c", "vid.long#1", "vid/b c"]  # index order: sorted video_id
+    assert [s.meta["video_id"] for s in samples] == expected_order
+    by_id = {s.meta["video_id"]: s for s in samples}
+    for s in samples:
+        assert "." not in s.key and "/" not in s.key
+        assert s.frames.dtype == torch.uint8 and s.frames.shape[:2] == (4, 3)
+        assert min(s.frames.shape[2:]) == 32
+        assert s.meta["num_frames"] == 4 and s.meta["fps"] == pytest.approx(FPS)
+        assert s.meta["split"] == "train" and s.meta["label_name"] == f"class {s.meta['label']}"
+
+    a = by_id["vid.a"].meta
+    assert a["frame_indices"] == sample_segment_indices(0, 20, 4) == [2, 7, 12, 17]
+    assert a["orig_size"] == [48, 48] and a["duration"] == pytest.approx(20 / FPS) and a["label"] == 0
+
+    b = by_id["vid/b c"]
+    assert b.key == "vid_b_c" and b.meta["orig_size"] == [48, 64]
+    assert tuple(b.frames.shape) == (4, 3, 32, 43)  # 64 * 32/48 = 42.7 -> 43, aspect kept
+    red = b.frames[:, 0].float() - b.frames[:, 2].float()  # the red square, moving right
+    xs = [float((r.clamp(min=0) * torch.arange(r.shape[1])).sum() / r.clamp(min=0).sum()) for r in red]
+    assert xs == sorted(xs) and xs[-1] - xs[0] > 15
+
+    seg = by_id["vid.long#1"].meta
+    assert all(12 <= i < 24 for i in seg["frame_indices"])
+    assert seg["frame_indices"] == sample_segment_indices(12, 24, 4)
+    assert seg["duration"] == pytest.approx(1.0)
+
+    (val,) = iter_videos(list_shards(tmp_path, "val"))
+    assert val.meta["video_id"] == "vid.v1" and val.meta["split"] == "val"
+
+
+def test_same_bytes_for_reruns_worker_counts_and_rank_splits(tmp_path: Path, good_index: pa.Table) -> None:
+    def cfg(workers: int) -> ExtractConfig:
+        return ExtractConfig(frames_per_video=3, short_side=24, samples_per_shard=1, workers=workers)
+
+    extract_shards(good_index, tmp_path / "w1", cfg(1))
+    reference = shard_hashes(tmp_path / "w1")
+    assert len(reference) == 5
+
+    extract_shards(good_index, tmp_path / "w1", cfg(1))  # re-run in place
+    assert shard_hashes(tmp_path / "w1") == reference
+
+    extract_shards(good_index, tmp_path / "w2", cfg(2))
+    assert shard_hashes(tmp_path / "w2") == reference
+
+    parts = [extract_shards(good_index, tmp_path / "ranks", cfg(1), WorkerSlot(r, 2)) for r in (0, 1)]
+    assert shard_hashes(tmp_path / "ranks") == reference
+    assert sorted(parts[0].shards + parts[1].shards) == sorted(reference)
+    assert not set(parts[0].shards) & set(parts[1].shards)
+
+
+def write_faststart_noise(path: Path, num_frames: int = 24, height: int = 120, width: int = 160) -> Path:
+    """Noise frames with the moov atom up front: a truncated copy still opens, with missing tail frames."""
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for _ in range(num_frames):
+            frame = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def decodable_frames(path: Path) -> int:
+    count = 0
+    try:
+        with av.open(str(path)) as container:
+            for _ in container.decode(video=0):
+                count += 1
+    except av.error.FFmpegError:
+        pass
+    return count
+
+
+def test_bad_files_are_skipped_and_listed(tmp_path: Path, videos: dict) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "zero.mp4").write_bytes(b"")
+    (bad / "text.mp4").write_text("this is not a video\n")
+    data = videos["long"].read_bytes()  # moov atom at the end: a cut copy has no index at all
+    (bad / "cut.mp4").write_bytes(data[: len(data) // 2])
+    noise = write_faststart_noise(bad / "noise.mp4").read_bytes()
+    (bad / "tail.mp4").write_bytes(noise[: int(len(noise) * 0.6)])  # opens; decord over-counts frames
+    rows = [
+        {"video_id": "good_a", "path": videos["a"], "label": 0, "split": "train"},
+        {"video_id": "bad_zero", "path": bad / "zero.mp4", "label": 1, "split": "train"},
+        {"video_id": "bad_text", "path": bad / "text.mp4", "label": 1, "split": "train"},
+        {"video_id": "bad_cut", "path": bad / "cut.mp4", "label": 1, "split": "train"},
+        {"video_id": "bad_missing", "path": bad / "missing.mp4", "label": 1, "split": "val"},
+        {"video_id": "good_tail", "path": bad / "tail.mp4", "label": 2, "split": "val"},
+        {"video_id": "good_v1", "path": videos["v1"], "label": 0, "split": "val"},
+    ]
+    out = tmp_path / "shards"
+    out.mkdir()
+    (out / ".train-000000.tar.tmp").write_bytes(b"half a shard from a killed run")
+    (out / "val-000007.tar").write_bytes(b"stale shard of a bigger index")
+    cfg = ExtractConfig(frames_per_video=4, short_side=32, samples_per_shard=3, workers=2, timeout_s=60)
+    metrics = extract_shards(index_table(rows), out, cfg).metrics()
+
+    reasons = {f["video_id"]: f["reason"] for f in metrics["failures"]}
+    assert set(reasons) == {"bad_zero", "bad_text", "bad_cut", "bad_missing"}
+    assert reasons["bad_zero"] == "empty file (0 bytes)"
+    assert reasons["bad_missing"] == "missing file"
+    assert reasons["bad_text"].startswith("not a readable video")
+    assert reasons["bad_cut"].startswith("not a readable video")
+    assert all(f["path"].startswith(str(bad)) for f in metrics["failures"])
+    assert metrics["splits"]["train"] == {"videos": 4, "written": 1, "failed": 3, "shards": 1}
+    assert metrics["splits"]["val"] == {"videos": 3, "written": 2, "failed": 1, "shards": 1}
+    # shard 0 of train held 3 bad videos of 3 -> no file; no temp or stale file survives
+    assert sorted(p.name for p in out.iterdir()) == ["train-000001.tar", "val-000000.tar"]
+
+    written = {
+        s.meta["video_id"]: s for split in ("train", "val") for s in iter_videos(list_shards(out, split))
+    }
+    assert set(written) == {"good_a", "good_tail", "good_v1"}
+    tail = written["good_tail"].meta["frame_indices"]
+    assert max(tail) < decodable_frames(bad / "tail.mp4") < 24
+    assert any(
+        tail == sample_segment_indices(0, stop, 4) for stop in range(max(tail) + 1, 24)
+    )  # evenly spaced
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a FIFO to simulate a hung read")
+def test_hung_decode_times_out_and_the_stage_goes_on(tmp_path: Path, videos: dict) -> None:
+    fifo = tmp_path / "hangs.mp4"
+    os.mkfifo(fifo)  # opening it for reading blocks forever: a stalled network mount, say
+    rows = [
+        {"video_id": "a_hang", "path": fifo, "label": 0, "split": "train"},
+        {"video_id": "b_good", "path": videos["a"], "label": 0, "split": "train"},
+    ]
+    cfg = ExtractConfig(frames_per_video=2, short_side=16, workers=1, timeout_s=1)
+    metrics = extract_shards(index_table(rows), tmp_path / "out", cfg).metrics()
+    assert [f["video_id"] for f in metrics["failures"]] == ["a_hang"]
+    assert metrics["failures"][0]["reason"].startswith("timeout")
+    assert [s.meta["video_id"] for s in iter_videos(list_shards(tmp_path / "out", "train"))] == ["b_good"]
+
+
+def test_plan_is_fixed_chunks_of_the_sorted_index(good_index: pa.Table) -> None:
+    shuffled = good_index.take([4, 2, 0, 3, 1])
+    plans = plan_shards(shuffled, samples_per_shard=3)
+    assert [(p.name, p.ordinal, len(p.jobs)) for p in plans] == [
+        ("train-000000.tar", 0, 3),
+        ("train-000001.tar", 1, 1),
+        ("val-000000.tar", 2, 1),
+    ]
+    assert [j.video_id for p in plans for j in p.jobs] == [
+        "vid.a",
+        "vid.c",
+        "vid.long#1",
+        "vid/b c",
+        "vid.v1",
+    ]
+
+
+def test_stage_script_writes_shards_and_metrics(tmp_path: Path, videos: dict) -> None:
+    (tmp_path / "params.yaml").write_text(
+        "dataset: {name: tiny}\n"
+        "extract: {frames_per_video: 2, short_side: 16, jpeg_quality: 80, samples_per_shard: 4,"
+        " workers: 1, timeout_s: 60}\n"
+    )
+    rows = [
+        {"video_id": "one", "path": videos["a"], "label": 0, "split": "train"},
+        {"video_id": "two", "path": tmp_path / "nope.mp4", "label": 1, "split": "val"},
+    ]
+    (tmp_path / "data" / "index").mkdir(parents=True)
+    pq.write_table(index_table(rows), tmp_path / "data" / "index" / "tiny.parquet")
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS")
+    }
+    subprocess.run([sys.executable, str(REPO / "stages" / "extract.py")], cwd=tmp_path, env=env, check=True)
+    metrics = json.loads((tmp_path / "metrics" / "extract.json").read_text())
+    assert (metrics["written"], metrics["failed"]) == (1, 1)
+    assert metrics["failures"][0]["reason"] == "missing file"
+    assert sorted(p.name for p in (tmp_path / "shards" / "tiny").iterdir()) == ["train-000000.tar"]
