@@ -65,3 +65,112 @@ def save_tiny_open_clip(folder: str | Path, spec: TinyClipSpec = TinyClipSpec(),
     save_file(state, str(folder / "open_clip_model.safetensors"))
     (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return f"local-dir:{folder}"
+
+
+# Marker file written next to every demo model, so reports can say their outputs are meaningless.
+RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS.txt"
+
+# Words a caption needs besides object nouns; the demo captioner's vocabulary is these + the objects.
+_CAPTION_WORDS_TEXT = (
+    "a an the this that some two three several many one of in on at with by near next to under over "
+    "behind front inside outside top side and is are was being has have holding riding playing "
+    "standing sitting walking running jumping throwing catching swimming cutting eating drinking "
+    "looking wearing using moving turning pushing pulling lifting opening closing falling dancing "
+    "small large big little red blue green yellow white black brown young old man woman people "
+    "group room kitchen street park outdoor indoor close up view picture image"
+)
+CAPTION_WORDS = tuple(_CAPTION_WORDS_TEXT.split())
+
+_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]")
+
+
+def mark_random_weights(folder: str | Path) -> None:
+    """Tag a folder of demo weights; `is_random_weights` lets galleries and reports warn about it."""
+    (Path(folder) / RANDOM_WEIGHTS_MARKER).write_text(
+        "Random-initialised weights written by the EVA demo. Their outputs are meaningless.\n"
+    )
+
+
+def is_random_weights(source: str) -> bool:
+    """True when a model source (`local-dir:` name, folder or file) is one of the demo's random models."""
+    path = Path(source.removeprefix("local-dir:"))
+    folder = path if path.is_dir() else path.parent
+    return (folder / RANDOM_WEIGHTS_MARKER).is_file()
+
+
+@dataclass(frozen=True)
+class TinyCaptionerSpec:
+    image_size: int = 64
+    patch_size: int = 16
+    width: int = 64
+    layers: int = 2
+    heads: int = 2
+    max_positions: int = 64
+
+
+def save_tiny_captioner(
+    folder: str | Path, words: list[str], spec: TinyCaptionerSpec = TinyCaptionerSpec(), seed: int = 0
+) -> Path:
+    """Write a random BLIP captioner + processor that the transformers Auto classes load like a hub one.
+
+    The tokenizer is a BERT WordPiece built from `words` (object nouns) plus `CAPTION_WORDS`. Special
+    tokens are masked out of the output bias and the decoder's cross-attention is given large random
+    weights, so the meaningless captions are at least non-empty and differ between images.
+    """
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = sorted(
+        {w for phrase in [*words, *CAPTION_WORDS] for w in phrase.lower().split()} - set(_SPECIAL_TOKENS)
+    )
+    vocab_file = folder / "vocab.txt"
+    vocab_file.write_text("\n".join([*_SPECIAL_TOKENS, *vocab]) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer(vocab=str(vocab_file), bos_token="[DEC]", model_max_length=spec.max_positions)
+    image_processor = BlipImageProcessor(size={"height": spec.image_size, "width": spec.image_size})
+    processor = BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    special_ids = tokenizer.convert_tokens_to_ids(list(_SPECIAL_TOKENS))
+    config = BlipConfig(
+        vision_config={
+            "hidden_size": spec.width,
+            "intermediate_size": 2 * spec.width,
+            "num_hidden_layers": spec.layers,
+            "num_attention_heads": spec.heads,
+            "image_size": spec.image_size,
+            "patch_size": spec.patch_size,
+            "projection_dim": spec.width,
+        },
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": spec.width,
+            "encoder_hidden_size": spec.width,
+            "intermediate_size": 2 * spec.width,
+            "num_hidden_layers": spec.layers,
+            "num_attention_heads": spec.heads,
+            "max_position_embeddings": spec.max_positions,
+            "projection_dim": spec.width,
+            "bos_token_id": tokenizer.convert_tokens_to_ids("[DEC]"),
+            "eos_token_id": tokenizer.sep_token_id,
+            "sep_token_id": tokenizer.sep_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        projection_dim=spec.width,
+    )
+    torch.manual_seed(seed)
+    model = BlipForConditionalGeneration(config).eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        model.text_decoder.cls.predictions.bias[special_ids] = -1e4
+        for name, weight in model.text_decoder.named_parameters():
+            if "crossattention" in name and weight.ndim == 2:
+                weight.copy_(torch.randn(weight.shape, generator=generator) * 0.5)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    mark_random_weights(folder)
+    return folder
