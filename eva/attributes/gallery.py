@@ -1,0 +1,90 @@
+"""A self-contained HTML page showing what the attribute stage saw and said for a few videos.
+
+The pictures are recomputed from the shards at the stored keyframe positions (masks are cheap and
+deterministic), the label and caption come from the written Parquet file, so the page shows exactly
+what was encoded without storing any images in the attribute file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Iterable
+
+from PIL import Image
+
+from eva.attributes.store import AttributeStore
+from eva.attributes.visual import keyframe_images
+from eva.data.shards import VideoSample
+
+_COLUMNS = ("original", "foreground", "background", "dynamic")
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;margin-bottom:2em}
+td,th{border:1px solid #ccc;padding:4px;vertical-align:top;font-size:13px}
+img{width:128px;image-rendering:pixelated;display:block}
+.note{background:#fff3cd;border:1px solid #e0c36c;padding:.6em 1em;margin-bottom:1em}
+"""
+
+
+def _png(image) -> str:
+    """uint8 `[3, H, W]` tensor -> data URI."""
+    buf = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()).save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def render_gallery(
+    samples: Iterable[VideoSample],
+    store: AttributeStore,
+    *,
+    videos: int,
+    mask_method: str,
+    random_models: bool,
+    title: str = "EVA attributes",
+) -> str:
+    """HTML for the first `videos` samples that have attributes in `store`."""
+    meta = store.meta
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    if random_models:
+        parts.append(
+            "<p class='note'><b>Demo models: demo captions are meaningless.</b> The CLIP encoder and the "
+            "captioner are tiny random-initialised stand-ins, so captions and object labels mean nothing. "
+            "The masks and motion images use no model and are real.</p>"
+        )
+    parts.append(
+        f"<p>Encoder <code>{html.escape(meta.encoder)}</code> ({meta.text_layers} text / {meta.image_layers} "
+        f"image layers, dim {meta.dim}); captioner <code>{html.escape(meta.captioner)}</code>; "
+        f"{meta.keyframes} keyframes per video; mask method <code>{html.escape(mask_method)}</code>.</p>"
+    )
+    shown = 0
+    for sample in samples:
+        if shown >= videos:
+            break
+        video_id = str(sample.meta.get("video_id", sample.key))
+        if video_id not in store:
+            continue
+        row = store.describe(video_id)
+        parts.append(f"<h2>{html.escape(video_id)}</h2><table><tr><th>frame</th>")
+        parts += [f"<th>{name}</th>" for name in _COLUMNS]
+        parts.append("<th>label (score)</th><th>caption</th><th>mask coverage</th></tr>")
+        images = keyframe_images(sample.frames, row["keyframe_indices"], mask_method)
+        for i, im in enumerate(images):
+            parts.append(f"<tr><td>{im.position}</td>")
+            parts += [f"<td><img src='{_png(getattr(im, name))}' alt='{name}'></td>" for name in _COLUMNS]
+            parts.append(
+                f"<td>{html.escape(row['label_text'][i])} ({row['label_score'][i]:.2f})</td>"
+                f"<td>{html.escape(row['caption_text'][i])}</td>"
+                f"<td>{row['mask_coverage'][i]:.1%}</td></tr>"
+            )
+        parts.append("</table>")
+        shown += 1
+    if shown == 0:
+        parts.append("<p>No video with attributes to show.</p>")
+    parts.append("</body></html>\n")
+    return "".join(parts)

@@ -1,0 +1,167 @@
+"""Weight-free visual attributes of a keyframe: foreground / background masks and a motion image.
+
+The mask is what moves: the keyframe's difference from the temporal median of the video's stored
+frames (a background estimate), smoothed, thresholded (Otsu, with a floor), cleaned by morphological
+opening and closing. When nothing or everything moves (static shot, camera motion) a centred ellipse
+stands in, the usual prior that the subject is framed in the middle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+MASK_METHODS = ("median", "center")
+MIN_SIDE = 16  # frames smaller than this cannot be encoded meaningfully
+BLACK_LEVEL = 8  # a frame whose brightest pixel is at most this is treated as black
+_MIN_DIFF = 15.0  # below this grey-level difference a pixel never counts as moving
+_COVERAGE_RANGE = (0.005, 0.85)  # outside it the motion mask is not a subject: use the centre prior
+
+
+@dataclass
+class KeyframeImages:
+    """The four visual attributes of one keyframe, uint8 `[3, H, W]`, plus the mask's coverage."""
+
+    position: int
+    original: torch.Tensor
+    foreground: torch.Tensor
+    background: torch.Tensor
+    dynamic: torch.Tensor
+    coverage: float
+    mask_source: str  # "motion" or "center"
+
+
+def keyframe_positions(num_frames: int, keyframes: int) -> list[int]:
+    """Centres of `keyframes` equal segments of the stored frames (TSN-style sparse choice)."""
+    if num_frames < 1:
+        raise ValueError("a video needs at least one stored frame")
+    return [min(num_frames - 1, int((k + 0.5) * num_frames / keyframes)) for k in range(keyframes)]
+
+
+def frame_problem(frame: torch.Tensor) -> str | None:
+    """Why a uint8 `[3, H, W]` frame cannot serve as a keyframe, or None when it can."""
+    if min(frame.shape[-2:]) < MIN_SIDE:
+        return f"frame {tuple(frame.shape[-2:])} smaller than {MIN_SIDE} px"
+    if int(frame.max()) <= BLACK_LEVEL:
+        return "all black"
+    return None
+
+
+def choose_keyframes(frames: torch.Tensor, keyframes: int) -> tuple[list[int], list[tuple[int, str]]]:
+    """Evenly spaced keyframes; a bad one is replaced by the nearest usable stored frame.
+
+    Returns (positions, replaced) where `replaced` lists (ideal position, reason). Raises ValueError
+    when no stored frame is usable, so the caller can skip and record the video.
+    """
+    problems = [frame_problem(f) for f in frames]
+    good = [i for i, p in enumerate(problems) if p is None]
+    if not good:
+        raise ValueError(f"no usable frame ({problems[0]})")
+    positions, replaced = [], []
+    for ideal in keyframe_positions(len(frames), keyframes):
+        if problems[ideal] is None:
+            positions.append(ideal)
+        else:
+            positions.append(min(good, key=lambda i: (abs(i - ideal), i)))
+            replaced.append((ideal, str(problems[ideal])))
+    return positions, replaced
+
+
+def center_prior(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+    """Bool `[H, W]` ellipse over the central 70% of each side."""
+    ys = (torch.arange(height, device=device).float() + 0.5) / height - 0.5
+    xs = (torch.arange(width, device=device).float() + 0.5) / width - 0.5
+    return (ys[:, None] / 0.35) ** 2 + (xs[None, :] / 0.35) ** 2 <= 1.0
+
+
+def _otsu(values: torch.Tensor, bins: int = 64) -> float:
+    """Otsu's threshold of a 1-D float tensor (maximises between-class variance)."""
+    lo, hi = float(values.min()), float(values.max())
+    if hi - lo < 1e-6:
+        return hi
+    hist = torch.histc(values, bins=bins, min=lo, max=hi).double()
+    centres = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)[:-1] + (hi - lo) / (2 * bins)
+    w0 = hist.cumsum(0)
+    w1 = hist.sum() - w0
+    m0 = (hist * centres).cumsum(0) / w0.clamp(min=1)
+    m1 = ((hist * centres).sum() - (hist * centres).cumsum(0)) / w1.clamp(min=1)
+    between = w0 * w1 * (m0 - m1) ** 2
+    return float(centres[int(between.argmax())] + (hi - lo) / (2 * bins))
+
+
+def _dilate(mask: torch.Tensor, k: int) -> torch.Tensor:
+    return F.max_pool2d(mask, k, stride=1, padding=k // 2)
+
+
+def _erode(mask: torch.Tensor, k: int) -> torch.Tensor:
+    return -F.max_pool2d(-mask, k, stride=1, padding=k // 2)
+
+
+def motion_masks(keyframes: torch.Tensor, background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What moves in each keyframe: uint8 `[K, 3, H, W]` vs the uint8 `[3, H, W]` temporal median.
+
+    Returns (bool masks `[K, H, W]`, bool `[K]` usable): a mask is unusable when it covers almost
+    nothing (static shot) or almost everything (camera motion, cut).
+    """
+    h, w = keyframes.shape[-2:]
+    diff = (keyframes.short() - background.short()).abs().amax(dim=1, keepdim=True).float()  # [K, 1, H, W]
+    k = max(3, (min(h, w) // 32) | 1)  # odd kernel, ~3% of the short side
+    smooth = F.avg_pool2d(diff, k, stride=1, padding=k // 2, count_include_pad=False)  # [K, 1, H, W]
+    thresholds = torch.tensor([max(_MIN_DIFF, _otsu(s.flatten())) for s in smooth]).view(-1, 1, 1, 1)
+    mask = (smooth > thresholds).float()
+    mask = _dilate(_erode(mask, 3), 3)  # opening: drop speckles
+    mask = _erode(_dilate(mask, 2 * k + 1), 2 * k + 1)  # closing: fill holes in the moving region
+    mask = mask[:, 0] > 0.5  # [K, H, W]
+    coverage = mask.float().mean(dim=(1, 2))  # [K]
+    usable = (coverage >= _COVERAGE_RANGE[0]) & (coverage <= _COVERAGE_RANGE[1])
+    return mask, usable
+
+
+def motion_images(frames: torch.Tensor, positions: list[int]) -> torch.Tensor:
+    """|frame - next stored frame| (previous one at the end), stretched to 0..255: uint8 `[K, 3, H, W]`."""
+    t = frames.shape[0]
+    if t == 1:
+        return torch.zeros_like(frames[positions])
+    neighbours = [p + 1 if p + 1 < t else p - 1 for p in positions]
+    diff = (frames[positions].short() - frames[neighbours].short()).abs()  # [K, 3, H, W]
+    peak = diff.amax(dim=(1, 2, 3), keepdim=True).clamp(min=1).float()  # [K, 1, 1, 1]
+    return (diff.float() * (255.0 / peak)).round().to(torch.uint8)
+
+
+def keyframe_images(
+    frames: torch.Tensor, positions: list[int], method: str = "median"
+) -> list[KeyframeImages]:
+    """Original, foreground, background and dynamic images for each keyframe of uint8 `[T, 3, H, W]`.
+
+    Vectorised over the keyframes: a video costs a handful of small tensor ops, not K times as many.
+    """
+    if method not in MASK_METHODS:
+        raise ValueError(f"`attributes.mask.method` must be one of {MASK_METHODS}, got {method!r}")
+    h, w = frames.shape[-2:]
+    keyframes = frames[positions]  # [K, 3, H, W]
+    prior = center_prior(h, w, frames.device)  # [H, W]
+    if method == "median":
+        background = frames.median(dim=0).values  # [3, H, W], lower median: exact on uint8
+        masks, usable = motion_masks(keyframes, background)
+        masks = torch.where(usable[:, None, None], masks, prior)  # [K, H, W]
+    else:
+        usable = torch.zeros(len(positions), dtype=torch.bool)
+        masks = prior.expand(len(positions), h, w)
+    keep = masks.to(torch.uint8)[:, None]  # [K, 1, H, W]
+    foreground, background_images = keyframes * keep, keyframes * (1 - keep)
+    dynamic = motion_images(frames, positions)
+    coverage = masks.float().mean(dim=(1, 2)).tolist()
+    return [
+        KeyframeImages(
+            position=pos,
+            original=keyframes[i],
+            foreground=foreground[i],
+            background=background_images[i],
+            dynamic=dynamic[i],
+            coverage=coverage[i],
+            mask_source="motion" if bool(usable[i]) else "center",
+        )
+        for i, pos in enumerate(positions)
+    ]

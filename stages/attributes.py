@@ -1,0 +1,69 @@
+"""Stage `attributes`: shards/<dataset>/ -> attributes/<dataset>/<split>.parquet, metrics/attributes.json,
+metrics/attributes_gallery.html.
+
+Under torchrun or SLURM (RANK/WORLD_SIZE, SLURM_PROCID/SLURM_NTASKS) each process computes a disjoint
+set of shards into the shared cache (.eva_cache/attributes/); rank 0 waits for all, merges and reports.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from eva.attributes.gallery import render_gallery
+from eva.attributes.pipeline import AttributeConfig, decoded_samples, run_attributes
+from eva.attributes.store import AttributeStore
+from eva.data.shards import list_shards
+from eva.models.tiny import is_random_weights
+from eva.params import load_params, param
+from eva.utils.io import atomic_path, write_json
+from eva.utils.log import setup_logging
+
+log = logging.getLogger("eva.stages.attributes")
+
+METRICS = Path("metrics/attributes.json")
+GALLERY = Path("metrics/attributes_gallery.html")
+
+
+def main() -> None:
+    setup_logging()
+    params = load_params()
+    name = param(params, "dataset.name")
+    cfg = AttributeConfig(
+        clip_model=param(params, "attributes.clip.model"),
+        clip_pretrained=param(params, "attributes.clip.pretrained") or "",
+        captioner=param(params, "attributes.captioner"),
+        vocabulary=param(params, "attributes.label.vocabulary"),
+        keyframes=param(params, "attributes.keyframes"),
+        max_new_tokens=param(params, "attributes.caption.max_new_tokens"),
+        mask_method=param(params, "attributes.mask.method"),
+        batch_size=param(params, "attributes.batch_size"),
+        device=param(params, "attributes.device"),
+    )
+    shard_root = Path("shards") / name
+    run = run_attributes(shard_root, Path("attributes") / name, cfg)
+    if not run.merged:
+        log.info("attributes: this rank's shards are done; rank 0 merges")
+        return
+    write_json(METRICS, {"dataset": name, **run.metrics})
+    split = "val" if "val" in run.outputs else next(iter(run.outputs))
+    random_models = is_random_weights(cfg.clip_model) or is_random_weights(cfg.captioner)
+    page = render_gallery(
+        decoded_samples(list_shards(shard_root, split)),
+        AttributeStore(run.outputs[split]),
+        videos=int(param(params, "attributes.gallery_videos")),
+        mask_method=cfg.mask_method,
+        random_models=random_models,
+        title=f"EVA attributes: {name} / {split}",
+    )
+    with atomic_path(GALLERY) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    for split_name, counts in run.metrics["splits"].items():
+        log.info(
+            "attributes %s: %d/%d videos written, %d skipped -> %s",
+            split_name, counts["written"], counts["videos"], counts["skipped"], run.outputs[split_name],
+        )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
