@@ -1,0 +1,573 @@
+"""The training run: DDP set-up, AdamW + warmup-cosine, epochs with a validation pass, resume, logging.
+
+One run = `run_training(job)`, called by every torchrun process. What makes it reproducible:
+
+* `train.batch_size` is the GLOBAL batch of one forward/backward (split evenly over the
+  processes), `train.grad_accum` of them make an optimiser step; with the loader's "samples" mode
+  (see `eva.train.data`) the same params give the same batches whatever `train.nproc` is.
+* The tunable weights are initialised from `train.seed` on every rank; dropout draws from a
+  per-rank seed; data randomness is per video (seed, epoch, video id).
+* After every epoch the resume file `checkpoints/<hash>/last.pt` captures weights, optimiser,
+  scheduler, grad scaler and every rank's RNG states; a restarted run with the same params and
+  data continues from it and ends bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from eva.attributes.store import AttributeMeta, AttributeStore, attributes_for_stage
+from eva.models import ModelConfig, VideoClassifier, build_model
+from eva.params import param
+from eva.train.checkpoint import (
+    capture_rng_state,
+    data_fingerprint,
+    load_resume,
+    restore_rng_state,
+    resume_path,
+    save_resume,
+    save_trained_model,
+)
+from eva.train.data import (
+    ClipSpec,
+    VideoAttributeDataset,
+    derive_seed,
+    make_loader,
+    split_size,
+    steps_per_epoch,
+)
+from eva.train.schedule import build_scheduler
+from eva.utils.dist import worker_slot
+from eva.utils.log import progress
+
+log = logging.getLogger(__name__)
+
+# Only the weight matrices of these layers get weight decay; biases, norms, embeddings, prompts,
+# attribute-token offsets and other free tensors do not.
+DECAYED_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MultiheadAttention)
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The `train.*` params, validated so that a bad value names its key."""
+
+    epochs: int = 6
+    batch_size: int = 16  # global batch per forward/backward, over all processes
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    flip: bool = False
+    crop_scale: tuple[float, float] = (0.7, 1.0)
+    workers: int = 1
+    amp: bool = True
+    seed: int = 0
+    nproc: int = 1
+
+    def __post_init__(self) -> None:
+        def bad(key: str, expected: str) -> ValueError:
+            return ValueError(f"params.yaml train.{key}={getattr(self, key)!r}: expected {expected}")
+
+        for key in ("epochs", "batch_size", "grad_accum", "nproc"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(key, "a positive integer")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise bad("workers", "an integer >= 0 (DataLoader worker processes per rank)")
+        if not self.lr > 0:
+            raise bad("lr", "a learning rate > 0")
+        if not self.weight_decay >= 0:
+            raise bad("weight_decay", "a number >= 0")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise bad("warmup_epochs", f"a number of epochs in 0..train.epochs ({self.epochs})")
+        if not 0 <= self.label_smoothing < 1:
+            raise bad("label_smoothing", "a number in [0, 1)")
+        scale = tuple(self.crop_scale)
+        if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+            raise bad("crop_scale", "[min, max] area fractions with 0 < min <= max <= 1")
+        object.__setattr__(self, "crop_scale", (float(scale[0]), float(scale[1])))
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> TrainConfig:
+        """From the whole params.yaml dict (every field is read from `train.<name>`)."""
+        return cls(**{name: param(params, f"train.{name}") for name in cls.__dataclass_fields__})
+
+
+def model_config_from_params(
+    params: Mapping[str, Any], *, num_classes: int, attribute_meta: AttributeMeta | None
+) -> ModelConfig:
+    """ModelConfig from `model.*` and `stage`; attribute sizes from the attribute file's metadata."""
+    method = param(params, "model.method")
+    names: tuple[str, ...] = ()
+    layers: dict[str, int] = {}
+    dim = 0
+    if method == "eva":
+        names = attributes_for_stage(param(params, "stage"))
+        if attribute_meta is None:
+            raise FileNotFoundError(
+                "model.method=eva needs the attributes stage's output (attributes/<dataset>/)"
+            )
+        missing = [n for n in names if n not in attribute_meta.attributes]
+        if missing:
+            raise ValueError(
+                f"`stage`={param(params, 'stage')} needs attributes {missing} that the attribute file does not "
+                f"hold (it has {list(attribute_meta.attributes)}); re-run the attributes stage"
+            )
+        layers = {n: attribute_meta.layers(n) for n in names}
+        dim = attribute_meta.dim
+    return ModelConfig(
+        method=method,
+        num_classes=num_classes,
+        backbone=param(params, "model.backbone.name"),
+        pretrained=param(params, "model.backbone.pretrained") or "",
+        frames=param(params, "model.frames"),
+        image_size=param(params, "model.image_size"),
+        adapter_ratio=param(params, "model.adapter.ratio"),
+        adapter_scale=param(params, "model.adapter.scale"),
+        prompt_length=param(params, "model.prompt.length"),
+        attributes=names,
+        attribute_layers=layers,
+        attribute_dim=dim,
+    )
+
+
+@dataclass
+class TrainJob:
+    """Everything one training run reads and writes (the stage fills it from params.yaml)."""
+
+    model: ModelConfig
+    train: TrainConfig
+    stage: int
+    classes: list[str]
+    train_shards: list[str]
+    val_shards: list[str]
+    train_attributes: Path | None  # attributes/<dataset>/train.parquet (None: no attribute file)
+    val_attributes: Path | None
+    output: Path  # models/<dataset>/model.pt
+    params: dict[str, Any] = field(default_factory=dict)  # recorded in model.pt
+    checkpoint_root: Path | None = Path("checkpoints")  # None: no resume file
+    live_dir: Path | None = Path("dvclive/train")  # None: no DVCLive logging
+
+
+@dataclass
+class TrainResult:
+    model: VideoClassifier
+    history: list[dict[str, float]]  # one record per epoch
+    steps: list[dict[str, float]]  # one record per optimiser step
+    resumed_from: int  # finished epochs found in the resume file (0: fresh start)
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> tuple[DistEnv, bool]:
+    """Rank/world from torchrun's env; a process group (nccl on GPU, gloo on CPU) only when world > 1.
+
+    Returns the environment and whether this call created the process group (the caller tears it down).
+    """
+    slot = worker_slot()
+    local_rank = int(os.environ.get("LOCAL_RANK", slot.rank))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    created = False
+    if slot.world_size > 1 and not dist.is_initialized():
+        if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
+            raise RuntimeError(
+                f"WORLD_SIZE={slot.world_size} but MASTER_ADDR/MASTER_PORT are unset: launch with "
+                "`torchrun --nproc_per_node <train.nproc> -m stages.train`"
+            )
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo", rank=slot.rank, world_size=slot.world_size
+        )
+        created = True
+    return DistEnv(slot.rank, slot.world_size, local_rank, device), created
+
+
+def _all_reduce(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    if env.world_size > 1:
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def _barrier(env: DistEnv) -> None:
+    if env.world_size > 1:
+        dist.barrier()
+
+
+def _gather_rng(env: DistEnv) -> list[dict[str, Any]]:
+    state = capture_rng_state()
+    if env.world_size == 1:
+        return [state]
+    states: list[Any] = [None] * env.world_size
+    dist.all_gather_object(states, state)
+    return states
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+
+def param_groups(model: VideoClassifier, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups over the tunable tensors only: decay on layer weight matrices, none elsewhere."""
+    tunable = {id(p) for _, p in model.named_tunable_parameters()}
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    seen: set[int] = set()
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            if id(p) not in tunable or id(p) in seen:
+                continue
+            seen.add(id(p))
+            (decay if isinstance(module, DECAYED_LAYERS) and p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def unused_tunable_parameters(model: VideoClassifier, device: torch.device) -> list[str]:
+    """Tunable tensors that get no gradient from a forward/backward (DDP must be told about them).
+
+    Probed on one all-zero video in eval mode (no dropout, so no RNG is consumed).
+    """
+    cfg = model.config
+    video = torch.zeros(1, cfg.frames, 3, cfg.image_size, cfg.image_size, device=device)  # [1, T, 3, S, S]
+    attributes = {
+        name: torch.zeros(1, cfg.attribute_layers[name], cfg.attribute_dim, device=device)  # [1, L, D]
+        for name in cfg.attributes
+    }
+    was_training = model.training
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        model(video, attributes or None).sum().backward()
+    unused = [name for name, p in model.named_tunable_parameters() if p.grad is None]
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return unused
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, dict | None, torch.Tensor]:
+    video = batch["video"].to(device, non_blocking=True)
+    attributes = {k: v.to(device, non_blocking=True) for k, v in batch["attributes"].items()}
+    return video, attributes or None, batch["label"].to(device, non_blocking=True)
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+class _Logger:
+    """DVCLive on rank 0 (per-step loss/acc/lr, per-epoch train/val loss and accuracy); no-op elsewhere."""
+
+    def __init__(self, live_dir: Path | None, enabled: bool) -> None:
+        self.live = None
+        if enabled and live_dir is not None:
+            from dvclive import Live
+
+            self.live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None)
+
+    def step(self, record: Mapping[str, float]) -> None:
+        if self.live is None:
+            return
+        self.live.step = int(record["step"])
+        for name in ("loss", "acc", "lr"):
+            self.live.log_metric(f"train/{name}", record[name])
+
+    def epoch(self, record: Mapping[str, float]) -> None:
+        if self.live is None:
+            return
+        self.live.step = int(record["step"])
+        self.live.log_metric("epoch", int(record["epoch"]))
+        self.live.log_metric("train/epoch_loss", record["train_loss"])
+        self.live.log_metric("train/epoch_acc", record["train_acc"])
+        self.live.log_metric("val/loss", record["val_loss"])
+        self.live.log_metric("val/acc", record["val_acc"])
+        self.live.make_summary()
+
+    def end(self) -> None:
+        if self.live is not None:
+            self.live.end()
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def run_training(job: TrainJob) -> TrainResult:
+    """Train `job.model` on `job.train_shards`; write `job.output` (rank 0). Call from every process."""
+    env, created = init_distributed()
+    try:
+        return _run(job, env)
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def _open_store(path: Path | None, needed: bool, split: str) -> AttributeStore | None:
+    if path is not None and Path(path).is_file():
+        return AttributeStore(path)
+    if needed:
+        raise FileNotFoundError(
+            f"attribute file {path} not found: model.method=eva needs the attributes stage"
+        )
+    log.warning("no attribute file for %s (%s): using every video in the shards", split, path)
+    return None
+
+
+def _run(job: TrainJob, env: DistEnv) -> TrainResult:
+    cfg = job.train
+    if cfg.batch_size % env.world_size:
+        raise ValueError(
+            f"train.batch_size={cfg.batch_size} (the global batch) must be divisible by the number of "
+            f"processes ({env.world_size}, train.nproc)"
+        )
+    local_batch = cfg.batch_size // env.world_size
+    if cfg.nproc != env.world_size and env.is_main:
+        log.warning("train.nproc=%d but %d processes were launched", cfg.nproc, env.world_size)
+    names = tuple(job.model.attributes)
+    train_store = _open_store(job.train_attributes, bool(names), "train")
+    val_store = _open_store(job.val_attributes, bool(names), "val")
+    train_size = split_size(job.train_shards, train_store)
+    val_size = split_size(job.val_shards, val_store)
+    for split, size in (("train", train_size), ("val", val_size)):
+        if size.skipped and env.is_main:
+            log.warning(
+                "%s: %d of %d videos have no attribute row and are skipped",
+                split,
+                size.skipped,
+                size.in_shards,
+            )
+    steps = steps_per_epoch(train_size.usable, cfg.batch_size, cfg.grad_accum)
+    optimiser_steps = steps // cfg.grad_accum
+    if env.is_main:
+        log.info(
+            "train: %d videos, val: %d videos; %d processes x batch %d x accumulation %d; %d steps per epoch",
+            train_size.usable, val_size.usable, env.world_size, local_batch, cfg.grad_accum, optimiser_steps,
+        )  # fmt: skip
+
+    torch.manual_seed(cfg.seed)  # identical tunable initialisation on every rank
+    model = build_model(job.model).to(env.device)
+    torch.manual_seed(derive_seed(cfg.seed, "rank", env.rank))  # independent dropout per rank
+    # (build_model logs the tunable vs total parameter counts and the tunable tensor names.)
+
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    scheduler = build_scheduler(
+        optimizer,
+        warmup_steps=round(cfg.warmup_epochs * optimiser_steps),
+        total_steps=cfg.epochs * optimiser_steps,
+    )
+    use_amp = cfg.amp and env.device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    identity = {
+        "params": job.params,
+        "model": asdict(job.model),
+        "train": asdict(cfg),
+        "stage": job.stage,
+        "world_size": env.world_size,
+        "data": data_fingerprint(
+            [
+                *job.train_shards,
+                *job.val_shards,
+                *[p for p in (job.train_attributes, job.val_attributes) if p],
+            ]
+        ),
+    }
+    checkpoint = resume_path(job.checkpoint_root, identity) if job.checkpoint_root is not None else None
+    history: list[dict[str, float]] = []
+    step_log: list[dict[str, float]] = []
+    start_epoch = 0
+    state = load_resume(checkpoint) if checkpoint is not None else None
+    if state is not None:
+        model.load_tunable_state_dict(state["tunable"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, history, step_log = int(state["epoch"]), list(state["history"]), list(state["steps"])
+        restore_rng_state(state["rng"][env.rank])
+        if env.is_main:
+            log.info("resuming from %s after epoch %d of %d", checkpoint, start_epoch, cfg.epochs)
+
+    ddp_model: nn.Module = model
+    if env.world_size > 1:
+        unused = unused_tunable_parameters(model, env.device)
+        ddp_model = DistributedDataParallel(
+            model,
+            device_ids=[env.device.index] if env.device.type == "cuda" else None,
+            find_unused_parameters=bool(unused),
+            forward_sync_buffers=False,  # mean/std are constants: no per-forward broadcast
+        )
+
+    spec = ClipSpec(
+        num_frames=job.model.frames,
+        image_size=job.model.image_size,
+        mean=tuple(model.mean.tolist()),
+        std=tuple(model.std.tolist()),
+        crop_scale=cfg.crop_scale,
+        flip=cfg.flip,
+    )
+    common = dict(
+        batch_size=local_batch, attribute_names=names, seed=cfg.seed, rank=env.rank, world_size=env.world_size
+    )
+    train_data = VideoAttributeDataset(
+        job.train_shards, spec, train=True, attributes=train_store, steps=steps, workers=cfg.workers, **common
+    )
+    val_data = VideoAttributeDataset(
+        job.val_shards, spec, train=False, attributes=val_store, workers=cfg.workers, **common
+    )
+    if env.is_main:
+        log.info("loader: train split by %s, val split by %s", train_data.mode, val_data.mode)
+
+    logger = _Logger(job.live_dir, env.is_main)
+    for record in step_log:  # a resumed run re-logs what the interrupted one had, so logs match
+        logger.step(record)
+    for record in history:
+        logger.epoch(record)
+
+    pin = env.device.type == "cuda"
+    autocast = dict(device_type=env.device.type, dtype=amp_dtype, enabled=use_amp)
+    for epoch in range(start_epoch, cfg.epochs):
+        train_data.set_epoch(epoch)
+        model.train()
+        window = torch.zeros(3, dtype=torch.float64, device=env.device)  # loss sum, correct, count
+        totals = torch.zeros(3, dtype=torch.float64, device=env.device)
+        batches: Iterator[dict[str, Any]] = iter(make_loader(train_data, pin_memory=pin))
+        if env.is_main:
+            batches = progress(batches, desc=f"train epoch {epoch + 1}/{cfg.epochs}", total=steps)
+        micro = 0
+        for micro, batch in enumerate(batches, 1):
+            video, attributes, labels = _to_device(batch, env.device)
+            update = micro % cfg.grad_accum == 0
+            no_sync = ddp_model.no_sync() if env.world_size > 1 and not update else contextlib.nullcontext()
+            with no_sync:
+                with torch.autocast(**autocast):
+                    logits = ddp_model(video, attributes)  # [b, C]
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
+                scaler.scale(loss / cfg.grad_accum).backward()
+            with torch.no_grad():
+                correct = (logits.argmax(dim=1) == labels).sum()
+                window += torch.stack(
+                    [
+                        loss.detach().double() * labels.numel(),
+                        correct.double(),
+                        window.new_tensor(labels.numel()),
+                    ]
+                )
+            if not update:
+                continue
+            lr = scheduler.get_last_lr()[0]
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            _all_reduce(window, env)
+            loss_sum, hits, count = window.tolist()
+            record = {
+                "step": len(step_log) + 1,
+                "epoch": epoch + 1,
+                "loss": loss_sum / count,
+                "acc": hits / count,
+                "lr": lr,
+            }
+            step_log.append(record)
+            logger.step(record)
+            totals += window
+            window.zero_()
+        if micro != steps:
+            raise RuntimeError(
+                f"rank {env.rank}: the loader gave {micro} batches, expected {steps} per epoch"
+            )
+
+        val_loss, val_acc = evaluate_top1(model, val_data, env, autocast)
+        loss_sum, hits, count = totals.tolist()
+        record = {
+            "epoch": epoch + 1,
+            "step": len(step_log),
+            "train_loss": loss_sum / count,
+            "train_acc": hits / count,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": step_log[-1]["lr"],
+        }
+        history.append(record)
+        logger.epoch(record)
+        if env.is_main:
+            log.info(
+                "epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f",
+                epoch + 1, cfg.epochs, record["train_loss"], record["train_acc"], val_loss, val_acc,
+            )  # fmt: skip
+        rng = _gather_rng(env)
+        if checkpoint is not None and env.is_main:
+            save_resume(
+                checkpoint,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scaler=scaler,
+                epoch=epoch + 1,
+                history=history,
+                steps=step_log,
+                rng=rng,
+            )
+        _barrier(env)
+
+    if env.is_main:
+        save_trained_model(
+            job.output, model, classes=job.classes, stage=job.stage, params=job.params, history=history
+        )
+        log.info("wrote %s", job.output)
+    logger.end()
+    _barrier(env)
+    return TrainResult(model=model, history=history, steps=step_log, resumed_from=start_epoch)
+
+
+@torch.no_grad()
+def evaluate_top1(
+    model: VideoClassifier, data: VideoAttributeDataset, env: DistEnv, autocast: Mapping[str, Any]
+) -> tuple[float, float]:
+    """(mean cross-entropy, top-1) over the whole split, summed across ranks; single centre view."""
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=env.device)  # loss sum, correct, count
+    batches: Iterator[dict[str, Any]] = iter(make_loader(data, pin_memory=env.device.type == "cuda"))
+    if env.is_main:
+        batches = progress(batches, desc="validate")
+    for batch in batches:
+        video, attributes, labels = _to_device(batch, env.device)
+        with torch.autocast(**autocast):
+            logits = model(video, attributes)  # [b, C]
+        loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+        correct = (logits.argmax(dim=1) == labels).sum()
+        sums += torch.stack([loss.double(), correct.double(), sums.new_tensor(labels.numel())])
+    _all_reduce(sums, env)
+    loss_sum, hits, count = sums.tolist()
+    if count == 0:
+        raise RuntimeError("the validation split has no video with an attribute row")
+    return loss_sum / count, hits / count

@@ -1,0 +1,34 @@
+"""Learning-rate schedule: linear warmup, then cosine decay to zero, stepped once per optimiser step."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def cosine_with_warmup(step: int, *, warmup_steps: int, total_steps: int) -> float:
+    """Multiplier of the base lr before optimiser step `step` (0-based).
+
+    Warmup rises linearly to 1 over `warmup_steps` steps (never starting at exactly 0, so the
+    first step already moves the weights); the rest follows half a cosine down to 0 at `total_steps`.
+    """
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    warmup_steps = min(max(warmup_steps, 0), total_steps)
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_steps = total_steps - warmup_steps
+    if decay_steps <= 0:
+        return 1.0
+    progress = min((step - warmup_steps) / decay_steps, 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int) -> LambdaLR:
+    """A LambdaLR whose state_dict round-trips (the multiplier is a partial, not a closure)."""
+    return LambdaLR(
+        optimizer, partial(cosine_with_warmup, warmup_steps=warmup_steps, total_steps=total_steps)
+    )

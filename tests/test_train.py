@@ -1,0 +1,421 @@
+"""Training on a tiny end-to-end fixture: generated videos -> extract shards -> attribute parquet -> tiny ViT.
+
+The attribute file is written with the store's own writer in the contract format (random
+embeddings stand in for the attribute stage's encoders, which would only cost time here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+import torch.multiprocessing as mp
+from conftest import moving_square, write_video
+
+import eva.train.loop as loop
+from eva.attributes.store import AttributeMeta, AttributeStore, VideoAttributes, rows_to_table, write_table
+from eva.data.extract import ExtractConfig, extract_shards
+from eva.data.shards import list_shards
+from eva.models import ModelConfig, build_model
+from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
+from eva.train import load_trained_model
+from eva.train.data import (
+    ClipSpec,
+    VideoAttributeDataset,
+    make_loader,
+    random_resized_crop_box,
+    sample_frame_indices,
+    spatial_crops,
+    split_size,
+    train_clip,
+)
+from eva.train.loop import TrainConfig, TrainJob, param_groups, run_training
+from eva.train.schedule import cosine_with_warmup
+
+CLASSES = ["green square moving left", "red square moving right"]
+SPEC = TinyClipSpec(
+    embed_dim=16, image_size=32, patch_size=8, vision_width=32, vision_layers=2,
+    text_width=16, text_layers=1, heads=2, context_length=8,
+)  # fmt: skip
+META = AttributeMeta(encoder="test", text_layers=3, image_layers=2, dim=16, keyframes=2)
+MISSING = "train/11"  # a video the attribute file lacks: must be skipped
+FRAMES = 4
+
+
+@dataclass(frozen=True)
+class TinyData:
+    root: Path
+    shards: Path  # one shard per split ("samples" mode for any world size > 1)
+    many_shards: Path  # train only, 3 videos per shard ("shards" mode)
+    backbone: str
+
+
+def _attribute_rows(video_ids: list[str], seed: int) -> list[VideoAttributes]:
+    rng = np.random.default_rng(seed)
+    return [
+        VideoAttributes(
+            video_id=vid,
+            keyframe_indices=[1, 5],
+            label_text=["square", "square"],
+            label_score=[0.5, 0.5],
+            caption_text=["a red square", "a red square"],
+            mask_coverage=[0.1, 0.1],
+            embeddings={n: rng.standard_normal(META.shape(n)).astype(np.float16) for n in META.attributes},
+        )
+        for vid in video_ids
+    ]
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
+    root = tmp_path_factory.mktemp("train_fixture")
+    rows = []
+    for split, count in (("train", 12), ("val", 4)):
+        for i in range(count):
+            label = i % 2
+            frames = moving_square(num_frames=12, size=32, seed=100 * (split == "val") + i)
+            if label == 0:  # a green square moving left (colour makes the tiny random model's job easy)
+                frames = np.ascontiguousarray(frames[:, :, ::-1][..., [1, 0, 2]])
+            path = write_video(root / "videos" / f"{split}_{i:02d}.mp4", frames)
+            rows.append(
+                {"video_id": f"{split}/{i:02d}", "path": str(path), "label": label,
+                 "label_name": CLASSES[label], "split": split, "start": None, "end": None}
+            )  # fmt: skip
+    schema = pa.schema(
+        [("video_id", pa.string()), ("path", pa.string()), ("label", pa.int32()), ("label_name", pa.string()),
+         ("split", pa.string()), ("start", pa.float64()), ("end", pa.float64())]
+    )  # fmt: skip
+    index = pa.Table.from_pylist(rows, schema=schema)
+    cfg = ExtractConfig(frames_per_video=8, short_side=32, samples_per_shard=64, workers=1)
+    extract_shards(index, root / "shards", cfg)
+    train_index = index.filter(pa.compute.equal(index.column("split"), "train"))
+    extract_shards(train_index, root / "many_shards", replace(cfg, samples_per_shard=3))
+    (root / "attributes").mkdir()
+    for split, seed in (("train", 1), ("val", 2)):
+        ids = [r["video_id"] for r in rows if r["split"] == split and r["video_id"] != MISSING]
+        write_table(root / "attributes" / f"{split}.parquet", rows_to_table(_attribute_rows(ids, seed), META))
+    backbone = save_tiny_open_clip(root / "backbone", SPEC)
+    return TinyData(root=root, shards=root / "shards", many_shards=root / "many_shards", backbone=backbone)
+
+
+def model_config(data: TinyData, **overrides) -> ModelConfig:
+    fields = dict(
+        method="eva", num_classes=len(CLASSES), backbone=data.backbone, frames=FRAMES,
+        image_size=SPEC.image_size, attributes=("label", "caption"),
+        attribute_layers={"label": META.text_layers, "caption": META.text_layers}, attribute_dim=META.dim,
+    )  # fmt: skip
+    fields.update(overrides)
+    return ModelConfig(**fields)
+
+
+def make_job(data: TinyData, out: Path, model: dict | None = None, **train) -> TrainJob:
+    settings = dict(epochs=2, batch_size=4, lr=3e-3, warmup_epochs=0.5, workers=0, label_smoothing=0.1)
+    settings.update(train)
+    return TrainJob(
+        model=model_config(data, **(model or {})),
+        train=TrainConfig(**settings),
+        stage=1,
+        classes=CLASSES,
+        train_shards=list_shards(data.shards, "train"),
+        val_shards=list_shards(data.shards, "val"),
+        train_attributes=data.root / "attributes" / "train.parquet",
+        val_attributes=data.root / "attributes" / "val.parquet",
+        output=out / "model.pt",
+        params={"test": True},
+        checkpoint_root=out / "checkpoints",
+        live_dir=out / "dvclive",
+    )
+
+
+def clip_spec(**overrides) -> ClipSpec:
+    fields = dict(num_frames=FRAMES, image_size=SPEC.image_size, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    fields.update(overrides)
+    return ClipSpec(**fields)
+
+
+# ----------------------------------------------------------------------------- sampling and transforms
+
+
+@pytest.mark.parametrize("stored,frames", [(16, 8), (8, 8), (10, 4), (3, 8)])
+def test_train_frame_indices_fall_one_per_segment(stored: int, frames: int) -> None:
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        idx = sample_frame_indices(stored, frames, train=True, generator=gen)
+        assert len(idx) == frames and all(0 <= i < stored for i in idx)
+        assert idx == sorted(idx)
+        if stored >= frames:
+            assert len(set(idx)) == frames  # one distinct frame per segment
+            for i, j in enumerate(idx):
+                assert i * stored // frames <= j < (i + 1) * stored // frames
+
+
+def test_train_frame_indices_are_random_but_seeded() -> None:
+    draws = {
+        tuple(sample_frame_indices(16, 4, train=True, generator=torch.Generator().manual_seed(s)))
+        for s in range(10)
+    }
+    assert len(draws) > 1
+    again = sample_frame_indices(16, 4, train=True, generator=torch.Generator().manual_seed(3))
+    assert again == sample_frame_indices(16, 4, train=True, generator=torch.Generator().manual_seed(3))
+
+
+def test_eval_frame_indices_are_segment_centres_and_clips_spread() -> None:
+    assert sample_frame_indices(16, 4, train=False) == [2, 6, 10, 14]
+    clips = [sample_frame_indices(16, 4, train=False, clip_index=c, num_clips=4) for c in range(4)]
+    assert clips == [[0, 4, 8, 12], [1, 5, 9, 13], [2, 6, 10, 14], [3, 7, 11, 15]]
+    with pytest.raises(ValueError, match="evaluate.clips"):
+        sample_frame_indices(16, 4, train=False, clip_index=2, num_clips=2)
+    with pytest.raises(ValueError, match="model.frames"):
+        sample_frame_indices(16, 0, train=False)
+
+
+def test_spatial_crops_along_the_long_side() -> None:
+    wide = torch.arange(40, dtype=torch.float32).expand(2, 3, 20, 40)  # value = x coordinate
+    views = spatial_crops(wide, 20, crops=3)  # [3, T, 3, 20, 20] (no resize: short side is already 20)
+    assert views.shape == (3, 2, 3, 20, 20)
+    assert [v[0, 0, 0, 0].item() for v in views] == [0.0, 10.0, 20.0]  # left, centre, right
+    assert spatial_crops(wide, 20, crops=1)[0, 0, 0, 0, 0].item() == 10.0
+    tall = wide.transpose(-1, -2)
+    assert [v[0, 0, 0, 0].item() for v in spatial_crops(tall, 20, crops=3)] == [
+        0.0,
+        10.0,
+        20.0,
+    ]  # top..bottom
+    assert spatial_crops(torch.zeros(1, 3, 64, 48), 16, crops=1).shape == (1, 1, 3, 16, 16)
+
+
+def test_train_clip_crops_every_frame_alike_and_never_flips_by_default() -> None:
+    frames = torch.from_numpy(moving_square(4, 32)).permute(0, 3, 1, 2)  # [T, 3, H, W]
+    still = frames[:1].expand(4, -1, -1, -1)
+    for seed in range(5):
+        out = train_clip(
+            still, 24, crop_scale=(0.3, 1.0), flip=False, generator=torch.Generator().manual_seed(seed)
+        )
+        assert out.shape == (4, 3, 24, 24)
+        assert torch.equal(out[0], out[3])  # same crop box for the whole clip
+    box = random_resized_crop_box(32, 32, (0.5, 0.5), generator=torch.Generator().manual_seed(0))
+    assert abs(box[2] * box[3] - 512) < 40
+    # Without flips the square still moves right after the crop: compare the red mass's centre.
+    out = train_clip(
+        frames, 32, crop_scale=(0.9, 1.0), flip=False, generator=torch.Generator().manual_seed(1)
+    )
+    red = (out[:, 0] - out[:, 1]).clamp(min=0)  # [T, S, S]
+    xs = (red.sum(dim=1) * torch.arange(32.0)).sum(dim=1) / red.sum(dim=(1, 2))
+    assert xs[-1] > xs[0]
+
+
+def test_warmup_then_cosine() -> None:
+    lrs = [cosine_with_warmup(s, warmup_steps=4, total_steps=20) for s in range(20)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0] and lrs[4] == 1.0
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:], strict=False)) and lrs[-1] < 0.01
+
+
+# ----------------------------------------------------------------------------- dataset
+
+
+def test_dataset_joins_attributes_and_skips_videos_without_them(data: TinyData) -> None:
+    store = AttributeStore(data.root / "attributes" / "train.parquet")
+    urls = list_shards(data.shards, "train")
+    assert split_size(urls, store).skipped == 1
+    names = ("label", "caption")
+    train = VideoAttributeDataset(urls, clip_spec(), train=True, batch_size=4, attributes=store,
+                                  attribute_names=names, steps=3)  # fmt: skip
+    batches = list(train)
+    assert len(batches) == 3
+    batch = batches[0]
+    assert batch["video"].shape == (4, FRAMES, 3, 32, 32) and batch["video"].dtype == torch.float32
+    assert batch["label"].dtype == torch.int64 and batch["attributes"]["label"].dtype == torch.float32
+    assert batch["attributes"]["caption"].shape == (4, META.text_layers, META.dim)
+    seen = {v for b in batches for v in b["video_id"]}
+    assert MISSING not in seen and len(seen) == 11  # 3 x 4 positions cover the 11 usable videos
+    # Training draws one keyframe per video; evaluation averages the K keyframes.
+    vid, row = batch["video_id"][0], store.get(batch["video_id"][0], names)
+    assert any(torch.equal(batch["attributes"]["label"][0], row["label"][k].float()) for k in range(2))
+    evaluation = VideoAttributeDataset(urls, clip_spec(clips=2, crops=3), train=False, batch_size=5,
+                                       attributes=store, attribute_names=names)  # fmt: skip
+    batches = list(evaluation)
+    assert [len(b["video_id"]) for b in batches] == [5, 5, 1]
+    assert batches[0]["video"].shape == (5, 6, FRAMES, 3, 32, 32)  # [B, clips*crops, T, 3, S, S]
+    mean_label = {v: a for b in batches for v, a in zip(b["video_id"], b["attributes"]["label"], strict=True)}
+    torch.testing.assert_close(mean_label[vid], row["label"].float().mean(0))
+
+
+def global_batches(data: TinyData, world: int, workers: int, epoch: int = 0) -> list[dict[str, torch.Tensor]]:
+    """Per global step: video id -> input video, merged over the ranks of a `world`-process run."""
+    store = AttributeStore(data.root / "attributes" / "train.parquet")
+    merged: list[dict[str, torch.Tensor]] = []
+    for rank in range(world):
+        ds = VideoAttributeDataset(
+            list_shards(data.shards, "train"), clip_spec(), train=True, batch_size=4 // world, attributes=store,
+            attribute_names=("label",), steps=2, seed=7, rank=rank, world_size=world, workers=workers,
+        )  # fmt: skip
+        ds.set_epoch(epoch)
+        assert ds.mode == "samples"
+        for step, batch in enumerate(make_loader(ds)):
+            if rank == 0:
+                merged.append({})
+            merged[step].update(zip(batch["video_id"], batch["video"], strict=True))
+    return merged
+
+
+def test_ranks_and_workers_share_one_global_batch_sequence(data: TinyData) -> None:
+    single = global_batches(data, world=1, workers=0)
+    split = global_batches(data, world=2, workers=2)
+    assert [sorted(b) for b in single] == [sorted(b) for b in split]
+    assert all(len(b) == 4 for b in split)
+    for one, two in zip(single, split, strict=True):
+        for vid, video in one.items():
+            assert torch.equal(video, two[vid])  # same frames, same crop: augmentation is per video
+    assert [sorted(b) for b in global_batches(data, world=1, workers=0, epoch=1)] != [
+        sorted(b) for b in single
+    ]
+
+
+def test_many_shards_are_dealt_to_ranks_with_equal_step_counts(data: TinyData) -> None:
+    urls = list_shards(data.many_shards, "train")
+    assert len(urls) == 4
+    store = AttributeStore(data.root / "attributes" / "train.parquet")
+    ids = []
+    for rank in range(2):
+        ds = VideoAttributeDataset(urls, clip_spec(), train=True, batch_size=2, attributes=store,
+                                   steps=2, rank=rank, world_size=2)  # fmt: skip
+        assert ds.mode == "shards"
+        batches = list(ds)
+        assert len(batches) == 2  # the same number of steps on every rank
+        ids.append({v for b in batches for v in b["video_id"]})
+    assert not ids[0] & ids[1]  # disjoint shards
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+
+def test_optimizer_holds_exactly_the_tunable_tensors_and_only_they_get_gradients(data: TinyData) -> None:
+    torch.manual_seed(0)
+    model = build_model(model_config(data, head_dropout=0.0))
+    tunable = dict(model.named_tunable_parameters())
+    groups = param_groups(model, 0.05)
+    in_optimizer = {id(p) for g in groups for p in g["params"]}
+    assert in_optimizer == {id(p) for p in tunable.values()}
+    no_decay = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert id(tunable["head.fc.bias"]) in no_decay and id(tunable["attribute_tokens.offsets"]) in no_decay
+    assert id(tunable["temporal_embedding"]) in no_decay and id(tunable["head.fc.weight"]) not in no_decay
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if id(p) not in in_optimizer}
+    assert frozen and all(not p.requires_grad for n, p in model.named_parameters() if n in frozen)
+
+    store = AttributeStore(data.root / "attributes" / "train.parquet")
+    ds = VideoAttributeDataset(list_shards(data.shards, "train"), clip_spec(), train=True, batch_size=4,
+                               attributes=store, attribute_names=("label", "caption"), steps=1)  # fmt: skip
+    batch = next(iter(ds))
+    optimizer = torch.optim.AdamW(groups, lr=1e-2)
+    model.train()
+    torch.nn.functional.cross_entropy(model(batch["video"], batch["attributes"]), batch["label"]).backward()
+    optimizer.step()
+    assert all(p.grad is None for n, p in model.named_parameters() if n in frozen)
+    assert all(
+        tunable[n].grad is not None for n in ("head.fc.weight", "attribute_tokens.projections.label.weight")
+    )
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+
+
+def test_a_few_steps_lower_the_loss(data: TinyData, tmp_path: Path) -> None:
+    # Overfit 8 videos (3 of the 3-video shards; one of them lacks attributes): one step per epoch.
+    shards = list_shards(data.many_shards, "train")
+    job = make_job(data, tmp_path, epochs=6, batch_size=8, lr=1e-2, warmup_epochs=0, label_smoothing=0.0,
+                   crop_scale=(0.9, 1.0), model={"head_dropout": 0.0})  # fmt: skip
+    job.train_shards = [shards[0], shards[1], shards[3]]
+    job.val_shards, job.val_attributes = job.train_shards, job.train_attributes  # measures the fit
+    result = run_training(job)
+    # The fit (loss on the same 8 videos without augmentation) falls at every step. It falls slowly:
+    # a random tiny ViT gives every video nearly the same features (std ~0.05 around a common mean).
+    fit = [h["val_loss"] for h in result.history]
+    assert len(result.steps) == 6 and all(b < a for a, b in zip(fit, fit[1:], strict=False)), fit
+    assert fit[-1] < fit[0] - 0.005, fit
+
+    saved = torch.load(job.output, weights_only=True)
+    assert saved["classes"] == CLASSES and saved["stage"] == 1 and len(saved["history"]) == 6
+    assert saved["config"]["attributes"] == ("label", "caption") and saved["params"] == {"test": True}
+    model, _ = load_trained_model(job.output)
+    for name, value in model.tunable_state_dict().items():
+        assert torch.equal(value, result.model.tunable_state_dict()[name])
+    metrics = json.loads((tmp_path / "dvclive" / "metrics.json").read_text())
+    assert metrics["step"] == 6 and metrics["epoch"] == 6
+    assert metrics["val"]["loss"] == pytest.approx(fit[-1]) and set(metrics["train"]) >= {"loss", "acc", "lr"}
+    assert (tmp_path / "dvclive" / "plots" / "metrics" / "train" / "lr.tsv").is_file()
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_equals_uninterrupted(data: TinyData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Head dropout stays on: resuming must also restore the RNG streams.
+    full = run_training(make_job(data, tmp_path / "full"))
+
+    real_save = loop.save_resume
+
+    def save_then_die(*args, **kwargs) -> None:
+        real_save(*args, **kwargs)
+        raise Killed  # the process dies right after the first epoch's checkpoint
+
+    monkeypatch.setattr(loop, "save_resume", save_then_die)
+    job = make_job(data, tmp_path / "resumed")
+    with pytest.raises(Killed):
+        run_training(job)
+    assert not job.output.exists()
+    monkeypatch.setattr(loop, "save_resume", real_save)
+    resumed = run_training(job)
+
+    assert resumed.resumed_from == 1 and full.resumed_from == 0
+    for name, value in full.model.tunable_state_dict().items():
+        torch.testing.assert_close(resumed.model.tunable_state_dict()[name], value, rtol=0, atol=1e-6)
+    assert resumed.history == full.history and resumed.steps == full.steps
+    for path in ("metrics.json", "plots/metrics/train/loss.tsv", "plots/metrics/val/acc.tsv"):
+        assert (tmp_path / "resumed/dvclive" / path).read_text() == (
+            tmp_path / "full/dvclive" / path
+        ).read_text()
+
+
+# ----------------------------------------------------------------------------- DDP
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, job: TrainJob) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    run_training(job)
+
+
+@pytest.mark.slow  # two fresh interpreters importing torch + open_clip
+def test_two_process_gloo_ddp_matches_one_process(data: TinyData, tmp_path: Path) -> None:
+    # Same global batch (4 = 2 x 2); no dropout, so the two runs see identical computations.
+    settings = dict(epochs=2, batch_size=4, model={"head_dropout": 0.0})
+    single = make_job(data, tmp_path / "one", **settings)
+    run_training(single)
+    double = make_job(data, tmp_path / "two", **settings)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), double), nprocs=2, join=True)
+
+    one = torch.load(single.output, weights_only=True)
+    two = torch.load(double.output, weights_only=True)
+    for name, value in one["tunable"].items():
+        torch.testing.assert_close(two["tunable"][name], value, rtol=1e-4, atol=1e-5)
+    for a, b in zip(one["history"], two["history"], strict=True):
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
