@@ -55,7 +55,10 @@ def choose_keyframes(frames: torch.Tensor, keyframes: int) -> tuple[list[int], l
     Returns (positions, replaced) where `replaced` lists (ideal position, reason). Raises ValueError
     when no stored frame is usable, so the caller can skip and record the video.
     """
-    problems = [frame_problem(f) for f in frames]
+    if min(frames.shape[-2:]) < MIN_SIDE:
+        problems: list[str | None] = [frame_problem(frames[0])] * len(frames)
+    else:  # one reduction for all frames instead of one per frame
+        problems = ["all black" if int(m) <= BLACK_LEVEL else None for m in frames.amax(dim=(1, 2, 3))]
     good = [i for i, p in enumerate(problems) if p is None]
     if not good:
         raise ValueError(f"no usable frame ({problems[0]})")
