@@ -25,6 +25,7 @@ from eva.data.extract import ExtractConfig, extract_shards
 from eva.data.shards import list_shards
 from eva.models import ModelConfig, build_model
 from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
+from eva.params import load_params
 from eva.train import load_trained_model
 from eva.train.data import (
     ClipSpec,
@@ -36,8 +37,18 @@ from eva.train.data import (
     split_size,
     train_clip,
 )
-from eva.train.loop import TrainConfig, TrainJob, param_groups, run_training
+from eva.train.loop import TrainConfig, TrainJob, model_config_from_params, param_groups, run_training
 from eva.train.schedule import cosine_with_warmup
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: a second thread only adds contention on the shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 CLASSES = ["green square moving left", "red square moving right"]
 SPEC = TinyClipSpec(
@@ -403,7 +414,6 @@ def _ddp_worker(rank: int, world: int, port: int, job: TrainJob) -> None:
     run_training(job)
 
 
-@pytest.mark.slow  # two fresh interpreters importing torch + open_clip
 def test_two_process_gloo_ddp_matches_one_process(data: TinyData, tmp_path: Path) -> None:
     # Same global batch (4 = 2 x 2); no dropout, so the two runs see identical computations.
     settings = dict(epochs=2, batch_size=4, model={"head_dropout": 0.0})
@@ -419,3 +429,26 @@ def test_two_process_gloo_ddp_matches_one_process(data: TinyData, tmp_path: Path
     for a, b in zip(one["history"], two["history"], strict=True):
         for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
+
+
+def test_params_map_to_configs_and_bad_values_name_their_key() -> None:
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    cfg = TrainConfig.from_params(params)
+    assert cfg.crop_scale == (0.7, 1.0) and cfg.flip is False
+    with pytest.raises(ValueError, match="train.batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="train.crop_scale"):
+        TrainConfig(crop_scale=(0.9, 0.5))
+    params["stage"] = 2
+    model = model_config_from_params(params, num_classes=3, attribute_meta=META)
+    assert model.attributes == ("label", "caption", "foreground", "background", "original", "dynamic")
+    assert (
+        model.attribute_layers["label"] == 3
+        and model.attribute_layers["dynamic"] == 2
+        and model.attribute_dim == 16
+    )
+    params["model"]["method"] = "aim"
+    assert model_config_from_params(params, num_classes=3, attribute_meta=None).attributes == ()
+    params["model"]["method"], params["stage"] = "eva", 3
+    with pytest.raises(ValueError, match="stage"):
+        model_config_from_params(params, num_classes=3, attribute_meta=META)

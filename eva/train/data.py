@@ -398,18 +398,14 @@ class VideoAttributeDataset(IterableDataset):
                 generator=generator,
             )  # [T, 3, S, S]
         else:
-            views = [
-                spatial_crops(
-                    sample.frames[
-                        sample_frame_indices(
-                            stored, spec.num_frames, train=False, clip_index=c, num_clips=spec.clips
-                        )
-                    ],
-                    spec.image_size,
-                    spec.crops,
+            views = []
+            for c in range(spec.clips):
+                idx = sample_frame_indices(
+                    stored, spec.num_frames, train=False, clip_index=c, num_clips=spec.clips
+                )
+                views.append(
+                    spatial_crops(sample.frames[idx], spec.image_size, spec.crops)
                 )  # [crops, T, 3, S, S]
-                for c in range(spec.clips)
-            ]
             video = torch.cat(views)  # [V, T, 3, S, S], clip-major
             if spec.views == 1:
                 video = video[0]  # [T, 3, S, S]
