@@ -17,6 +17,7 @@ only mix a token with copies of itself; their temporal update is zero.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
@@ -24,19 +25,34 @@ from torch import nn
 from eva.models.adapters import Adapter
 
 
+def check_attention(attn: nn.MultiheadAttention) -> str | None:
+    """Why `attend` cannot reproduce `attn`, or None when it can."""
+    if not attn._qkv_same_embed_dim or attn.in_proj_weight is None:
+        return "attention with separate q/k/v projections"
+    if attn.bias_k is not None or attn.add_zero_attn:
+        return "attention with bias_k/bias_v or add_zero_attn"
+    return None
+
+
 def attend(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
-    """Self-attention over the middle axis of a batch-first `[S, L, D]`, whatever the module's layout."""
-    if attn.batch_first:
-        return attn(x, x, x, need_weights=False)[0]
-    xl = x.transpose(0, 1)  # [L, S, D]
-    return attn(xl, xl, xl, need_weights=False)[0].transpose(0, 1)  # [S, L, D]
+    """Self-attention with `attn`'s (frozen) weights over the middle axis of a batch-first `[S, L, D]`.
+
+    Computed here rather than by calling `attn`: nn.MultiheadAttention hands a transposed, strided
+    view to its input projection, and with frozen weights autograd then runs that projection as a
+    broadcast bmm that made a CPU training step twice as slow. This also makes the result
+    independent of the module's `batch_first`.
+    """
+    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # [S, L, 3D]
+    q, k, v = rearrange(qkv, "s l (three h e) -> three s h l e", three=3, h=attn.num_heads)  # [S, h, L, D/h]
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.dropout if attn.training else 0.0)
+    out = rearrange(out, "s h l e -> s l (h e)")  # [S, L, D]
+    return attn.out_proj(out)
 
 
-def run_frozen_block(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
-    """The unmodified block on a batch-first `[S, L, D]` (open_clip may run its stack sequence-first)."""
-    if block.attn.batch_first:
-        return block(x)
-    return block(x.transpose(0, 1)).transpose(0, 1)  # [S, L, D]
+def frozen_block_forward(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
+    """`block`'s own computation (no adapters) on a batch-first `[S, L, D]`."""
+    x = x + block.ls_1(attend(block.attn, block.ln_1(x)))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
 class BlockAdapters(nn.Module):

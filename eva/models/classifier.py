@@ -32,7 +32,7 @@ from einops import rearrange
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
-from eva.models.blocks import BlockAdapters, run_frozen_block
+from eva.models.blocks import BlockAdapters, check_attention, frozen_block_forward
 from eva.models.loading import load_open_clip
 from eva.models.tokens import AttributeTokens, DeepPrompts, LayerTokens, drop_tokens, insert_tokens
 
@@ -115,6 +115,9 @@ def _check_backbone(backbone: VisionTransformer) -> None:
         for block in backbone.transformer.resblocks:
             if type(block) is not ResidualAttentionBlock or hasattr(block, "ln_1_kv"):
                 problems.append(f"block type {type(block).__name__} is not a plain ResidualAttentionBlock")
+                break
+            if (why := check_attention(block.attn)) is not None:
+                problems.append(why)
                 break
     if problems:
         raise ValueError(f"unsupported vision tower for `model.backbone.name`: {'; '.join(problems)}")
@@ -270,7 +273,7 @@ class VideoClassifier(nn.Module):
             if self.adapters is not None:
                 x = self.adapters[i](block, x, frames=frames, num_extra=k)
             else:
-                x = run_frozen_block(block, x)
+                x = frozen_block_forward(block, x)
             x = drop_tokens(x, k)  # [B*T, 1+N, D]
         cls = self.backbone.ln_post(x[:, 0])  # [B*T, D]
         if self.backbone.proj is not None:
