@@ -536,7 +536,7 @@ def _plan(chunk: list[VideoJob], previous: list[ShardPlan]) -> ShardPlan:
     split = chunk[0].split
     if not SHARD_NAME.match(f"{split}-000000.tar"):
         raise ValueError(f"split name {split!r} is not usable in a shard file name")
-    number = sum(1 for p in previous if p.split == split)
+    number = sum(1 for p in previous if p.split == split)  # previous shards of this split
     return ShardPlan(split=split, number=number, ordinal=len(previous), jobs=tuple(chunk))
 
 
@@ -568,7 +568,7 @@ class _ShardFile:
     """One shard written under a temp name and renamed into place only when complete."""
 
     def __init__(self, out_dir: Path, plan: ShardPlan) -> None:
-        import webdataset as wds
+        import webdataset as wds  # imports torch: kept out of the module the decode workers preload
 
         self.final = out_dir / plan.name
         self.temp = out_dir / _temp_name(plan.name)
