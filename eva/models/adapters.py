@@ -17,12 +17,6 @@ def adapter_hidden(width: int, ratio: float) -> int:
     return max(1, int(width * ratio))
 
 
-def adapter_parameter_count(width: int, ratio: float) -> int:
-    """Parameters of one `Adapter(width, ratio)`: two Linear layers with biases."""
-    hidden = adapter_hidden(width, ratio)
-    return 2 * width * hidden + hidden + width
-
-
 class Adapter(nn.Module):
     """`x + up(gelu(down(x)))` when `skip`, else `up(gelu(down(x)))`."""
 
