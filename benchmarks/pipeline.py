@@ -24,7 +24,9 @@ RAN = re.compile(r"Running stage '([^']+)'")
 
 def run(cmd: list[str], cwd: Path) -> tuple[float, list[str], str]:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=os.environ | {"HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, env=os.environ | {"HF_HUB_OFFLINE": "1"}
+    )
     seconds = time.perf_counter() - start
     out = proc.stdout + proc.stderr
     if proc.returncode != 0:
@@ -49,7 +51,9 @@ def main() -> None:
         exp, exp_stages, _ = run([dvc, "exp", "run", "-S", "stage=2"], clone)
 
     print(f"full dvc repro           : {full:7.1f} s  stages: {', '.join(full_stages)}")
-    print(f"no-op dvc repro          : {noop:7.1f} s  stages: {', '.join(noop_stages) or 'none'}  (goal <= 3 s)")
+    print(
+        f"no-op dvc repro          : {noop:7.1f} s  stages: {', '.join(noop_stages) or 'none'}  (goal <= 3 s)"
+    )
     print(f"dvc exp run -S stage=2   : {exp:7.1f} s  stages: {', '.join(exp_stages)}")
     print(f"ratio no-op / full       : {noop / full:.3f}")
     print(f"ratio stage=2 exp / full : {exp / full:.3f}")

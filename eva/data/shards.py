@@ -112,14 +112,14 @@ class VideoShardDataset(IterableDataset):
         if not by_shard:
             samples = islice(samples, slot, None, slots)
         if self.shuffle > 0:
-            samples = _buffer_shuffle(
+            samples = buffer_shuffle(
                 samples, self.shuffle, random.Random(f"samples-{self.seed}-{self.epoch}-{slot}")
             )
         for raw in samples:
             yield decode_sample(raw)
 
 
-def _buffer_shuffle(items: Iterator[Any], size: int, rng: random.Random) -> Iterator[Any]:
+def buffer_shuffle(items: Iterator[Any], size: int, rng: random.Random) -> Iterator[Any]:
     """Yield a random element of a `size`-item buffer at a time (raw bytes, decoded later)."""
     buffer: list[Any] = []
     for item in items:

@@ -73,7 +73,9 @@ def load_open_clip(
             force_image_size=image_size,
         )
     except (RuntimeError, OSError, ValueError) as err:
-        raise _missing(param, f"Could not load open_clip model '{model}' (pretrained='{pretrained}'): {err}") from err
+        raise _missing(
+            param, f"Could not load open_clip model '{model}' (pretrained='{pretrained}'): {err}"
+        ) from err
     clip.eval().requires_grad_(False)
     cfg = clip.visual.preprocess_cfg
     size = cfg["size"]

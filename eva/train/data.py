@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import tarfile_samples
 
 from eva.attributes.store import AttributeStore
-from eva.data.shards import VideoSample, decode_sample, video_dataset
+from eva.data.shards import VideoSample, buffer_shuffle, decode_sample, video_dataset
 
 log = logging.getLogger(__name__)
 
@@ -306,19 +306,6 @@ def split_size(urls: Sequence[str], store: AttributeStore | None) -> SplitSize:
 # ----------------------------------------------------------------------------- dataset
 
 
-def _shuffle_buffer(items: Iterator[Any], size: int, rng: random.Random) -> Iterator[Any]:
-    buffer: list[Any] = []
-    for item in items:
-        if len(buffer) < size:
-            buffer.append(item)
-            continue
-        i = rng.randrange(size)
-        buffer[i], item = item, buffer[i]
-        yield item
-    rng.shuffle(buffer)
-    yield from buffer
-
-
 class VideoAttributeDataset(IterableDataset):
     """Batches (already collated; use with `batch_size=None`) of one (rank, worker)'s share of a split.
 
@@ -433,7 +420,7 @@ class VideoAttributeDataset(IterableDataset):
         raw: Iterator[dict[str, Any]] = tarfile_samples([{"url": u} for u in urls])
         kept = (s for s in raw if self._has_attributes(json.loads(s["json"])["video_id"]))
         if self.train:
-            kept = _shuffle_buffer(
+            kept = buffer_shuffle(
                 kept, SHUFFLE_BUFFER, random.Random(derive_seed(self.seed, self.epoch, repeat, "buffer"))
             )
         return kept
