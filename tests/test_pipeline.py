@@ -1,0 +1,119 @@
+"""The user's loop, end to end: `dvc repro` on a tiny demo, a no-op re-run, `dvc exp run -S stage=2`.
+
+Runs the real dvc.yaml in a copy of this checkout (tracked and untracked-but-not-ignored files),
+with the demo shrunk through params so the whole pipeline takes about a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RAN = re.compile(r"Running stage '([^']+)'")
+ENV = os.environ | {
+    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    "HF_HUB_OFFLINE": "1",
+    "DVC_NO_ANALYTICS": "1",
+}
+TINY = {
+    "demo": {"train_per_class": 2, "val_per_class": 1, "frames": 12, "size": 64},
+    "extract": {"frames_per_video": 8, "short_side": 64, "workers": 1},
+    "attributes": {"keyframes": 2, "caption": {"max_new_tokens": 4}, "gallery_videos": 2},
+    "model": {"frames": 4},
+    "train": {"epochs": 1, "batch_size": 8, "workers": 0},
+    "evaluate": {"clips": 2, "crops": 3},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    for key, value in over.items():
+        base[key] = _merge(base[key], value) if isinstance(value, dict) else value
+    return base
+
+
+def _run(args: list[str], cwd: Path) -> tuple[list[str], str]:
+    """Run a command with the venv first on PATH; return the stages it ran and its whole output."""
+    proc = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{out[-5000:]}"
+    return RAN.findall(out), out
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("git") is None:
+        pytest.skip("git is needed for dvc experiments")
+    root = tmp_path_factory.mktemp("pipeline") / "eva"
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    skip = ("data/", "shards/", "attributes/", "models/", "dvclive/", "metrics/", "dvc.lock")
+    for rel in filter(None, files):
+        if rel.startswith(skip) or not (REPO / rel).is_file():
+            continue
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, root / rel)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "add", "-A"],
+        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "tiny demo"],
+    ):
+        subprocess.run(cmd, cwd=root, check=True)
+    return root
+
+
+@pytest.mark.slow
+def test_repro_then_noop_then_stage2_experiment(project: Path) -> None:
+    ran, _ = _run(["dvc", "repro"], project)
+    assert ran == ["demo_data", "demo_models", "index", "extract", "attributes", "train", "evaluate"]
+
+    metrics = json.loads((project / "metrics/eval.json").read_text())
+    assert metrics["dataset"] == "demo" and metrics["stage"] == 1 and metrics["method"] == "eva"
+    assert metrics["videos"] == 8 and metrics["views"] == 6
+    assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
+    assert 0 < metrics["tunable_params"] < metrics["total_params"]
+    confusion = json.loads((project / "metrics/plots/confusion.json").read_text())
+    assert len(confusion) == 8 and set(confusion[0]) == {"actual", "predicted"}
+    assert len((project / "metrics/per_class.csv").read_text().splitlines()) == 1 + 8
+    card = (project / "models/demo/README.md").read_text()
+    assert card.startswith("---\n") and "method: eva" in card and "untrained" in card
+    assert pq.read_metadata(project / "attributes/demo/val.parquet").num_rows == 8
+    assert sorted(p.name for p in (project / "shards/demo").iterdir()) == [
+        "train-000000.tar",
+        "val-000000.tar",
+    ]
+    assert "demo captions are meaningless" in (project / "metrics/attributes_gallery.html").read_text()
+
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(
+        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "baseline"],
+        cwd=project,
+        check=True,
+    )
+    ran, out = _run(["dvc", "repro"], project)
+    assert ran == [] and "Data and pipelines are up to date" in out
+
+    ran, _ = _run(["dvc", "exp", "run", "-S", "stage=2"], project)
+    assert ran == ["train", "evaluate"]
+    assert json.loads((project / "metrics/eval.json").read_text())["stage"] == 2
+    diff = subprocess.run(
+        ["dvc", "metrics", "diff", "--json"], cwd=project, env=ENV, capture_output=True, text=True, check=True
+    ).stdout
+    changed = json.loads(diff)["metrics/eval.json"]
+    assert changed["stage"] == {"old": 1, "new": 2, "diff": 1}
