@@ -452,3 +452,13 @@ def test_params_map_to_configs_and_bad_values_name_their_key() -> None:
     params["model"]["method"], params["stage"] = "eva", 3
     with pytest.raises(ValueError, match="stage"):
         model_config_from_params(params, num_classes=3, attribute_meta=META)
+
+
+def test_model_file_bytes_depend_only_on_its_contents(data: TinyData, tmp_path: Path) -> None:
+    """DVC hashes models/<dataset>/model.pt: the same weights must give the same bytes."""
+    from eva.train.checkpoint import save_trained_model
+
+    model = build_model(model_config(data))
+    for name in ("a.pt", "b.pt"):
+        save_trained_model(tmp_path / name, model, classes=["x", "y"], stage=1, params={}, history=[])
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()

@@ -42,8 +42,10 @@ def data_fingerprint(paths: list[str | Path]) -> list[list[Any]]:
 
 
 def _save(obj: dict[str, Any], path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # Through a file object: given a path, torch.save names the archive's root folder after the
+    # (random) temporary file name, so identical weights would give different bytes each run.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 # ----------------------------------------------------------------------------- RNG
