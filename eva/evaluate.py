@@ -10,7 +10,6 @@ from __future__ import annotations
 import resource
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -142,8 +141,3 @@ def eval_metrics(
         "throughput_clips_per_s": round(result.throughput, 2),
         "peak_memory_mb": round(result.peak_memory_mb, 1),
     }
-
-
-def default_store(path: str | Path) -> AttributeStore | None:
-    path = Path(path)
-    return AttributeStore(path) if path.is_file() else None

@@ -7,13 +7,14 @@ import logging
 from pathlib import Path
 
 from eva.data.shards import list_shards
-from eva.evaluate import default_store, eval_metrics, evaluate_views
+from eva.evaluate import eval_metrics, evaluate_views
 from eva.metrics import confusion_records, write_per_class_csv
 from eva.model_card import render_model_card, write_model_card
 from eva.models.loading import resolve_device
 from eva.params import load_params, param
 from eva.report import format_run_table
 from eva.train.checkpoint import load_trained_model
+from eva.train.data import open_attribute_store
 from eva.utils.io import write_json
 from eva.utils.log import setup_logging
 
@@ -34,7 +35,9 @@ def main() -> None:
         clips=clips,
         crops=crops,
         batch_size=param(params, "evaluate.batch_size"),
-        store=default_store(Path("attributes") / name / "val.parquet"),
+        store=open_attribute_store(
+            Path("attributes") / name / "val.parquet", needed=model.config.method == "eva", split="val"
+        ),
         device=device,
     )
     stage = checkpoint["stage"]

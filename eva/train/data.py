@@ -524,6 +524,23 @@ def make_loader(dataset: VideoAttributeDataset, *, pin_memory: bool = False) -> 
     )
 
 
+def open_attribute_store(path: str | Path | None, *, needed: bool, split: str) -> AttributeStore | None:
+    """The split's attribute file, shared by training and evaluation.
+
+    Required when attribute tensors are `needed` (model.method=eva); otherwise a missing file only
+    means every video in the shards is used (a warning), and a present one still decides which
+    videos exist, so all methods see the same videos.
+    """
+    if path is not None and Path(path).is_file():
+        return AttributeStore(path)
+    if needed:
+        raise FileNotFoundError(
+            f"attribute file {path} not found: model.method=eva needs the attributes stage"
+        )
+    log.warning("no attribute file for %s (%s): using every video in the shards", split, path)
+    return None
+
+
 def read_classes(path: str | Path) -> list[str]:
     """`data/index/<dataset>.classes.json`: class names, index == label id."""
     path = Path(path)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from eva.attributes.store import AttributeMeta, AttributeStore, attributes_for_stage
+from eva.attributes.store import AttributeMeta, attributes_for_stage
 from eva.models import ModelConfig, VideoClassifier, build_model
 from eva.params import param
 from eva.train.checkpoint import (
@@ -45,6 +45,7 @@ from eva.train.data import (
     VideoAttributeDataset,
     derive_seed,
     make_loader,
+    open_attribute_store,
     split_size,
     steps_per_epoch,
 )
@@ -330,17 +331,6 @@ def run_training(job: TrainJob) -> TrainResult:
             dist.destroy_process_group()
 
 
-def _open_store(path: Path | None, needed: bool, split: str) -> AttributeStore | None:
-    if path is not None and Path(path).is_file():
-        return AttributeStore(path)
-    if needed:
-        raise FileNotFoundError(
-            f"attribute file {path} not found: model.method=eva needs the attributes stage"
-        )
-    log.warning("no attribute file for %s (%s): using every video in the shards", split, path)
-    return None
-
-
 def _run(job: TrainJob, env: DistEnv) -> TrainResult:
     cfg = job.train
     if cfg.batch_size % env.world_size:
@@ -352,8 +342,8 @@ def _run(job: TrainJob, env: DistEnv) -> TrainResult:
     if cfg.nproc != env.world_size and env.is_main:
         log.warning("train.nproc=%d but %d processes were launched", cfg.nproc, env.world_size)
     names = tuple(job.model.attributes)
-    train_store = _open_store(job.train_attributes, bool(names), "train")
-    val_store = _open_store(job.val_attributes, bool(names), "val")
+    train_store = open_attribute_store(job.train_attributes, needed=bool(names), split="train")
+    val_store = open_attribute_store(job.val_attributes, needed=bool(names), split="val")
     train_size = split_size(job.train_shards, train_store)
     val_size = split_size(job.val_shards, val_store)
     for split, size in (("train", train_size), ("val", val_size)):
