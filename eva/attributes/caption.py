@@ -12,15 +12,17 @@ from pathlib import Path
 
 import torch
 
+from eva.models.loading import missing_weights
+
 log = logging.getLogger(__name__)
 
 
 def _missing(source: str, param: str, err: Exception) -> FileNotFoundError:
-    return FileNotFoundError(
-        f"Could not load the captioner '{source}': it is neither a folder with a saved model nor a hub "
-        f"model in the local cache ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
-        f"Set `{param}` to one (e.g. `dvc exp run -S {param}=Salesforce/blip-image-captioning-base` "
-        f"after downloading it), or run the `demo_models` stage for the demo's tiny captioner."
+    detail = str(err).splitlines()[0] if str(err) else ""
+    return missing_weights(
+        param,
+        f"Could not load the captioner '{source}' (a folder written by save_pretrained, or a transformers "
+        f"hub name such as Salesforce/blip-image-captioning-base; {type(err).__name__}: {detail})",
     )
 
 

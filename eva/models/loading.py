@@ -28,10 +28,12 @@ class OpenClipBundle:
     image_size: int
 
 
-def _missing(param: str, what: str) -> FileNotFoundError:
+def missing_weights(param: str, what: str) -> FileNotFoundError:
+    """The error every loader raises when a model source cannot be loaded: it names the param to set."""
     return FileNotFoundError(
         f"{what}. Set `{param}` to a hub name whose weights are in the local cache, or to a local "
-        f"path that exists (e.g. `dvc exp run -S {param}=...`)."
+        f"path that exists (e.g. `dvc exp run -S {param}=...`); for the demo's tiny models run the "
+        "`demo_models` stage."
     )
 
 
@@ -53,17 +55,17 @@ def load_open_clip(
     if model.startswith(LOCAL_DIR):
         folder = Path(model[len(LOCAL_DIR) :])
         if not (folder / "open_clip_config.json").is_file():
-            raise _missing(f"{param}.model", f"No open_clip_config.json in '{folder}'")
+            raise missing_weights(f"{param}.model", f"No open_clip_config.json in '{folder}'")
         if not any(folder.glob(pat) for pat in ("*.safetensors", "*.bin", "*.pth")):
-            raise _missing(f"{param}.model", f"No weights file in '{folder}'")
+            raise missing_weights(f"{param}.model", f"No weights file in '{folder}'")
         pretrained = ""
     elif not model.startswith("hf-hub:"):
         if not pretrained:
-            raise _missing(f"{param}.pretrained", f"No weights given for open_clip model '{model}'")
+            raise missing_weights(f"{param}.pretrained", f"No weights given for open_clip model '{model}'")
         if ("/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))) and not Path(
             pretrained
         ).is_file():
-            raise _missing(f"{param}.pretrained", f"Checkpoint file '{pretrained}' does not exist")
+            raise missing_weights(f"{param}.pretrained", f"Checkpoint file '{pretrained}' does not exist")
     try:
         clip = open_clip.create_model(
             model,
@@ -73,7 +75,7 @@ def load_open_clip(
             force_image_size=image_size,
         )
     except (RuntimeError, OSError, ValueError) as err:
-        raise _missing(
+        raise missing_weights(
             param, f"Could not load open_clip model '{model}' (pretrained='{pretrained}'): {err}"
         ) from err
     clip.eval().requires_grad_(False)
