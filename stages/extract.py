@@ -29,6 +29,8 @@ def main() -> None:
         samples_per_shard=param(params, "extract.samples_per_shard"),
         workers=param(params, "extract.workers"),
         timeout_s=param(params, "extract.timeout_s"),
+        min_frames=param(params, "extract.min_frames"),
+        keep_truncated=param(params, "extract.keep_truncated"),
     )
     index_path = Path("data/index") / f"{name}.parquet"
     if not index_path.exists():
