@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -202,10 +203,8 @@ def decodable_frames(path: Path) -> int:
     count = 0
     with av.open(str(path)) as container:
         for packet in container.demux(video=0):
-            try:
+            with contextlib.suppress(av.error.FFmpegError):
                 count += len(packet.decode())
-            except av.error.FFmpegError:
-                pass
     return count
 
 
@@ -319,6 +318,8 @@ def test_stage_script_writes_shards_and_metrics(tmp_path: Path, videos: dict) ->
     assert reasons["two"] == "missing file" and reasons["three"].startswith("not a readable video")
     assert [t["video_id"] for t in metrics["truncated"]] == ["tail"]
     # Handled files make no decoder noise: every stderr line is one of our log records.
-    noise_lines = [line for line in run.stderr.splitlines() if not re.match(r"^\d\d:\d\d:\d\d [A-Z]+ eva", line)]
+    noise_lines = [
+        line for line in run.stderr.splitlines() if not re.match(r"^\d\d:\d\d:\d\d [A-Z]+ eva", line)
+    ]
     assert noise_lines == []
     assert sorted(p.name for p in (tmp_path / "shards" / "tiny").iterdir()) == ["train-000000.tar"]

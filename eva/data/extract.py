@@ -104,7 +104,7 @@ class DecodedVideo:
     timestamps: list[float]  # seconds since the stream's first frame, one per stored frame
     orig_size: tuple[int, int]  # (H, W)
     duration: float  # seconds from the clip's first frame to the end of its last
-    decoded_frames: int | None  # frames that decode in the whole stream (None: segment, not decoded to the end)
+    decoded_frames: int | None  # frames of the whole stream; None for a segment (not decoded to the end)
     header_frames: int  # frames the container claims (0: unknown)
     truncated: bool = False
     decode_errors: int = 0
@@ -146,7 +146,7 @@ class ExtractResult:
 
     splits: dict[str, SplitCounts] = field(default_factory=dict)
     failures: list[dict[str, str]] = field(default_factory=list)
-    truncated: list[dict[str, Any]] = field(default_factory=list)  # kept cut files (skipped ones are failures)
+    truncated: list[dict[str, Any]] = field(default_factory=list)  # kept cut files (skipped: failures)
     damaged: list[dict[str, Any]] = field(default_factory=list)  # kept files with undecodable packets
     shards: list[str] = field(default_factory=list)
     seconds: float = 0.0
