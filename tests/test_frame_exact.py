@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from eva.data.extract import ExtractConfig, extract_shards, resize_short_side, sample_segment_indices
+from eva.data.extract import ExtractConfig, extract_shards, resize_frame, sample_segment_indices
 from eva.data.shards import iter_videos, list_shards
 
 HEIGHT, WIDTH, FPS = 120, 160, 25
@@ -81,9 +81,14 @@ def reference_decode(path: Path) -> tuple[list[np.ndarray], list[float]]:
             except av.error.FFmpegError:
                 continue
             for frame in decoded:
-                frames.append(np.asarray(resize_short_side(frame.to_ndarray(format="rgb24"), SHORT_SIDE)))
+                frames.append(np.asarray(resize_frame(frame, SHORT_SIDE)))
                 times.append(float(frame.time))
     return frames, [t - times[0] for t in times]
+
+
+def resized(rgb: np.ndarray) -> np.ndarray:
+    """An RGB array through the stage's resize."""
+    return np.asarray(resize_frame(av.VideoFrame.from_ndarray(rgb, format="rgb24"), SHORT_SIDE))
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -163,10 +168,7 @@ def test_the_reproducer_defeats_random_access_but_not_the_stage(clips: dict, ext
     reader = decord.VideoReader(str(clips["mpeg4_avi_bf2"]), num_threads=1)
     asked = [10, 60, 109, 150, 190]
     got = reader.get_batch(asked).asnumpy()
-    matches = [
-        int(np.argmax([psnr(np.asarray(resize_short_side(f, SHORT_SIDE)), ref) for ref in reference]))
-        for f in got
-    ]
+    matches = [int(np.argmax([psnr(resized(f), ref) for ref in reference])) for f in got]
     assert matches != asked  # the bug this stage works around; if decord fixes it, this test says so
 
 
@@ -225,7 +227,7 @@ def test_trimmed_segment_uses_decoded_timestamps(clips: dict, tmp_path: Path) ->
 
 def test_reference_pattern_tells_neighbours_apart() -> None:
     """The guard on the test itself: adjacent frames of the pattern are far below the PSNR bar."""
-    frames = [np.asarray(resize_short_side(f, SHORT_SIDE)) for f in counter_frames(64)]
+    frames = [resized(f) for f in counter_frames(64)]
     worst = max(psnr(frames[i], frames[i + 1]) for i in range(63))
     assert worst < MIN_PSNR_DB - 10
     image = Image.fromarray(frames[5])

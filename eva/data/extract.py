@@ -24,7 +24,7 @@ import multiprocessing.connection
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,22 +227,22 @@ def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def resize_short_side(frame: Any, short_side: int) -> Any:
-    """RGB `[H, W, 3]` uint8 -> PIL image with the short side at `short_side` (bilinear, aspect kept).
+def resize_frame(frame: Any, short_side: int) -> Any:
+    """Decoded `av.VideoFrame` -> RGB PIL image with the short side at `short_side` (aspect kept).
 
+    One swscale call converts and scales (bilinear), cheaper than converting at full size first.
     The one resize of the stage; tests and the benchmark apply it to their reference decode too.
     """
-    from PIL import Image
-
-    image = Image.fromarray(frame)
-    target = short_side_size(image.height, image.width, short_side)
-    return image if image.size == target else image.resize(target, Image.BILINEAR)
+    width, height = short_side_size(frame.height, frame.width, short_side)
+    return frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR").to_image()
 
 
 @dataclass
 class _Pass:
-    """One sequential decode: the wanted frames (RGB) and the time of every frame decoded."""
+    """One sequential decode: the wanted frames (resized) and the time of every frame decoded."""
 
+    claimed: int  # frames the header claims (packets for containers without a count); 0 unknown
+    planned: list[int]  # the indices this pass was asked for
     frames: dict[int, Any]  # frame index -> PIL image, short side already resized
     size: tuple[int, int]  # (H, W) of the decoded frames
     times: list[float]  # seconds since the stream's first frame, one per decoded frame
@@ -251,36 +251,24 @@ class _Pass:
     complete: bool  # decoded to the end of the stream (not stopped at a segment end)
 
 
-def _probe(path: str) -> tuple[int, float]:
-    """(frames the header claims, average rate) of the first video stream; the plan's first guess.
-
-    Matroska/WebM headers carry no frame count: there we count packets, which costs a demux, no decode.
-    """
+def _count_packets(path: str) -> int:
+    """Video packets of the file: the frame count of containers whose header has none (Matroska/WebM)."""
     import av
 
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise VideoError("no video stream")
-            stream = container.streams.video[0]
-            rate = float(stream.average_rate or stream.guessed_rate or 0.0)
-            claimed = int(stream.frames or 0)
-            if claimed <= 0:
-                with contextlib.suppress(av.FFmpegError):
-                    claimed = sum(1 for packet in container.demux(stream) if packet.size)
-    except VideoError:
-        raise
-    except (av.FFmpegError, OSError, ValueError, IndexError) as e:
-        raise VideoError(f"not a readable video: {_clean(e)}") from None
-    return claimed, rate
+    with contextlib.suppress(av.FFmpegError), av.open(path) as container:
+        return sum(1 for packet in container.demux(video=0) if packet.size)
+    return 0
 
 
-def _decode_pass(path: str, wanted: set[int], end: float | None, short_side: int) -> _Pass:
-    """Decode every frame in order (the reference decode), converting only the `wanted` indices.
+def _decode_pass(
+    path: str, plan: Callable[[int, float], list[int]], end: float | None, short_side: int
+) -> _Pass:
+    """Decode every frame in order (the reference decode), converting only the frames `plan` picks.
 
-    Packets that fail to decode are counted and skipped, like ffmpeg does; the frame numbering is
-    that of the frames that do decode. With `end` set the pass stops at the first frame at or past
-    `end` seconds, so a short segment of a long video does not pay for the whole file.
+    `plan(claimed_frames, average_rate)` sees the header's facts once the file is open. Packets that
+    fail to decode are counted and skipped, as ffmpeg does; the frame numbering is that of the frames
+    that do decode. With `end` set the pass stops at the first frame at or past `end` seconds, so a
+    short segment of a long video does not pay for the whole file.
     """
     import av
 
@@ -293,8 +281,14 @@ def _decode_pass(path: str, wanted: set[int], end: float | None, short_side: int
     t0: float | None = None
     previous = -math.inf
     with av.open(path) as container:
+        if not container.streams.video:
+            raise VideoError("no video stream")
         stream = container.streams.video[0]
-        step = 1.0 / float(stream.average_rate) if stream.average_rate else 0.0
+        rate = float(stream.average_rate or stream.guessed_rate or 0.0)
+        claimed = int(stream.frames or 0) or _count_packets(path)
+        planned = plan(claimed, rate)
+        wanted = set(planned)
+        step = 1.0 / rate if rate > 0 else 0.0
         packets = container.demux(stream)
         while True:
             try:
@@ -320,9 +314,8 @@ def _decode_pass(path: str, wanted: set[int], end: float | None, short_side: int
                     break
                 previous = t
                 if len(times) in wanted:
-                    rgb = frame.to_ndarray(format="rgb24")  # [H, W, 3] uint8
-                    size = rgb.shape[:2]
-                    frames[len(times)] = resize_short_side(rgb, short_side)
+                    size = (frame.height, frame.width)
+                    frames[len(times)] = resize_frame(frame, short_side)
                 times.append(t - t0)
                 if frame.duration:
                     last_duration = float(frame.duration * frame.time_base)
@@ -330,15 +323,17 @@ def _decode_pass(path: str, wanted: set[int], end: float | None, short_side: int
                 break
     if not last_duration and len(times) > 1:
         last_duration = (times[-1] - times[0]) / (len(times) - 1)
-    return _Pass(frames, size, times, last_duration or step, errors, complete)
+    return _Pass(claimed, planned, frames, size, times, last_duration or step, errors, complete)
 
 
-def _decode_checked(path: str, wanted: set[int], end: float | None, short_side: int) -> _Pass:
+def _decode_checked(
+    path: str, plan: Callable[[int, float], list[int]], end: float | None, short_side: int
+) -> _Pass:
     """`_decode_pass` with every decoder failure turned into a VideoError reason."""
     import av
 
     try:
-        attempt = _decode_pass(path, wanted, end, short_side)
+        attempt = _decode_pass(path, plan, end, short_side)
     except (av.FFmpegError, OSError, ValueError, IndexError) as e:
         raise VideoError(f"not a readable video: {_clean(e)}") from None
     if not attempt.times:
@@ -380,19 +375,23 @@ def decode_video(
         raise VideoError(f"cannot stat file: {e.strerror}") from None
     if st.st_size == 0 and os.path.isfile(path):
         raise VideoError("empty file (0 bytes)")
-    claimed, rate = _probe(path)
-    first, stop = 0, max(claimed, 1)
-    if claimed > 0 and rate > 0:  # the plan a constant-rate header implies
-        with contextlib.suppress(VideoError):  # a segment past the header's end: the pass will tell
-            first, stop = clip_range_from_times([i / rate for i in range(claimed)], start, end)
-    planned = sample_segment_indices(first, stop, cfg.frames_per_video)
-    attempt = _decode_checked(path, set(planned), end, cfg.short_side)
+
+    def header_plan(claimed: int, rate: float) -> list[int]:
+        """The indices a constant-rate header implies; the decoded frames confirm or correct them."""
+        first, stop = 0, max(claimed, 1)
+        if claimed > 0 and rate > 0:
+            with contextlib.suppress(VideoError):  # a segment past the header's end: the pass will tell
+                first, stop = clip_range_from_times([i / rate for i in range(claimed)], start, end)
+        return sample_segment_indices(first, stop, cfg.frames_per_video)
+
+    attempt = _decode_checked(path, header_plan, end, cfg.short_side)
+    claimed = attempt.claimed
     first, stop = clip_range_from_times(attempt.times, start, end)
     if stop - first < cfg.min_frames:
         raise VideoError(f"too short: {stop - first} decodable frames < extract.min_frames={cfg.min_frames}")
     indices = sample_segment_indices(first, stop, cfg.frames_per_video)
-    if indices != planned:  # the header lied (cut file, over-count, variable rate): decode again, right
-        again = _decode_checked(path, set(indices), end, cfg.short_side)
+    if indices != attempt.planned:  # the header lied (cut file, over-count, variable rate): decode again
+        again = _decode_checked(path, lambda *_: indices, end, cfg.short_side)
         if again.times != attempt.times:
             raise VideoError("decode is not repeatable: two passes disagree on the frames")
         attempt = again
