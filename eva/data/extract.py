@@ -6,6 +6,9 @@ written by the parent in index order, tar headers carry a fixed mtime/owner, and
 come from chunking the sorted index before any decoding (a failed video leaves a shorter shard,
 it never shifts the samples of later shards).
 
+Frames are exact: stored frame k is frame `frame_indices[k]` of a sequential decode of the whole
+stream, whatever the container (see `decode_video`).
+
 Decoding runs in worker processes that the parent kills and replaces when a video exceeds
 `extract.timeout_s` or crashes the decoder, so one bad file costs one recorded failure.
 """
@@ -379,9 +382,11 @@ def decode_video(
     def header_plan(claimed: int, rate: float) -> list[int]:
         """The indices a constant-rate header implies; the decoded frames confirm or correct them."""
         first, stop = 0, max(claimed, 1)
-        if claimed > 0 and rate > 0:
-            with contextlib.suppress(VideoError):  # a segment past the header's end: the pass will tell
-                first, stop = clip_range_from_times([i / rate for i in range(claimed)], start, end)
+        if claimed > 0 and rate > 0 and (start is not None or end is not None):
+            # frames i / rate < t number ceil(t * rate): clip_range_from_times without a frame list,
+            # since a corrupt header may claim billions of frames
+            first = min(math.ceil((start or 0.0) * rate), claimed - 1)
+            stop = claimed if end is None else max(min(math.ceil(end * rate), claimed), first + 1)
         return sample_segment_indices(first, stop, cfg.frames_per_video)
 
     attempt = _decode_checked(path, header_plan, end, cfg.short_side)
