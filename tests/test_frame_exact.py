@@ -105,6 +105,10 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     data = faststart.read_bytes()
     (root / "cut.mp4").write_bytes(data[: int(len(data) * 0.3)])  # moov up front: still opens
+    damaged = bytearray(data)  # a burst of garbage mid-stream: the decoder errs, then recovers
+    middle = len(damaged) // 2
+    damaged[middle : middle + 3000] = np.random.default_rng(0).integers(0, 256, 3000, np.uint8).tobytes()
+    (root / "damaged.mp4").write_bytes(bytes(damaged))
     return {
         "h264_bframes": encode(root / "h264.mp4", "libx264", counter_frames(90), options={"bf": "3"}),
         "mpeg4_avi_bf2": encode(root / "xvid.avi", "mpeg4", counter_frames(200), options={"bf": "2"}),
@@ -115,6 +119,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             encode(root / "over.avi", "mpeg4", counter_frames(60), options={"bf": "2"}), 600
         ),
         "cut_mp4": root / "cut.mp4",
+        "damaged_mp4": root / "damaged.mp4",
         "one_frame": encode(root / "one.mp4", "libx264", counter_frames(1)),
     }
 
@@ -144,7 +149,10 @@ def extracted(clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) 
     return metrics, samples
 
 
-KEPT = ["h264_bframes", "mpeg4_avi_bf2", "mjpeg_avi", "vp9_webm", "vfr_mp4", "overcount_avi", "cut_mp4"]
+KEPT = [
+    "h264_bframes", "mpeg4_avi_bf2", "mjpeg_avi", "vp9_webm", "vfr_mp4", "overcount_avi", "cut_mp4",
+    "damaged_mp4",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", KEPT)
@@ -194,7 +202,10 @@ def test_short_and_truncated_videos_are_listed(clips: dict, extracted: tuple) ->
     ]
     assert "one_frame" not in samples and metrics["written"] == len(KEPT)
     truncated = {t["video_id"]: (t["decoded_frames"], t["header_frames"]) for t in metrics["truncated"]}
-    assert set(truncated) == {"cut_mp4", "overcount_avi"}
+    assert set(truncated) == {"cut_mp4", "overcount_avi", "damaged_mp4"}  # 175 of 200 decode
+    damaged = {d["video_id"]: d["decode_errors"] for d in metrics["damaged"]}
+    assert damaged["damaged_mp4"] > 0 and not {"h264_bframes", "vp9_webm", "mjpeg_avi"} & set(damaged)
+    assert truncated["damaged_mp4"] == (len(reference_decode(clips["damaged_mp4"])[0]), 200)
     assert truncated["overcount_avi"] == (60, 600)
     decoded, header = truncated["cut_mp4"]
     assert header == 200 and 8 <= decoded < 0.9 * 200
