@@ -104,11 +104,13 @@ class DecodedVideo:
     jpegs: list[bytes]
     fps: float  # clip frames / clip duration, both from the decoded timestamps
     frame_indices: list[int]  # positions in a sequential decode of the whole stream
-    timestamps: list[float]  # seconds since the stream's first frame, one per stored frame
     orig_size: tuple[int, int]  # (H, W)
     duration: float  # seconds from the clip's first frame to the end of its last
-    decoded_frames: int | None  # frames of the whole stream; None for a segment (not decoded to the end)
-    header_frames: int  # frames the container claims (0: unknown)
+    timestamps: list[float] = field(default_factory=list)  # s since the stream's first frame, per frame
+    decoded_frames: int | None = (
+        None  # frames of the whole stream; None for a segment (not decoded to the end)
+    )
+    header_frames: int = 0  # frames the container claims (0: unknown)
     truncated: bool = False
     decode_errors: int = 0
 
