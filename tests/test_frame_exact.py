@@ -2,7 +2,10 @@
 
 Each test video shows its own frame number as 8 black/white blocks (binary), so two different
 frames differ in at least one 40x60 block: a wrong frame cannot pass the PSNR bar, whatever the
-JPEG loss. The reference is a full sequential PyAV decode, resized the way the stage resizes.
+JPEG loss. The reference is a full sequential PyAV decode (packets that fail are skipped, as
+ffmpeg does), resized the way the stage resizes. Covered: H.264 MP4 with B-frames, MPEG-4 Part 2
+AVI with bf=2 (decord's failure case), MJPEG AVI, VP9 WebM, variable frame rate, an AVI header
+over-counting its frames, an MP4 cut to 30%, an MP4 with a garbage burst mid-stream, one frame.
 """
 
 from __future__ import annotations
