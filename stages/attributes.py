@@ -16,7 +16,8 @@ from eva.attributes.store import AttributeStore
 from eva.data.shards import list_shards
 from eva.models.tiny import is_random_weights
 from eva.params import load_params, param
-from eva.utils.io import atomic_path, write_json
+from eva.utils.dist import worker_slot
+from eva.utils.io import atomic_dir, atomic_path, write_json
 from eva.utils.log import setup_logging
 
 log = logging.getLogger("eva.stages.attributes")
@@ -41,16 +42,19 @@ def main() -> None:
         device=param(params, "attributes.device"),
     )
     shard_root = Path("shards") / name
-    run = run_attributes(shard_root, Path("attributes") / name, cfg)
-    if not run.merged:
+    out = Path("attributes") / name
+    if worker_slot().rank != 0:
+        run_attributes(shard_root, out, cfg)
         log.info("attributes: this rank's shards are done; rank 0 merges")
         return
-    write_json(METRICS, {"dataset": name, **run.metrics})
-    split = "val" if "val" in run.outputs else next(iter(run.outputs))
+    with atomic_dir(out) as staging:  # a killed merge leaves no attribute file under `out`
+        run = run_attributes(shard_root, staging, cfg)
+    outputs = {split: out / path.name for split, path in run.outputs.items()}
+    split = "val" if "val" in outputs else next(iter(outputs))
     random_models = is_random_weights(cfg.clip_model) or is_random_weights(cfg.captioner)
     page = render_gallery(
         decoded_samples(list_shards(shard_root, split)),
-        AttributeStore(run.outputs[split]),
+        AttributeStore(outputs[split]),
         videos=int(param(params, "attributes.gallery_videos")),
         mask_method=cfg.mask_method,
         random_models=random_models,
@@ -58,10 +62,11 @@ def main() -> None:
     )
     with atomic_path(GALLERY) as tmp:
         tmp.write_text(page, encoding="utf-8")
+    write_json(METRICS, {"dataset": name, **run.metrics})  # last: the run's "done" mark
     for split_name, counts in run.metrics["splits"].items():
         log.info(
             "attributes %s: %d/%d videos written, %d skipped -> %s",
-            split_name, counts["written"], counts["videos"], counts["skipped"], run.outputs[split_name],
+            split_name, counts["written"], counts["videos"], counts["skipped"], outputs[split_name],
         )  # fmt: skip
 
 

@@ -2,6 +2,8 @@
 
 Under torchrun or SLURM (RANK/WORLD_SIZE, SLURM_PROCID/SLURM_NTASKS) each process writes a disjoint
 set of shards into the same directory and its own metrics/extract.rank<r>-of-<w>.json.
+A single process builds shards/<dataset>/ in a hidden staging folder and swaps it in when done, so
+`kill -9` mid-run leaves no output from that run under its final name; metrics are written last.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 from eva.data.extract import ExtractConfig, extract_shards, read_index_table
 from eva.params import load_params, param
 from eva.utils.dist import worker_slot
-from eva.utils.io import write_json
+from eva.utils.io import atomic_dir, write_json
 from eva.utils.log import setup_logging
 
 log = logging.getLogger("eva.stages.extract")
@@ -29,12 +31,20 @@ def main() -> None:
         samples_per_shard=param(params, "extract.samples_per_shard"),
         workers=param(params, "extract.workers"),
         timeout_s=param(params, "extract.timeout_s"),
+        min_frames=param(params, "extract.min_frames"),
+        keep_truncated=param(params, "extract.keep_truncated"),
     )
     index_path = Path("data/index") / f"{name}.parquet"
     if not index_path.exists():
         raise FileNotFoundError(f"{index_path} not found (dataset.name={name!r}): run the index stage first")
     slot = worker_slot()
-    result = extract_shards(read_index_table(index_path), Path("shards") / name, cfg, slot)
+    index = read_index_table(index_path)
+    out = Path("shards") / name
+    if slot.world_size == 1:  # build the folder aside: a killed run leaves no shard under `out`
+        with atomic_dir(out) as staging:
+            result = extract_shards(index, staging, cfg, slot)
+    else:  # ranks share `out`; each shard is still published complete or not at all
+        result = extract_shards(index, out, cfg, slot)
     metrics = Path("metrics/extract.json")
     if slot.world_size > 1:
         metrics = metrics.with_name(f"extract.rank{slot.rank}-of-{slot.world_size}.json")

@@ -25,6 +25,7 @@ def main() -> None:
         annotations=param(params, "dataset.annotations"),
         split=param(params, "dataset.split"),
         class_list=param(params, "dataset.class_list"),
+        val_fraction=param(params, "dataset.val_fraction"),
     )
     with atomic_path(INDEX_DIR / f"{name}.parquet") as tmp:
         pq.write_table(result.table, tmp)

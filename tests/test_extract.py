@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,7 @@ from conftest import moving_square, write_video
 
 from eva.data.extract import (
     ExtractConfig,
-    clip_frame_range,
+    clip_range_from_times,
     extract_shards,
     plan_shards,
     sample_segment_indices,
@@ -94,9 +96,10 @@ def test_segment_indices_are_centres_of_equal_segments() -> None:
     assert sample_segment_indices(12, 24, 4) == [13, 16, 19, 22]
     short = sample_segment_indices(0, 3, 8)  # fewer frames than T: repeats, stays in range
     assert short == sorted(short) and set(short) == {0, 1, 2}
-    assert clip_frame_range(36, 12.0, None, None) == (0, 36)
-    assert clip_frame_range(36, 12.0, 1.0, 2.0) == (12, 24)
-    assert clip_frame_range(36, 12.0, 2.5, 9.0) == (30, 36)  # end past the video is clamped
+    times = [i / 12.0 for i in range(36)]
+    assert clip_range_from_times(times, None, None) == (0, 36)
+    assert clip_range_from_times(times, 1.0, 2.0) == (12, 24)
+    assert clip_range_from_times(times, 2.5, 9.0) == (30, 36)  # end past the video is clamped
 
 
 def test_keys_have_no_dots_and_are_unique() -> None:
@@ -196,13 +199,12 @@ def write_faststart_noise(path: Path, num_frames: int = 24, height: int = 120, w
 
 
 def decodable_frames(path: Path) -> int:
+    """Frames a sequential decode yields when packets that fail to decode are skipped (as ffmpeg does)."""
     count = 0
-    try:
-        with av.open(str(path)) as container:
-            for _ in container.decode(video=0):
-                count += 1
-    except av.error.FFmpegError:
-        pass
+    with av.open(str(path)) as container:
+        for packet in container.demux(video=0):
+            with contextlib.suppress(av.error.FFmpegError):
+                count += len(packet.decode())
     return count
 
 
@@ -290,19 +292,34 @@ def test_stage_script_writes_shards_and_metrics(tmp_path: Path, videos: dict) ->
     (tmp_path / "params.yaml").write_text(
         "dataset: {name: tiny}\n"
         "extract: {frames_per_video: 2, short_side: 16, jpeg_quality: 80, samples_per_shard: 4,"
-        " workers: 1, timeout_s: 60}\n"
+        " workers: 1, timeout_s: 60, min_frames: 8, keep_truncated: true}\n"
     )
+    (tmp_path / "text.mp4").write_text("this is not a video\n")
+    noise = write_faststart_noise(tmp_path / "noise.mp4").read_bytes()
+    (tmp_path / "tail.mp4").write_bytes(noise[: int(len(noise) * 0.6)])  # h264 errors at the cut
     rows = [
         {"video_id": "one", "path": videos["a"], "label": 0, "split": "train"},
         {"video_id": "two", "path": tmp_path / "nope.mp4", "label": 1, "split": "val"},
+        {"video_id": "three", "path": tmp_path / "text.mp4", "label": 1, "split": "val"},
+        {"video_id": "tail", "path": tmp_path / "tail.mp4", "label": 1, "split": "train"},
     ]
     (tmp_path / "data" / "index").mkdir(parents=True)
     pq.write_table(index_table(rows), tmp_path / "data" / "index" / "tiny.parquet")
     env = {
         k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS")
     }
-    subprocess.run([sys.executable, str(REPO / "stages" / "extract.py")], cwd=tmp_path, env=env, check=True)
+    run = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "extract.py")],
+        cwd=tmp_path, env=env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
     metrics = json.loads((tmp_path / "metrics" / "extract.json").read_text())
-    assert (metrics["written"], metrics["failed"]) == (1, 1)
-    assert metrics["failures"][0]["reason"] == "missing file"
+    assert (metrics["written"], metrics["failed"]) == (2, 2)
+    reasons = {f["video_id"]: f["reason"] for f in metrics["failures"]}
+    assert reasons["two"] == "missing file" and reasons["three"].startswith("not a readable video")
+    assert [t["video_id"] for t in metrics["truncated"]] == ["tail"]
+    # Handled files make no decoder noise: every stderr line is one of our log records.
+    noise_lines = [
+        line for line in run.stderr.splitlines() if not re.match(r"^\d\d:\d\d:\d\d [A-Z]+ eva", line)
+    ]
+    assert noise_lines == []
     assert sorted(p.name for p in (tmp_path / "shards" / "tiny").iterdir()) == ["train-000000.tar"]

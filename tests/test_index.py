@@ -396,6 +396,7 @@ def test_stage_writes_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
             "annotations": "annotations",
             "split": 1,
             "class_list": "",
+            "val_fraction": 0.2,
         }
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -34,6 +34,7 @@ def record(i: int) -> dict:
         frame_indices=[1, 4, 7],
         orig_size=(24, 40),
         duration=0.75,
+        timestamps=[0.083333, 0.333333, 0.583333],
     )
     return sample_record(job, video)
 
@@ -71,6 +72,7 @@ def test_decode_sample_gives_uint8_frames_and_meta(tmp_path: Path) -> None:
     assert sample.meta == {
         "video_id": "v.000", "label": 0, "label_name": "c0", "split": "train", "fps": 12.0,
         "frame_indices": [1, 4, 7], "orig_size": [24, 40], "duration": 0.75, "num_frames": 3,
+        "timestamps": [0.083333, 0.333333, 0.583333],
     }  # fmt: skip
 
     raw = {"__key__": "k", **{k: v for k, v in record(0).items() if k != "002.jpg"}}

@@ -6,12 +6,16 @@ written by the parent in index order, tar headers carry a fixed mtime/owner, and
 come from chunking the sorted index before any decoding (a failed video leaves a shorter shard,
 it never shifts the samples of later shards).
 
+Frames are exact: stored frame k is frame `frame_indices[k]` of a sequential decode of the whole
+stream, whatever the container (see `decode_video`).
+
 Decoding runs in worker processes that the parent kills and replaces when a video exceeds
 `extract.timeout_s` or crashes the decoder, so one bad file costs one recorded failure.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import io
@@ -23,7 +27,7 @@ import multiprocessing.connection
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +58,8 @@ class ExtractConfig:
     samples_per_shard: int = 512
     workers: int = 2
     timeout_s: float = 120.0
+    min_frames: int = 8  # fewer decodable frames: skipped (T frames from 1 would be 16 copies of it)
+    keep_truncated: bool = True  # a cut file with >= min_frames frames is kept (and listed)
 
     def __post_init__(self) -> None:
         checks = {
@@ -62,6 +68,7 @@ class ExtractConfig:
             "jpeg_quality": (self.jpeg_quality, 1, 100, "an integer in 1..100"),
             "samples_per_shard": (self.samples_per_shard, 1, 10**7, "a positive integer"),
             "workers": (self.workers, 1, 1024, "a positive integer (worker processes)"),
+            "min_frames": (self.min_frames, 1, 10**6, "a positive integer (decodable frames)"),
         }
         for name, (value, lo, hi, expected) in checks.items():
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
@@ -70,6 +77,10 @@ class ExtractConfig:
             isinstance(self.timeout_s, int | float) and self.timeout_s > 0
         ):
             raise ValueError(f"params.yaml extract.timeout_s={self.timeout_s!r}: expected seconds > 0")
+        if not isinstance(self.keep_truncated, bool):
+            raise ValueError(
+                f"params.yaml extract.keep_truncated={self.keep_truncated!r}: expected true or false"
+            )
 
 
 @dataclass(frozen=True)
@@ -91,10 +102,17 @@ class DecodedVideo:
     """What a worker sends back: encoded frames and the facts the json records."""
 
     jpegs: list[bytes]
-    fps: float
-    frame_indices: list[int]
+    fps: float  # clip frames / clip duration, both from the decoded timestamps
+    frame_indices: list[int]  # positions in a sequential decode of the whole stream
     orig_size: tuple[int, int]  # (H, W)
-    duration: float
+    duration: float  # seconds from the clip's first frame to the end of its last
+    timestamps: list[float] = field(default_factory=list)  # s since the stream's first frame, per frame
+    decoded_frames: int | None = (
+        None  # frames of the whole stream; None for a segment (not decoded to the end)
+    )
+    header_frames: int = 0  # frames the container claims (0: unknown)
+    truncated: bool = False
+    decode_errors: int = 0
 
 
 @dataclass(frozen=True)
@@ -133,6 +151,8 @@ class ExtractResult:
 
     splits: dict[str, SplitCounts] = field(default_factory=dict)
     failures: list[dict[str, str]] = field(default_factory=list)
+    truncated: list[dict[str, Any]] = field(default_factory=list)  # kept cut files (skipped: failures)
+    damaged: list[dict[str, Any]] = field(default_factory=list)  # kept files with undecodable packets
     shards: list[str] = field(default_factory=list)
     seconds: float = 0.0
     rank: int = 0
@@ -147,6 +167,8 @@ class ExtractResult:
             "shards": len(self.shards),
             "splits": {name: vars(c).copy() for name, c in sorted(self.splits.items())},
             "failures": self.failures,
+            "truncated": self.truncated,
+            "damaged": self.damaged,
             "seconds": round(self.seconds, 3),
             "videos_per_second": round(videos / self.seconds, 3) if self.seconds > 0 else 0.0,
             "rank": self.rank,
@@ -163,19 +185,6 @@ def sample_segment_indices(first: int, stop: int, count: int) -> list[int]:
         raise ValueError(f"empty frame range [{first}, {stop})")
     step = (stop - first) / count
     return [min(first + int(step * (i + 0.5)), stop - 1) for i in range(count)]
-
-
-def clip_frame_range(num_frames: int, fps: float, start: float | None, end: float | None) -> tuple[int, int]:
-    """Frame range [first, stop) of the clip: the whole video, or a trimmed segment in seconds."""
-    if start is None and end is None:
-        return 0, num_frames
-    if not (fps > 0 and math.isfinite(fps)):
-        raise VideoError(f"unknown fps ({fps}): cannot locate segment {start}-{end} s")
-    first = max(0, math.floor((start or 0.0) * fps))
-    stop = num_frames if end is None else min(num_frames, math.ceil(end * fps))
-    if first >= num_frames:
-        raise VideoError(f"segment starts at {start} s, after the video's {num_frames / fps:.2f} s")
-    return first, max(stop, first + 1)
 
 
 def shard_key(video_id: str) -> str:
@@ -204,75 +213,17 @@ def unique_keys(video_ids: Iterable[str]) -> list[str]:
 
 # ----------------------------------------------------------------------------- decoding (worker side)
 
-_DECORD_NOISE = re.compile(r"\[\d\d:\d\d:\d\d\] \S+?:\d+: ")
+# A video is "truncated" when fewer than this fraction of the frames its header claims decode.
+# Headers routinely over-count by a frame or two (AVI N-VOPs, edit lists); a cut file loses far more.
+TRUNCATED_BELOW = 0.9
+_MAX_DECODE_ERRORS = 100  # a stream this broken is not worth decoding to the end
 
 
 def _clean(message: object, limit: int = 200) -> str:
-    """decord messages carry timestamps and source paths; strip them so metrics are stable."""
-    text = _DECORD_NOISE.sub("", str(message)).strip().splitlines()
+    """First line of a decoder message, bounded, so reasons in metrics stay short and stable."""
+    text = str(message).strip().splitlines()
     first = text[0] if text else ""
     return first[:limit]
-
-
-def _open_reader(path: str, size: tuple[int, int] | None = None) -> Any:
-    """decord reader with one thread (parallelism comes from the workers); `size` = (W, H) to scale to."""
-    import decord
-
-    width, height = size or (-1, -1)
-    return decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height, num_threads=1)
-
-
-def decode_available_frames(path: str, first: int, stop: int, count: int) -> tuple[Any, list[int], int]:
-    """Frames of [first, stop) that really decode, re-sampled over that range: (frames, indices, stop).
-
-    For files whose tail is broken, decord's len() counts frames that never decode, and its
-    read-ahead may or may not hit the broken packet while fetching earlier ones. A sequential PyAV
-    pass gives the same answer every time: count what decodes, then sample within it.
-    """
-    import av
-    import numpy as np
-
-    decodable = 0
-    try:
-        with av.open(path) as container:
-            for _ in container.decode(video=0):
-                decodable += 1
-                if decodable >= stop:
-                    break
-    except (av.FFmpegError, IndexError, ValueError):
-        pass  # the first frame that fails ends the decodable range
-    if decodable <= first:
-        raise VideoError(f"no decodable frames in the clip (frames {first}..{stop - 1})")
-    stop = min(stop, decodable)
-    indices = sample_segment_indices(first, stop, count)
-    wanted = set(indices)
-    picked = {}
-    try:
-        with av.open(path) as container:
-            for i, frame in enumerate(container.decode(video=0)):
-                if i in wanted:
-                    picked[i] = frame.to_ndarray(format="rgb24")  # [H, W, 3]
-                if i >= indices[-1]:
-                    break
-    except (av.FFmpegError, IndexError, ValueError) as e:
-        raise VideoError(f"decode failed: {_clean(e)}") from None
-    if len(picked) != len(wanted):
-        raise VideoError(f"decode failed: frames {sorted(wanted - set(picked))} missing")
-    return np.stack([picked[i] for i in indices]), indices, stop  # [T, H, W, 3]
-
-
-# decord 0.6 cannot copy frames whose RGB rows ffmpeg pads (e.g. 16, 24, 48, 72 px wide): it
-# fails with this message. Such videos are decoded scaled to a width of a multiple of 64 instead.
-_DECORD_PADDING_BUG = "size must exactly match"
-
-
-def _native_size(path: str) -> tuple[int, int]:
-    """(H, W) of the first video stream, for the padded-width fallback (decord has no size API)."""
-    import av
-
-    with av.open(path) as container:
-        ctx = container.streams.video[0].codec_context
-        return int(ctx.height), int(ctx.width)
 
 
 def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -281,15 +232,146 @@ def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def resize_frame(frame: Any, short_side: int) -> Any:
+    """Decoded `av.VideoFrame` -> RGB PIL image with the short side at `short_side` (aspect kept).
+
+    One swscale call converts and scales (bilinear), cheaper than converting at full size first.
+    The one resize of the stage; tests and the benchmark apply it to their reference decode too.
+    """
+    width, height = short_side_size(frame.height, frame.width, short_side)
+    return frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR").to_image()
+
+
+@dataclass
+class _Pass:
+    """One sequential decode: the wanted frames (resized) and the time of every frame decoded."""
+
+    claimed: int  # frames the header claims (packets for containers without a count); 0 unknown
+    planned: list[int]  # the indices this pass was asked for
+    frames: dict[int, Any]  # frame index -> PIL image, short side already resized
+    size: tuple[int, int]  # (H, W) of the decoded frames
+    times: list[float]  # seconds since the stream's first frame, one per decoded frame
+    last_duration: float  # display duration of the last decoded frame (s); 0 when unknown
+    decode_errors: int
+    complete: bool  # decoded to the end of the stream (not stopped at a segment end)
+
+
+def _count_packets(path: str) -> int:
+    """Video packets of the file: the frame count of containers whose header has none (Matroska/WebM)."""
+    import av
+
+    with contextlib.suppress(av.FFmpegError), av.open(path) as container:
+        return sum(1 for packet in container.demux(video=0) if packet.size)
+    return 0
+
+
+def _decode_pass(
+    path: str, plan: Callable[[int, float], list[int]], end: float | None, short_side: int
+) -> _Pass:
+    """Decode every frame in order (the reference decode), converting only the frames `plan` picks.
+
+    `plan(claimed_frames, average_rate)` sees the header's facts once the file is open. Packets that
+    fail to decode are counted and skipped, as ffmpeg does; the frame numbering is that of the frames
+    that do decode. With `end` set the pass stops at the first frame at or past `end` seconds, so a
+    short segment of a long video does not pay for the whole file.
+    """
+    import av
+
+    frames: dict[int, Any] = {}
+    size = (0, 0)
+    times: list[float] = []
+    errors = 0
+    last_duration = 0.0
+    complete = True
+    t0: float | None = None
+    previous = -math.inf
+    with av.open(path) as container:
+        if not container.streams.video:
+            raise VideoError("no video stream")
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or stream.guessed_rate or 0.0)
+        claimed = int(stream.frames or 0) or _count_packets(path)
+        planned = plan(claimed, rate)
+        wanted = set(planned)
+        step = 1.0 / rate if rate > 0 else 0.0
+        packets = container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except (av.FFmpegError, OSError, ValueError):
+                errors += 1  # a demux error is the end of what can be read
+                break
+            try:
+                decoded = packet.decode()
+            except (av.FFmpegError, ValueError):
+                errors += 1
+                if errors > _MAX_DECODE_ERRORS:
+                    break
+                continue
+            for frame in decoded:
+                t = float(frame.time) if frame.time is not None else previous + step
+                if t0 is None:
+                    t0 = t
+                if end is not None and t - t0 >= end:
+                    complete = False
+                    break
+                previous = t
+                if len(times) in wanted:
+                    size = (frame.height, frame.width)
+                    frames[len(times)] = resize_frame(frame, short_side)
+                times.append(t - t0)
+                if frame.duration:
+                    last_duration = float(frame.duration * frame.time_base)
+            if not complete:
+                break
+    if not last_duration and len(times) > 1:
+        last_duration = (times[-1] - times[0]) / (len(times) - 1)
+    return _Pass(claimed, planned, frames, size, times, last_duration or step, errors, complete)
+
+
+def _decode_checked(
+    path: str, plan: Callable[[int, float], list[int]], end: float | None, short_side: int
+) -> _Pass:
+    """`_decode_pass` with every decoder failure turned into a VideoError reason."""
+    import av
+
+    try:
+        attempt = _decode_pass(path, plan, end, short_side)
+    except (av.FFmpegError, OSError, ValueError, IndexError) as e:
+        raise VideoError(f"not a readable video: {_clean(e)}") from None
+    if not attempt.times:
+        raise VideoError("no decodable frames")
+    return attempt
+
+
+def clip_range_from_times(times: list[float], start: float | None, end: float | None) -> tuple[int, int]:
+    """Frame range [first, stop) of the clip from decoded timestamps (the whole video when untrimmed)."""
+    if start is None and end is None:
+        return 0, len(times)
+    first = bisect.bisect_left(times, start or 0.0)
+    stop = len(times) if end is None else bisect.bisect_left(times, end)
+    if first >= len(times):
+        last = times[-1] if times else 0.0
+        raise VideoError(f"segment starts at {start} s, after the video's last frame at {last:.2f} s")
+    return first, max(stop, first + 1)
+
+
 def decode_video(
     path: str, cfg: ExtractConfig, start: float | None = None, end: float | None = None
 ) -> DecodedVideo:
-    """Decode T evenly spaced frames of the clip, resize the short side, encode JPEG.
+    """Decode T evenly spaced frames of the clip, resize the short side, encode JPEG; frame-exact.
+
+    Stored frame k is frame `frame_indices[k]` of a sequential decode of the whole stream. The
+    indices are planned from the header's frame count and rate, the sequential pass then tells the
+    truth (decodable frames and their timestamps); when the truth gives other indices (a header
+    that over-counts, a cut file, variable frame rate) the pass is repeated with the right ones.
+    decord's random access is not used: on MPEG-4 Part 2 AVI with B-frames it returns frames from
+    other times, and verifying it per file costs the very sequential decode it would save.
 
     Raises VideoError with a short, stable reason for every way a file can be unusable.
     """
-    from PIL import Image
-
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -298,62 +380,61 @@ def decode_video(
         raise VideoError(f"cannot stat file: {e.strerror}") from None
     if st.st_size == 0 and os.path.isfile(path):
         raise VideoError("empty file (0 bytes)")
-    try:
-        reader = _open_reader(path)
-        num_frames = len(reader)
-        fps = float(reader.get_avg_fps())
-    except Exception as e:
-        raise VideoError(f"not a readable video: {_clean(e)}") from None
-    if num_frames <= 0:
-        raise VideoError("no frames")
-    first, stop = clip_frame_range(num_frames, fps, start, end)
+
+    def header_plan(claimed: int, rate: float) -> list[int]:
+        """The indices a constant-rate header implies; the decoded frames confirm or correct them."""
+        first, stop = 0, max(claimed, 1)
+        if claimed > 0 and rate > 0 and (start is not None or end is not None):
+            # frames i / rate < t number ceil(t * rate): clip_range_from_times without a frame list,
+            # since a corrupt header may claim billions of frames
+            first = min(math.ceil((start or 0.0) * rate), claimed - 1)
+            stop = claimed if end is None else max(min(math.ceil(end * rate), claimed), first + 1)
+        return sample_segment_indices(first, stop, cfg.frames_per_video)
+
+    attempt = _decode_checked(path, header_plan, end, cfg.short_side)
+    claimed = attempt.claimed
+    first, stop = clip_range_from_times(attempt.times, start, end)
+    if stop - first < cfg.min_frames:
+        raise VideoError(f"too short: {stop - first} decodable frames < extract.min_frames={cfg.min_frames}")
     indices = sample_segment_indices(first, stop, cfg.frames_per_video)
-    orig_size: tuple[int, int] | None = None  # (H, W), known up front only in the fallback
-    decode_size: tuple[int, int] | None = None  # (W, H) decord scales to; None = native
-    frames = None
-    failure = ""
-    try:
-        frames = reader.get_batch(indices).asnumpy()  # [T, H, W, 3] uint8
-    except Exception as e:
-        failure = str(e)
-    del reader
-    if frames is None and _DECORD_PADDING_BUG in failure:
-        try:
-            orig_size = _native_size(path)
-        except Exception as e:
-            raise VideoError(f"not a readable video: {_clean(e)}") from None
-        decode_size = (-(-orig_size[1] // 64) * 64, orig_size[0])
-        with contextlib.suppress(Exception):
-            frames = _open_reader(path, decode_size).get_batch(indices).asnumpy()
-    if frames is None:  # the tail does not decode (or decord failed otherwise): sequential fallback
-        frames, indices, stop = decode_available_frames(path, first, stop, cfg.frames_per_video)
-    if frames.ndim != 4 or frames.shape[0] != len(indices) or frames.shape[-1] != 3:
-        raise VideoError(f"decoder returned frames of shape {tuple(frames.shape)}")
-    height, width = orig_size or (int(frames.shape[1]), int(frames.shape[2]))
-    target = short_side_size(height, width, cfg.short_side)
-    jpegs = []
-    for frame in frames:
-        image = Image.fromarray(frame)
-        if image.size != target:
-            image = image.resize(target, Image.BILINEAR)
-        buf = io.BytesIO()
-        image.save(buf, format="JPEG", quality=cfg.jpeg_quality)
-        jpegs.append(buf.getvalue())
-    duration = (stop - first) / fps if fps > 0 and math.isfinite(fps) else 0.0
+    if indices != attempt.planned:  # the header lied (cut file, over-count, variable rate): decode again
+        again = _decode_checked(path, lambda *_: indices, end, cfg.short_side)
+        if again.times != attempt.times:
+            raise VideoError("decode is not repeatable: two passes disagree on the frames")
+        attempt = again
+    truncated = attempt.complete and claimed > 0 and len(attempt.times) < TRUNCATED_BELOW * claimed
+    if truncated and not cfg.keep_truncated:
+        raise VideoError(
+            f"truncated: {len(attempt.times)} of {claimed} frames decode (extract.keep_truncated=false)"
+        )
+    encoded: dict[int, bytes] = {}
+    for i in indices:  # repeated indices (clips shorter than T) are encoded once
+        if i not in encoded:
+            buf = io.BytesIO()
+            attempt.frames[i].save(buf, format="JPEG", quality=cfg.jpeg_quality)
+            encoded[i] = buf.getvalue()
+    times = attempt.times
+    stop_time = times[stop] if stop < len(times) else times[stop - 1] + attempt.last_duration
+    duration = max(stop_time - times[first], 0.0)
     return DecodedVideo(
-        jpegs=jpegs,
-        fps=fps if math.isfinite(fps) else 0.0,
+        jpegs=[encoded[i] for i in indices],
+        fps=(stop - first) / duration if duration > 0 else 0.0,
         frame_indices=[int(i) for i in indices],
-        orig_size=(height, width),
+        timestamps=[times[i] for i in indices],
+        orig_size=(int(attempt.size[0]), int(attempt.size[1])),
         duration=duration,
+        decoded_frames=len(times) if attempt.complete else None,
+        header_frames=claimed,
+        truncated=truncated,
+        decode_errors=attempt.decode_errors,
     )
 
 
 def _worker_main(conn: multiprocessing.connection.Connection, cfg: ExtractConfig) -> None:
     """Worker process: announce readiness, then decode one job at a time until told to stop."""
-    import decord.logging
+    import av.logging
 
-    decord.logging.set_level(decord.logging.QUIET)  # failures are reported as reasons instead
+    av.logging.set_level(None)  # no ffmpeg lines on stderr: every failure is a reason in the metrics
     conn.send("ready")
     while True:
         try:
@@ -418,7 +499,7 @@ def decode_in_order(
     """
     ctx = multiprocessing.get_context("forkserver")
     # Workers fork from a server that has imported the decoder once; the parent itself stays light.
-    ctx.set_forkserver_preload(["eva.data.extract", "decord", "PIL.Image", "av"])
+    ctx.set_forkserver_preload(["eva.data.extract", "PIL.Image", "av"])
     source = iter(jobs)
     window = 4 * cfg.workers
     pool: list[_Worker] = []
@@ -547,8 +628,9 @@ def sample_record(job: VideoJob, video: DecodedVideo) -> dict[str, Any]:
         "label": job.label,
         "label_name": job.label_name,
         "split": job.split,
-        "fps": video.fps,
+        "fps": round(video.fps, 6),
         "frame_indices": video.frame_indices,
+        "timestamps": [round(t, 6) for t in video.timestamps],
         "orig_size": list(video.orig_size),
         "duration": round(video.duration, 6),
         "num_frames": len(video.jpegs),
@@ -558,6 +640,17 @@ def sample_record(job: VideoJob, video: DecodedVideo) -> dict[str, Any]:
         record[f"{t:03d}.jpg"] = jpeg
     record["json"] = json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
     return record
+
+
+def _note_damage(result: ExtractResult, job: VideoJob, video: DecodedVideo) -> None:
+    """List a kept video that is cut short or has undecodable packets: usable, but worth a look."""
+    where = {"video_id": job.video_id, "path": job.path, "split": job.split}
+    if video.truncated:
+        result.truncated.append(
+            {**where, "decoded_frames": video.decoded_frames, "header_frames": video.header_frames}
+        )
+    if video.decode_errors:
+        result.damaged.append({**where, "decode_errors": video.decode_errors})
 
 
 def _temp_name(shard_name: str) -> str:
@@ -660,6 +753,7 @@ def extract_shards(
             else:
                 current.write(sample_record(job, decoded))
                 counts.written += 1
+                _note_damage(result, job, decoded)
             remaining -= 1
             if remaining == 0:
                 if current.close():

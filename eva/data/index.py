@@ -111,12 +111,19 @@ def build_index(
     split: int | str | None = 1,
     class_list: str | os.PathLike[str] | None = "",
     *,
+    val_fraction: float = 0.2,
     check_exists: bool = True,
 ) -> IndexResult:
     """Index dataset `name` (params `dataset.*`). `check_exists=False` keeps every annotated clip without
     looking at the disk (paths then use the dataset's default file name), for counting annotations alone."""
     if name not in DATASETS:
         raise ValueError(f"dataset.name must be one of {', '.join(DATASETS)}; got {name!r}")
+    if (
+        isinstance(val_fraction, bool)
+        or not isinstance(val_fraction, int | float)
+        or not 0 <= val_fraction < 1
+    ):
+        raise ValueError(f"dataset.val_fraction must be a number in [0, 1); got {val_fraction!r}")
     root = Path(root)
     annotations = Path(annotations) if str(annotations or "") else None
     class_list = Path(class_list) if str(class_list or "") else None
@@ -136,7 +143,7 @@ def build_index(
     elif name == "activitynet":
         classes, clips = _read_activitynet(_require_path(annotations, name), class_list, stats)
     else:
-        classes, clips = _read_folder(root, annotations)
+        classes, clips = _read_folder(root, annotations, float(val_fraction))
 
     annotated = {s: sum(c.split == s for c in clips) for s in SPLITS}
     if not clips:
@@ -173,12 +180,31 @@ def build_index(
         },
         schema=INDEX_SCHEMA,
     )
+    stats["classes_without"] = _classes_without(table, classes)
     result = IndexResult(name, official_split, table, list(classes), missing, annotated, stats)
     for s, n in result.counts.items():
         if n == 0:
             log.warning("%s has no usable %s videos", name, s)
+    for s, empty in stats["classes_without"].items():
+        if empty["count"]:
+            log.warning(
+                "%d %s classes have no %s video (e.g. %s); listed in metrics",
+                empty["count"], name, s, ", ".join(empty["classes"][:3]),
+            )  # fmt: skip
     log.info("indexed %s: %s, %d classes, %d missing", name, result.counts, len(classes), len(missing))
     return result
+
+
+def _classes_without(table: pa.Table, classes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per split, the classes with no usable video: a model cannot learn (or be scored on) them."""
+    names = table.column("label_name").to_pylist()
+    splits = table.column("split").to_pylist()
+    out = {}
+    for s in SPLITS:
+        present = {n for n, sp in zip(names, splits, strict=True) if sp == s}
+        absent = [c for c in classes if c not in present]
+        out[s] = {"count": len(absent), "classes": absent[:MISSING_LISTED]}
+    return out
 
 
 def _locate(clips: Sequence[_Clip], root: Path) -> tuple[list[tuple[_Clip, str]], list[str]]:
@@ -495,12 +521,12 @@ def _read_activitynet(
     return classes, clips
 
 
-def _read_folder(root: Path, annotations: Path | None) -> tuple[list[str], list[_Clip]]:
+def _read_folder(root: Path, annotations: Path | None, val_fraction: float) -> tuple[list[str], list[_Clip]]:
     """Users' own data, <root>/<class>/<video>: classes are the sorted class folders.
 
     Split: `<annotations>/train.txt` and `val.txt` (one path relative to the root per line) when present;
-    otherwise deterministic by hashing each video's relative path (about 20% `val`), so the split never
-    changes when videos are added or the machine changes.
+    otherwise stratified per class (`stratified_split`), so every class with two or more videos has
+    both a training and a validation video, whatever the dataset size.
     """
     lists = {s: annotations / f"{s}.txt" for s in SPLITS} if annotations is not None else {}
     present = [s for s, p in lists.items() if p.is_file()]
@@ -523,9 +549,12 @@ def _read_folder(root: Path, annotations: Path | None) -> tuple[list[str], list[
                 f"dataset.root={root} does not exist; expected <root>/<class>/<video files>"
             )
         log.info(
-            "no train.txt/val.txt in dataset.annotations=%s: splitting by path hash (20%% val)", annotations
-        )
-        listed = [(_hash_split(rel), rel) for rel in _scan_class_folders(root)]
+            "no train.txt/val.txt in dataset.annotations=%r: stratified split, dataset.val_fraction=%s per class",
+            str(annotations or ""), val_fraction,
+        )  # fmt: skip
+        found = _scan_class_folders(root)
+        split_of = stratified_split(found, val_fraction)
+        listed = [(split_of[rel], rel) for rel in found]
     classes = sorted({rel.split("/", 1)[0] for _, rel in listed})
     clips = [_Clip(rel, (rel,), rel.split("/", 1)[0], s) for s, rel in listed]
     return classes, clips
@@ -541,10 +570,25 @@ def _scan_class_folders(root: Path) -> list[str]:
     return found
 
 
-def _hash_split(rel: str) -> str:
-    """`val` for about one path in five, decided by the path alone (stable across runs and machines)."""
-    digest = hashlib.sha1(rel.encode("utf-8")).digest()
-    return "val" if int.from_bytes(digest[:8], "big") % 5 == 0 else "train"
+def stratified_split(rels: Sequence[str], val_fraction: float) -> dict[str, str]:
+    """`<class>/<video>` -> "train" | "val": per class, `round(n * val_fraction)` videos go to val,
+    at least one and at most n - 1 when the class has two or more videos (and val_fraction > 0).
+
+    Which ones is decided by a hash of each path, never by the listing order or the machine: the same
+    files always give the same split, and adding a video to a class moves at most one other video.
+    """
+    by_class: dict[str, list[str]] = {}
+    for rel in rels:
+        by_class.setdefault(rel.split("/", 1)[0], []).append(rel)
+    split = {}
+    for videos in by_class.values():
+        ranked = sorted(videos, key=lambda rel: (hashlib.sha1(rel.encode("utf-8")).digest(), rel))
+        n_val = round(len(ranked) * val_fraction)
+        if val_fraction > 0 and len(ranked) >= 2:
+            n_val = min(max(n_val, 1), len(ranked) - 1)
+        for i, rel in enumerate(ranked):
+            split[rel] = "val" if i < n_val else "train"
+    return split
 
 
 class _DirectoryListing:

@@ -29,7 +29,7 @@ class VideoSample:
     frames: torch.Tensor  # uint8 [T, 3, H, W]
     meta: dict[
         str, Any
-    ]  # video_id, label, label_name, split, fps, frame_indices, orig_size, duration, num_frames
+    ]  # video_id, label, label_name, split, fps, frame_indices, timestamps, orig_size, duration, num_frames
 
 
 def list_shards(root: str | Path, split: str) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,3 +35,32 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write `obj` as indented, key-sorted JSON (stable bytes for DVC), atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def staging_dir(path: str | os.PathLike[str]) -> Path:
+    """Where `atomic_dir` builds `path`: a hidden sibling, so a killed run leaves nothing under the final name."""
+    final = Path(path)
+    return final.parent / f".{final.name}.partial"
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty staging folder; swap it in for `path` only if the block succeeds.
+
+    A run killed mid-way (even `kill -9`) leaves the staging folder, which the next run empties
+    first; `path` itself only ever holds a finished output (or nothing, between the two renames).
+    """
+    final = Path(path)
+    staging = staging_dir(final)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if final.is_dir() and not final.is_symlink():
+        shutil.rmtree(final)
+    else:
+        final.unlink(missing_ok=True)
+    os.replace(staging, final)
