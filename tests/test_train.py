@@ -37,7 +37,16 @@ from eva.train.data import (
     split_size,
     train_clip,
 )
-from eva.train.loop import TrainConfig, TrainJob, model_config_from_params, param_groups, run_training
+from eva.models import METHODS
+from eva.train.loop import (
+    TrainConfig,
+    TrainJob,
+    build_optimizer,
+    model_config_from_params,
+    param_groups,
+    run_training,
+)
+from eva.train.recipes import PUBLISHED_RECIPES, Recipe
 from eva.train.schedule import cosine_with_warmup
 
 
@@ -127,7 +136,8 @@ def model_config(data: TinyData, **overrides) -> ModelConfig:
 
 
 def make_job(data: TinyData, out: Path, model: dict | None = None, **train) -> TrainJob:
-    settings = dict(epochs=2, batch_size=4, lr=3e-3, warmup_epochs=0.5, workers=0, label_smoothing=0.1)
+    settings = dict(epochs=2, batch_size=4, warmup_epochs=0.5, workers=0, label_smoothing=0.1)
+    settings["recipe"] = Recipe(name=(model or {}).get("method", "eva"), lr=train.pop("lr", 3e-3))
     settings.update(train)
     return TrainJob(
         model=model_config(data, **(model or {})),
@@ -311,7 +321,8 @@ def test_optimizer_holds_exactly_the_tunable_tensors_and_only_they_get_gradients
     torch.manual_seed(0)
     model = build_model(model_config(data, head_dropout=0.0))
     tunable = dict(model.named_tunable_parameters())
-    groups = param_groups(model, 0.05)
+    groups = param_groups(model, Recipe(lr=1e-2, weight_decay=0.05))
+    assert all(g["lr"] == 1e-2 for g in groups)
     in_optimizer = {id(p) for g in groups for p in g["params"]}
     assert in_optimizer == {id(p) for p in tunable.values()}
     no_decay = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
@@ -333,6 +344,49 @@ def test_optimizer_holds_exactly_the_tunable_tensors_and_only_they_get_gradients
         tunable[n].grad is not None for n in ("head.fc.weight", "attribute_tokens.projections.label.weight")
     )
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+
+
+def test_params_yaml_recipes_are_the_published_ones_and_settable() -> None:
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    for method in METHODS:
+        params["model"]["method"] = method
+        assert TrainConfig.from_params(params).recipe == PUBLISHED_RECIPES[method].recipe, method
+    params["model"]["method"] = "full"
+    params["train"]["recipes"]["full"]["backbone_lr"] = 3e-5  # what `-S train.recipes.full.backbone_lr=3e-5` does
+    assert TrainConfig.from_params(params).recipe.backbone_lr == 3e-5
+    params["train"]["recipes"]["full"]["backbone_lr"] = 0.0
+    with pytest.raises(ValueError, match=r"train\.recipes\.full\.backbone_lr"):
+        TrainConfig.from_params(params)
+    params["train"]["recipes"]["full"] = {"lr": 1e-3, "backbone_lr": 1e-5, "betas": [0.9, 0.99]}
+    with pytest.raises(ValueError, match=r"betas.*train\.recipes\.full"):
+        TrainConfig.from_params(params)
+    del params["train"]["recipes"]["full"]
+    with pytest.raises(KeyError, match=r"train\.recipes\.full"):
+        TrainConfig.from_params(params)
+    with pytest.raises(ValueError, match=r"train\.recipes\.vpt\.optimizer"):
+        Recipe(name="vpt", optimizer="lamb")
+
+
+def test_full_fine_tuning_moves_backbone_weights_at_the_backbone_rate(data: TinyData) -> None:
+    torch.manual_seed(0)
+    model = build_model(model_config(data, method="full", attributes=(), head_dropout=0.0))
+    recipe = PUBLISHED_RECIPES["full"].recipe
+    optimizer = build_optimizer(model, recipe)
+    in_backbone = {id(p) for p in model.backbone.parameters()}
+    for group in optimizer.param_groups:
+        from_backbone = {id(p) in in_backbone for p in group["params"]}
+        assert len(from_backbone) == 1  # no group mixes backbone and new tensors
+        assert group["lr"] == (recipe.backbone_lr if from_backbone.pop() else recipe.lr)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    video = torch.randn(2, FRAMES, 3, SPEC.image_size, SPEC.image_size)
+    model.train()
+    torch.nn.functional.cross_entropy(model(video), torch.tensor([0, 1])).backward()
+    optimizer.step()
+    moved = {n: (p.detach() - before[n]).abs().max().item() for n, p in model.named_parameters()}
+    # Adam's first step moves each weight by about its group's lr (plus lr * wd * w).
+    backbone = max(v for n, v in moved.items() if n.startswith("backbone."))
+    assert 0 < backbone <= 1.1 * recipe.backbone_lr
+    assert moved["head.fc.weight"] == pytest.approx(recipe.lr, rel=0.1)
 
 
 def test_a_few_steps_lower_the_loss(data: TinyData, tmp_path: Path) -> None:

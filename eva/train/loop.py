@@ -49,6 +49,7 @@ from eva.train.data import (
     split_size,
     steps_per_epoch,
 )
+from eva.train.recipes import Recipe
 from eva.train.schedule import build_scheduler
 from eva.utils.dist import worker_slot
 from eva.utils.log import progress
@@ -70,8 +71,7 @@ class TrainConfig:
     epochs: int = 6
     batch_size: int = 16  # global batch per forward/backward, over all processes
     grad_accum: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.05
+    recipe: Recipe = Recipe()  # train.recipes.<model.method>: optimiser, lr, backbone_lr, weight decay
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     flip: bool = False
@@ -91,10 +91,8 @@ class TrainConfig:
                 raise bad(key, "a positive integer")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
             raise bad("workers", "an integer >= 0 (DataLoader worker processes per rank)")
-        if not self.lr > 0:
-            raise bad("lr", "a learning rate > 0")
-        if not self.weight_decay >= 0:
-            raise bad("weight_decay", "a number >= 0")
+        if not isinstance(self.recipe, Recipe):
+            object.__setattr__(self, "recipe", Recipe(**self.recipe))  # the JSON round trip of a checkpoint
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise bad("warmup_epochs", f"a number of epochs in 0..train.epochs ({self.epochs})")
         if not 0 <= self.label_smoothing < 1:
@@ -106,8 +104,9 @@ class TrainConfig:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TrainConfig:
-        """From the whole params.yaml dict (every field is read from `train.<name>`)."""
-        return cls(**{name: param(params, f"train.{name}") for name in cls.__dataclass_fields__})
+        """From the whole params.yaml dict: `train.<name>`, and the recipe of `model.method`."""
+        values = {name: param(params, f"train.{name}") for name in cls.__dataclass_fields__ if name != "recipe"}
+        return cls(**values, recipe=Recipe.from_params(params, param(params, "model.method")))
 
 
 def model_config_from_params(
@@ -241,20 +240,42 @@ def _gather_rng(env: DistEnv) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- optimisation
 
 
-def param_groups(model: VideoClassifier, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups over the tunable tensors only: decay on layer weight matrices, none elsewhere."""
+def param_groups(model: VideoClassifier, recipe: Recipe) -> list[dict[str, Any]]:
+    """AdamW/SGD groups over the tunable tensors only, new parameters first (their lr is the one logged).
+
+    New parameters train at `recipe.lr`, pretrained backbone weights (trainable only under `full`)
+    at `recipe.backbone_lr`; weight decay on layer weight matrices, none on biases, norms and free tensors.
+    """
     tunable = {id(p) for _, p in model.named_tunable_parameters()}
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
+    in_backbone = {id(p) for p in model.backbone.parameters()}
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {
+        (False, True): [], (False, False): [], (True, True): [], (True, False): []
+    }  # (backbone, decay) -> tensors  # fmt: skip
     seen: set[int] = set()
     for module in model.modules():
         for p in module.parameters(recurse=False):
             if id(p) not in tunable or id(p) in seen:
                 continue
             seen.add(id(p))
-            (decay if isinstance(module, DECAYED_LAYERS) and p.ndim >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+            decay = isinstance(module, DECAYED_LAYERS) and p.ndim >= 2
+            groups[(id(p) in in_backbone, decay)].append(p)
+    return [
+        {
+            "params": params,
+            "lr": recipe.backbone_lr if backbone else recipe.lr,
+            "weight_decay": recipe.weight_decay if decay else 0.0,
+        }
+        for (backbone, decay), params in groups.items()
+        if params
+    ]
+
+
+def build_optimizer(model: VideoClassifier, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimiser over `param_groups` (each group carries its own lr)."""
+    groups = param_groups(model, recipe)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)
+    return torch.optim.AdamW(groups, lr=recipe.lr)
 
 
 def unused_tunable_parameters(model: VideoClassifier, device: torch.device) -> list[str]:
@@ -342,6 +363,10 @@ def _run(job: TrainJob, env: DistEnv) -> TrainResult:
             f"processes ({env.world_size}, train.nproc)"
         )
     local_batch = cfg.batch_size // env.world_size
+    if job.model.method == "full" and not cfg.recipe.backbone_lr > 0:
+        raise ValueError(
+            f"`train.recipes.{cfg.recipe.name}.backbone_lr` must be > 0 for model.method=full (it trains the backbone)"
+        )
     if cfg.nproc != env.world_size and env.is_main:
         log.warning("train.nproc=%d but %d processes were launched", cfg.nproc, env.world_size)
     names = tuple(job.model.attributes)
@@ -370,7 +395,9 @@ def _run(job: TrainJob, env: DistEnv) -> TrainResult:
     torch.manual_seed(derive_seed(cfg.seed, "rank", env.rank))  # independent dropout per rank
     # (build_model logs the tunable vs total parameter counts and the tunable tensor names.)
 
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    optimizer = build_optimizer(model, cfg.recipe)
+    if env.is_main:
+        log.info("recipe train.recipes.%s: %s", cfg.recipe.name, cfg.recipe.as_params())
     scheduler = build_scheduler(
         optimizer,
         warmup_steps=round(cfg.warmup_epochs * optimiser_steps),
