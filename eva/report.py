@@ -24,7 +24,11 @@ def format_run_table(metrics: Mapping[str, Any]) -> str:
         ("method", str(metrics.get("method", "?"))),
         ("stage", str(metrics.get("stage", "?"))),
         ("videos", str(metrics.get("videos", "?"))),
-        ("views / video", f"{metrics.get('clips', 1)} clips x {metrics.get('crops', 1)} crops"),
+        (
+            "views / video",
+            f"{metrics.get('clips', 1)} clips x {metrics.get('crops', 1)} crops"
+            + (f" x {metrics['keyframes']} keyframes" if metrics.get("keyframes", 1) > 1 else ""),
+        ),
         ("top-1 (%)", _pct(metrics["top1"])),
         ("top-5 (%)", _pct(metrics["top5"]) if "top5" in metrics else "n/a (5 classes or fewer)"),
         ("mean class acc. (%)", _pct(metrics["mean_class_accuracy"])),

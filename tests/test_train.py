@@ -23,7 +23,7 @@ import eva.train.loop as loop
 from eva.attributes.store import AttributeMeta, AttributeStore, VideoAttributes, rows_to_table, write_table
 from eva.data.extract import ExtractConfig, extract_shards
 from eva.data.shards import list_shards
-from eva.models import ModelConfig, build_model
+from eva.models import METHODS, ModelConfig, VideoClassifier, build_model
 from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.params import load_params
 from eva.train import load_trained_model
@@ -37,7 +37,6 @@ from eva.train.data import (
     split_size,
     train_clip,
 )
-from eva.models import METHODS
 from eva.train.loop import (
     TrainConfig,
     TrainJob,
@@ -256,7 +255,7 @@ def test_dataset_joins_attributes_and_skips_videos_without_them(data: TinyData) 
     assert batch["attributes"]["caption"].shape == (4, META.text_layers, META.dim)
     seen = {v for b in batches for v in b["video_id"]}
     assert MISSING not in seen and len(seen) == 11  # 3 x 4 positions cover the 11 usable videos
-    # Training draws one keyframe per video; evaluation averages the K keyframes.
+    # Training draws one keyframe per video; evaluation hands over all K keyframes (extra views).
     vid, row = batch["video_id"][0], store.get(batch["video_id"][0], names)
     assert any(torch.equal(batch["attributes"]["label"][0], row["label"][k].float()) for k in range(2))
     evaluation = VideoAttributeDataset(urls, clip_spec(clips=2, crops=3), train=False, batch_size=5,
@@ -264,8 +263,8 @@ def test_dataset_joins_attributes_and_skips_videos_without_them(data: TinyData) 
     batches = list(evaluation)
     assert [len(b["video_id"]) for b in batches] == [5, 5, 1]
     assert batches[0]["video"].shape == (5, 6, FRAMES, 3, 32, 32)  # [B, clips*crops, T, 3, S, S]
-    mean_label = {v: a for b in batches for v, a in zip(b["video_id"], b["attributes"]["label"], strict=True)}
-    torch.testing.assert_close(mean_label[vid], row["label"].float().mean(0))
+    all_label = {v: a for b in batches for v, a in zip(b["video_id"], b["attributes"]["label"], strict=True)}
+    torch.testing.assert_close(all_label[vid], row["label"].float(), atol=0, rtol=0)  # [K, L, D]
 
 
 def global_batches(data: TinyData, world: int, workers: int, epoch: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -516,3 +515,87 @@ def test_model_file_bytes_depend_only_on_its_contents(data: TinyData, tmp_path: 
     for name in ("a.pt", "b.pt"):
         save_trained_model(tmp_path / name, model, classes=["x", "y"], stage=1, params={}, history=[])
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
+# ----------------------------------------------------------------------------- keyframe policy, multi-view
+
+
+def _recording(model: VideoClassifier, calls: list) -> None:
+    """Wrap `model.forward` so every call's video and attributes are kept (and still computed)."""
+    forward = model.forward
+
+    def record(video, attributes=None):
+        calls.append((video.detach().clone(), {k: v.detach().clone() for k, v in (attributes or {}).items()}))
+        return forward(video, attributes)
+
+    model.forward = record
+
+
+def test_view_probabilities_pair_every_video_view_with_every_keyframe(data: TinyData) -> None:
+    torch.manual_seed(0)
+    model = build_model(model_config(data)).eval()
+    b, v, k = 2, 3, 2
+    gen = torch.Generator().manual_seed(0)
+    video = torch.randn(b, v, FRAMES, 3, SPEC.image_size, SPEC.image_size, generator=gen)
+    attributes = {n: torch.randn(b, k, META.text_layers, META.dim, generator=gen) for n in ("label", "caption")}
+    calls: list = []
+    _recording(model, calls)
+    with torch.no_grad():
+        probs = model.view_probabilities(video, attributes)
+    assert len(calls) == k  # one forward per keyframe, each over all B*V video views
+    expected = torch.zeros(b, model.config.num_classes)
+    for key, (flat, fed) in enumerate(calls):
+        assert flat.shape == (b * v, FRAMES, 3, SPEC.image_size, SPEC.image_size)
+        for row in range(b * v):
+            i, j = divmod(row, v)  # rows ordered (b v)
+            assert torch.equal(flat[row], video[i, j])
+            for name in ("label", "caption"):
+                assert torch.equal(fed[name][row], attributes[name][i, key])  # one keyframe for all attributes
+        with torch.no_grad():
+            expected += model.head(model.frame_features(flat, fed).mean(1)).softmax(-1).view(b, v, -1).sum(1)
+    torch.testing.assert_close(probs, expected / (v * k))
+    assert torch.allclose(probs.sum(1), torch.ones(b))
+
+
+def test_evaluation_feeds_only_keyframe_combinations_training_can_produce(data: TinyData) -> None:
+    from eva.evaluate import evaluate_views
+
+    names = ("label", "caption")
+    store = AttributeStore(data.root / "attributes" / "val.parquet")
+    val_ids = [vid for vid in store.video_ids() if vid.startswith("val/")]
+    # What training can feed: one keyframe k of a video, the same k for every attribute.
+    producible = {
+        (vid, key): {n: store.get(vid, names)[n][key].float() for n in names}
+        for vid in val_ids
+        for key in range(META.keyframes)
+    }
+
+    def which(fed: dict, row: int) -> tuple[str, int]:
+        hits = [c for c, a in producible.items() if all(torch.equal(fed[n][row], a[n]) for n in names)]
+        assert len(hits) == 1, "evaluation fed an attribute combination training never produces"
+        return hits[0]
+
+    torch.manual_seed(0)
+    model = build_model(model_config(data))
+    calls: list = []
+    _recording(model, calls)
+    result = evaluate_views(
+        model, list_shards(data.shards, "val"), clips=2, crops=3, batch_size=3, store=store
+    )
+    fed_rows = [which(fed, row) for _, fed in calls for row in range(len(fed["label"]))]
+    assert len(fed_rows) == len(val_ids) * 6 * META.keyframes
+    counts = {c: fed_rows.count(c) for c in set(fed_rows)}
+    assert counts == {c: 6 for c in producible}  # every (video, keyframe) once per clip x crop view
+    assert result.views == 6 * META.keyframes and result.keyframes == META.keyframes
+
+    # The training loader's attributes fall in the same set (per-video keyframe draw).
+    train_store = AttributeStore(data.root / "attributes" / "train.parquet")
+    ds = VideoAttributeDataset(list_shards(data.shards, "train"), clip_spec(), train=True, batch_size=4,
+                               attributes=train_store, attribute_names=names, steps=3)  # fmt: skip
+    for batch in ds:
+        for row, vid in enumerate(batch["video_id"]):
+            rows = train_store.get(vid, names)
+            assert any(
+                all(torch.equal(batch["attributes"][n][row], rows[n][key].float()) for n in names)
+                for key in range(META.keyframes)
+            )

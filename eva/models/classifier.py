@@ -308,7 +308,7 @@ class VideoClassifier(nn.Module):
             if tuple(value.shape) != expected:
                 raise ValueError(
                     f"attribute '{name}' must be [B, L_enc, D_enc] = {list(expected)} "
-                    f"(one keyframe or the keyframe mean); got {list(value.shape)}"
+                    f"(one keyframe's features); got {list(value.shape)}"
                 )
             checked[name] = value.to(dtype)
         return checked
@@ -357,6 +357,45 @@ class VideoClassifier(nn.Module):
         """`video` float `[B, T, 3, H, W]` normalised with `mean`/`std`; `attributes` name -> `[B, L_enc, D_enc]`."""
         pooled = self.frame_features(video, attributes).mean(dim=1)  # [B, D_out]
         return self.head(pooled)  # [B, num_classes]
+
+    def view_probabilities(
+        self, video: torch.Tensor, attributes: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Softmax scores `[B, C]` averaged over every view of each video: V video views x K keyframes.
+
+        `video`: `[B, V, T, 3, H, W]` (V clips x crops, or `[B, T, 3, H, W]` for one view);
+        `attributes`: name -> `[B, K, L_enc, D_enc]`, all K keyframes of each video. Each keyframe
+        is fed exactly as in training, one keyframe's features for every attribute at once, and
+        counts as an extra view; the model never sees a keyframe mean it was not trained on.
+        One forward per keyframe keeps the peak memory that of V views.
+        """
+        if video.ndim == 5:
+            video = video[:, None]  # [B, 1, T, 3, H, W]
+        batch, views = video.shape[:2]
+        flat = video.flatten(0, 1)  # [B*V, T, 3, H, W], rows ordered (b v)
+        names = list(self.attribute_tokens.names) if self.attribute_tokens is not None else []
+        if not names:
+            logits = self(flat)  # [B*V, C]
+            return logits.float().softmax(dim=-1).view(batch, views, -1).mean(dim=1)  # [B, C]
+        attributes = attributes or {}
+        missing = [n for n in names if n not in attributes]
+        if missing:
+            raise ValueError(f"attributes {missing} missing: model.method=eva needs {names}")
+        keyframes = {attributes[n].shape[1] for n in names}
+        if len(keyframes) != 1 or any(attributes[n].ndim != 4 for n in names):
+            raise ValueError(
+                "evaluation attributes must be [B, K, L_enc, D_enc] with the same K for every attribute; got "
+                f"{ {n: list(attributes[n].shape) for n in names} }"
+            )
+        count = keyframes.pop()
+        total = torch.zeros(())
+        for k in range(count):
+            per_view = {
+                n: attributes[n][:, k].repeat_interleave(views, dim=0) for n in names
+            }  # [B*V, L, D], rows ordered (b v) like `flat`
+            logits = self(flat, per_view)  # [B*V, C]
+            total = total + logits.float().softmax(dim=-1).view(batch, views, -1).sum(dim=1)  # [B, C]
+        return total / (views * count)  # mean over V*K views
 
     # -- tunable parameters ------------------------------------------------------------------
 

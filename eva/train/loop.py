@@ -573,7 +573,12 @@ def _run(job: TrainJob, env: DistEnv) -> TrainResult:
 def evaluate_top1(
     model: VideoClassifier, data: VideoAttributeDataset, env: DistEnv, autocast: Mapping[str, Any]
 ) -> tuple[float, float]:
-    """(mean cross-entropy, top-1) over the whole split, summed across ranks; single centre view."""
+    """(mean cross-entropy, top-1) over the whole split, summed across ranks.
+
+    One centre view per video, scored like the final evaluation: each attribute keyframe is a view
+    and the loss is the negative log of the view-averaged probability (plain cross-entropy when
+    there are no attributes).
+    """
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=env.device)  # loss sum, correct, count
     batches: Iterator[dict[str, Any]] = iter(make_loader(data, pin_memory=env.device.type == "cuda"))
@@ -582,9 +587,9 @@ def evaluate_top1(
     for batch in batches:
         video, attributes, labels = _to_device(batch, env.device)
         with torch.autocast(**autocast):
-            logits = model(video, attributes)  # [b, C]
-        loss = F.cross_entropy(logits.float(), labels, reduction="sum")
-        correct = (logits.argmax(dim=1) == labels).sum()
+            probs = model.view_probabilities(video, attributes)  # [b, C]
+        loss = F.nll_loss(probs.float().clamp_min(1e-12).log(), labels, reduction="sum")
+        correct = (probs.argmax(dim=1) == labels).sum()
         sums += torch.stack([loss.double(), correct.double(), sums.new_tensor(labels.numel())])
     _all_reduce(sums, env)
     loss_sum, hits, count = sums.tolist()
