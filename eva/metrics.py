@@ -10,7 +10,6 @@ import torch
 
 from eva.utils.io import atomic_path
 
-
 TOP5_MIN_CLASSES = 6  # with 5 classes or fewer every video is a top-5 hit: the number says nothing
 TOP5_ABSENT_REASON = "top-5 is not reported with 5 classes or fewer (it would always be 100%)"
 
@@ -48,7 +47,9 @@ def classification_report(scores: torch.Tensor, labels: torch.Tensor) -> Classif
     topk = scores.topk(min(5, num_classes), dim=1).indices  # [N, k]
     hit_top1 = topk[:, 0] == labels
     top5 = (
-        float((topk == labels[:, None]).any(dim=1).float().mean()) if num_classes >= TOP5_MIN_CLASSES else None
+        float((topk == labels[:, None]).any(dim=1).float().mean())
+        if num_classes >= TOP5_MIN_CLASSES
+        else None
     )
     predicted = topk[:, 0]
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)

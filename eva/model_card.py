@@ -70,7 +70,9 @@ def render_model_card(
         "| metric | value |",
         "|---|---|",
         f"| top-1 | {100 * metrics['top1']:.2f}% |",
-        f"| top-5 | {100 * metrics['top5']:.2f}% |" if "top5" in metrics else "| top-5 | n/a (5 classes or fewer) |",
+        f"| top-5 | {100 * metrics['top5']:.2f}% |"
+        if "top5" in metrics
+        else "| top-5 | n/a (5 classes or fewer) |",
         f"| mean class accuracy | {100 * metrics['mean_class_accuracy']:.2f}% |",
         f"| views per video | {metrics.get('clips', 1)} clips x {metrics.get('crops', 1)} crops"
         f" x {metrics.get('keyframes', 1)} attribute keyframes |",

@@ -18,6 +18,7 @@ from eva.models.tiny import is_random_weights
 from eva.params import load_params, param
 from eva.utils.io import atomic_path, write_json
 from eva.utils.log import setup_logging
+from stages._entry import run_stage
 
 log = logging.getLogger("eva.stages.attributes")
 
@@ -66,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("attributes", main)

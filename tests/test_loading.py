@@ -21,7 +21,6 @@ from safetensors.torch import load_file, save_file
 from eva.models import ModelConfig, build_model
 from eva.models.loading import load_open_clip, tag_activation_is_quick_gelu, uses_quick_gelu
 
-
 # Where open_clip's `openai` tag of ViT-B-16 is fetched from (huggingface_hub cache layout).
 OPENAI_HF_REPO = "timm/vit_base_patch16_clip_224.openai"
 REVISION = "0" * 40
@@ -77,7 +76,9 @@ def test_openai_tag_from_the_hf_cache_runs_quick_gelu(
         assert torch.equal(tensor, saved[name]), name
 
 
-def test_checkpoint_file_takes_the_activation_from_the_architecture_name(weights: Path, tmp_path: Path) -> None:
+def test_checkpoint_file_takes_the_activation_from_the_architecture_name(
+    weights: Path, tmp_path: Path
+) -> None:
     path = _link(weights, tmp_path / "ViT-B-16-openai.safetensors")
     bundle = load_open_clip("ViT-B-16-quickgelu", str(path), param="model.backbone")
     assert uses_quick_gelu(bundle.model)

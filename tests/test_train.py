@@ -9,14 +9,18 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
 import torch.multiprocessing as mp
+import yaml
 from conftest import moving_square, write_video
 
 import eva.train.loop as loop
@@ -351,7 +355,9 @@ def test_params_yaml_recipes_are_the_published_ones_and_settable() -> None:
         params["model"]["method"] = method
         assert TrainConfig.from_params(params).recipe == PUBLISHED_RECIPES[method].recipe, method
     params["model"]["method"] = "full"
-    params["train"]["recipes"]["full"]["backbone_lr"] = 3e-5  # what `-S train.recipes.full.backbone_lr=3e-5` does
+    params["train"]["recipes"]["full"]["backbone_lr"] = (
+        3e-5  # what `-S train.recipes.full.backbone_lr=3e-5` does
+    )
     assert TrainConfig.from_params(params).recipe.backbone_lr == 3e-5
     params["train"]["recipes"]["full"]["backbone_lr"] = 0.0
     with pytest.raises(ValueError, match=r"train\.recipes\.full\.backbone_lr"):
@@ -537,7 +543,9 @@ def test_view_probabilities_pair_every_video_view_with_every_keyframe(data: Tiny
     b, v, k = 2, 3, 2
     gen = torch.Generator().manual_seed(0)
     video = torch.randn(b, v, FRAMES, 3, SPEC.image_size, SPEC.image_size, generator=gen)
-    attributes = {n: torch.randn(b, k, META.text_layers, META.dim, generator=gen) for n in ("label", "caption")}
+    attributes = {
+        n: torch.randn(b, k, META.text_layers, META.dim, generator=gen) for n in ("label", "caption")
+    }
     calls: list = []
     _recording(model, calls)
     with torch.no_grad():
@@ -550,7 +558,9 @@ def test_view_probabilities_pair_every_video_view_with_every_keyframe(data: Tiny
             i, j = divmod(row, v)  # rows ordered (b v)
             assert torch.equal(flat[row], video[i, j])
             for name in ("label", "caption"):
-                assert torch.equal(fed[name][row], attributes[name][i, key])  # one keyframe for all attributes
+                assert torch.equal(
+                    fed[name][row], attributes[name][i, key]
+                )  # one keyframe for all attributes
         with torch.no_grad():
             expected += model.head(model.frame_features(flat, fed).mean(1)).softmax(-1).view(b, v, -1).sum(1)
     torch.testing.assert_close(probs, expected / (v * k))
@@ -599,3 +609,57 @@ def test_evaluation_feeds_only_keyframe_combinations_training_can_produce(data: 
                 all(torch.equal(batch["attributes"][n][row], rows[n][key].float()) for n in names)
                 for key in range(META.keyframes)
             )
+
+
+# ----------------------------------------------------------------------------- user errors at the stage
+
+
+def _stage_project(data: TinyData, root: Path, **train: Any) -> Path:
+    """A project folder laid out as the train stage reads it, on the tiny fixture data."""
+    (root / "data" / "index").mkdir(parents=True)
+    (root / "data" / "index" / "demo.classes.json").write_text(json.dumps(CLASSES))
+    (root / "shards").mkdir()
+    (root / "shards" / "demo").symlink_to(data.shards)
+    (root / "attributes").mkdir()
+    (root / "attributes" / "demo").symlink_to(data.root / "attributes")
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    params["dataset"]["name"] = "demo"
+    params["model"].update(backbone={"name": data.backbone, "pretrained": ""}, image_size=SPEC.image_size,
+                           frames=FRAMES)  # fmt: skip
+    params["train"].update(epochs=1, workers=0, **train)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def _run_stage(project: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "HF_HUB_OFFLINE": "1"}
+    env.pop("EVA_TRACEBACK", None)
+    return subprocess.run(
+        [sys.executable, "-m", "stages.train"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_a_user_error_in_the_train_stage_is_one_line_naming_the_param(data: TinyData, tmp_path: Path) -> None:
+    # Caught before any worker starts: a bad method.
+    project = _stage_project(data, tmp_path / "a", nproc=2)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["model"]["method"] = "adapterformer"
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    done = _run_stage(project)
+    errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    assert done.returncode == 2, done.stderr
+    assert len(errors) == 1 and "`model.method` must be one of" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+    # Caught inside the two DDP workers: a global batch that does not split over 2 processes.
+    done = _run_stage(_stage_project(data, tmp_path / "b", nproc=2, batch_size=3))
+    errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    assert done.returncode == 2, done.stderr
+    assert len(errors) == 1 and "train.batch_size=3" in errors[0] and "train.nproc" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr and "ChildFailedError" not in done.stderr, done.stderr

@@ -220,7 +220,11 @@ class VideoClassifier(nn.Module):
         self.adapters = (
             nn.ModuleList(
                 BlockAdapters(
-                    width, config.adapter_ratio, config.adapter_scale, gate=config.adapter_gate, drop_path=rate
+                    width,
+                    config.adapter_ratio,
+                    config.adapter_scale,
+                    gate=config.adapter_gate,
+                    drop_path=rate,
                 )
                 for rate in rates
             )

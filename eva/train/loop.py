@@ -105,7 +105,9 @@ class TrainConfig:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TrainConfig:
         """From the whole params.yaml dict: `train.<name>`, and the recipe of `model.method`."""
-        values = {name: param(params, f"train.{name}") for name in cls.__dataclass_fields__ if name != "recipe"}
+        values = {
+            name: param(params, f"train.{name}") for name in cls.__dataclass_fields__ if name != "recipe"
+        }
         return cls(**values, recipe=Recipe.from_params(params, param(params, "model.method")))
 
 

@@ -36,7 +36,9 @@ class Recipe:
     def __post_init__(self) -> None:
         key = f"train.recipes.{self.name}"
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"`{key}.optimizer` must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
+            raise ValueError(
+                f"`{key}.optimizer` must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}"
+            )
         for name in ("lr", "backbone_lr", "weight_decay", "momentum"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -52,7 +54,9 @@ class Recipe:
         """`train.recipes.<method>` of the whole params.yaml dict; unknown keys name themselves."""
         recipes = (params.get("train") or {}).get("recipes")
         if not isinstance(recipes, Mapping) or method not in recipes:
-            raise KeyError(f"params.yaml has no key 'train.recipes.{method}' (the recipe of model.method={method})")
+            raise KeyError(
+                f"params.yaml has no key 'train.recipes.{method}' (the recipe of model.method={method})"
+            )
         entry = dict(recipes[method] or {})
         known = {f.name for f in fields(cls)} - {"name"}
         unknown = sorted(set(entry) - known)
