@@ -663,3 +663,36 @@ def test_a_user_error_in_the_train_stage_is_one_line_naming_the_param(data: Tiny
     assert done.returncode == 2, done.stderr
     assert len(errors) == 1 and "train.batch_size=3" in errors[0] and "train.nproc" in errors[0], done.stderr
     assert "Traceback" not in done.stderr and "ChildFailedError" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("stage", "override", "expected"),
+    [
+        ("index", {"dataset": {"name": "kinetics"}}, "dataset.name must be one of"),
+        ("extract", {"extract": {"jpeg_quality": 0}}, "extract.jpeg_quality=0"),
+        ("attributes", {"attributes": {"keyframes": 0}}, "`attributes.keyframes` must be a positive integer"),
+        ("evaluate", {}, "run the train stage"),  # no model file yet
+    ],
+)
+def test_every_stage_reports_a_user_error_in_one_line(
+    tmp_path: Path, stage: str, override: dict, expected: str
+) -> None:
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    for section, values in override.items():
+        params[section].update(values)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "shards" / "demo").mkdir(parents=True)  # attributes: gets past "no shards"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "HF_HUB_OFFLINE": "1"}
+    env.pop("EVA_TRACEBACK", None)
+    done = subprocess.run(
+        [sys.executable, "-m", f"stages.{stage}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    assert done.returncode == 2, done.stderr
+    assert len(errors) == 1 and expected in errors[0] and f"{stage} stage:" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
