@@ -498,6 +498,8 @@ def test_params_map_to_configs_and_bad_values_name_their_key() -> None:
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="train.crop_scale"):
         TrainConfig(crop_scale=(0.9, 0.5))
+    with pytest.raises(ValueError, match=r"train\.batch_size=6.*train\.nproc \(4"):
+        TrainConfig(batch_size=6, nproc=4)
     params["stage"] = 2
     model = model_config_from_params(params, num_classes=3, attribute_meta=META)
     assert model.attributes == ("label", "caption", "foreground", "background", "original", "dynamic")
@@ -657,11 +659,25 @@ def test_a_user_error_in_the_train_stage_is_one_line_naming_the_param(data: Tiny
     assert len(errors) == 1 and "`model.method` must be one of" in errors[0], done.stderr
     assert "Traceback" not in done.stderr
 
-    # Caught inside the two DDP workers: a global batch that does not split over 2 processes.
+    # Also before the workers: a global batch that does not split over 2 processes.
     done = _run_stage(_stage_project(data, tmp_path / "b", nproc=2, batch_size=3))
     errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    assert done.returncode == 2 and len(errors) == 1, done.stderr
+    assert "train.batch_size=3" in errors[0] and "train.nproc" in errors[0], done.stderr
+    assert "starting 2 training processes" not in done.stderr
+
+    # Caught inside the two DDP workers: the val attribute file is missing (only they open it).
+    project = _stage_project(data, tmp_path / "c", nproc=2, batch_size=4)
+    (project / "attributes" / "demo").unlink()
+    (project / "attributes" / "demo").mkdir()
+    (project / "attributes" / "demo" / "train.parquet").symlink_to(data.root / "attributes" / "train.parquet")
+    done = _run_stage(project)
+    errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    assert "starting 2 training processes" in done.stderr
     assert done.returncode == 2, done.stderr
-    assert len(errors) == 1 and "train.batch_size=3" in errors[0] and "train.nproc" in errors[0], done.stderr
+    assert len(errors) == 1 and "val.parquet not found" in errors[0] and "model.method=eva" in errors[0], (
+        done.stderr
+    )
     assert "Traceback" not in done.stderr and "ChildFailedError" not in done.stderr, done.stderr
 
 

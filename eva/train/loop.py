@@ -95,6 +95,8 @@ class TrainConfig:
             object.__setattr__(self, "recipe", Recipe(**self.recipe))  # the JSON round trip of a checkpoint
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise bad("warmup_epochs", f"a number of epochs in 0..train.epochs ({self.epochs})")
+        if self.batch_size % self.nproc:
+            raise bad("batch_size", f"a global batch divisible by train.nproc ({self.nproc} processes)")
         if not 0 <= self.label_smoothing < 1:
             raise bad("label_smoothing", "a number in [0, 1)")
         scale = tuple(self.crop_scale)
