@@ -1,8 +1,10 @@
 """Multi-view evaluation of a trained classifier: scores averaged over clips x crops per video.
 
-Every video of the validation split is seen exactly once; each contributes `clips * crops` views
-(TSN-style temporal clips, spatial crops along the long side) whose softmax scores are averaged.
-Throughput counts views (clips of T frames) through the model per second of model time only.
+Every video of the validation split is seen exactly once; each contributes `clips * crops` video
+views (TSN-style temporal clips, spatial crops along the long side), and for eva each of those is
+scored once per attribute keyframe (K, the keyframe policy of `eva.train.data`): the softmax
+scores of all `clips * crops * K` views are averaged. Throughput counts views (clips of T frames)
+through the model per second of model time only.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class EvalResult:
     scores: torch.Tensor  # float [N, C], view-averaged probabilities
     labels: torch.Tensor  # int64 [N]
     video_ids: list[str]
-    views: int
+    views: int  # per video: clips * crops * keyframes
+    keyframes: int  # attribute keyframes scored per video view (1 without attributes)
     model_seconds: float
     peak_memory_mb: float
 
@@ -81,29 +84,23 @@ def evaluate_views(
         attribute_names=tuple(cfg.attributes) if cfg.method == "eva" else (),
         workers=workers,
     )
-    views = spec.views
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     all_scores, all_labels, video_ids = [], [], []
     model_seconds = 0.0
+    keyframes = 1
     for batch in progress(make_loader(data), desc="evaluate"):
-        video = batch["video"].to(device)
-        if views == 1:
-            video = video[:, None]  # [B, 1, T, 3, S, S]
-        b = video.shape[0]
-        flat = video.flatten(0, 1)  # [B*V, T, 3, S, S]
-        attributes = {
-            name: value.to(device).repeat_interleave(views, dim=0)  # [B*V, L, D]
-            for name, value in batch["attributes"].items()
-        } or None
+        video = batch["video"].to(device)  # [B, (V,) T, 3, S, S]
+        attributes = {name: value.to(device) for name, value in batch["attributes"].items()}  # [B, K, L, D]
+        if attributes:
+            keyframes = next(iter(attributes.values())).shape[1]
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        logits = model(flat, attributes)  # [B*V, C]
+        probs = model.view_probabilities(video, attributes or None)  # [B, C]
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         model_seconds += time.perf_counter() - start
-        probs = logits.float().softmax(dim=-1).view(b, views, -1).mean(dim=1)  # [B, C]
         all_scores.append(probs.cpu())
         all_labels.append(batch["label"])
         video_ids += batch["video_id"]
@@ -115,7 +112,8 @@ def evaluate_views(
         scores=scores,
         labels=labels,
         video_ids=video_ids,
-        views=views,
+        views=spec.views * keyframes,
+        keyframes=keyframes,
         model_seconds=model_seconds,
         peak_memory_mb=peak_memory_mb(device),
     )
@@ -134,6 +132,7 @@ def eval_metrics(
         "videos": len(result.labels),
         "clips": clips,
         "crops": crops,
+        "keyframes": result.keyframes,
         "views": result.views,
         "tunable_params": tunable,
         "total_params": total,

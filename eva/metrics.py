@@ -10,22 +10,26 @@ import torch
 
 from eva.utils.io import atomic_path
 
+TOP5_MIN_CLASSES = 6  # with 5 classes or fewer every video is a top-5 hit: the number says nothing
+TOP5_ABSENT_REASON = "top-5 is not reported with 5 classes or fewer (it would always be 100%)"
+
 
 @dataclass(frozen=True)
 class ClassificationReport:
     top1: float
-    top5: float
+    top5: float | None  # None with fewer than TOP5_MIN_CLASSES classes
     mean_class_accuracy: float
     per_class_accuracy: list[float | None]  # None for classes absent from the evaluated split
     per_class_support: list[int]
     confusion: torch.Tensor  # int64 [C, C], rows = actual, columns = predicted
 
     def as_dict(self) -> dict[str, float]:
-        return {
-            "top1": self.top1,
-            "top5": self.top5,
-            "mean_class_accuracy": self.mean_class_accuracy,
-        }
+        """The scalar metrics; `top5` is absent when it cannot miss (see TOP5_ABSENT_REASON)."""
+        metrics = {"top1": self.top1}
+        if self.top5 is not None:
+            metrics["top5"] = self.top5
+        metrics["mean_class_accuracy"] = self.mean_class_accuracy
+        return metrics
 
 
 def classification_report(scores: torch.Tensor, labels: torch.Tensor) -> ClassificationReport:
@@ -40,10 +44,13 @@ def classification_report(scores: torch.Tensor, labels: torch.Tensor) -> Classif
     num_classes = scores.shape[1]
     if len(labels) == 0:
         raise ValueError("no evaluated videos: the validation split is empty")
-    k = min(5, num_classes)
-    topk = scores.topk(k, dim=1).indices  # [N, k]
+    topk = scores.topk(min(5, num_classes), dim=1).indices  # [N, k]
     hit_top1 = topk[:, 0] == labels
-    hit_topk = (topk == labels[:, None]).any(dim=1)
+    top5 = (
+        float((topk == labels[:, None]).any(dim=1).float().mean())
+        if num_classes >= TOP5_MIN_CLASSES
+        else None
+    )
     predicted = topk[:, 0]
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
@@ -56,7 +63,7 @@ def classification_report(scores: torch.Tensor, labels: torch.Tensor) -> Classif
     present = [a for a in per_class if a is not None]
     return ClassificationReport(
         top1=float(hit_top1.float().mean()),
-        top5=float(hit_topk.float().mean()),
+        top5=top5,
         mean_class_accuracy=sum(present) / len(present),
         per_class_accuracy=per_class,
         per_class_support=support.tolist(),

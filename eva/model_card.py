@@ -45,7 +45,7 @@ def render_model_card(
         },
         "metrics": {
             k: metrics[k]
-            for k in ("top1", "top5", "mean_class_accuracy", "views", "clips", "crops", "videos")
+            for k in ("top1", "top5", "mean_class_accuracy", "views", "clips", "crops", "keyframes", "videos")
             if k in metrics
         },
     }
@@ -70,9 +70,12 @@ def render_model_card(
         "| metric | value |",
         "|---|---|",
         f"| top-1 | {100 * metrics['top1']:.2f}% |",
-        f"| top-5 | {100 * metrics['top5']:.2f}% |",
+        f"| top-5 | {100 * metrics['top5']:.2f}% |"
+        if "top5" in metrics
+        else "| top-5 | n/a (5 classes or fewer) |",
         f"| mean class accuracy | {100 * metrics['mean_class_accuracy']:.2f}% |",
-        f"| views per video | {metrics.get('clips', 1)} clips x {metrics.get('crops', 1)} crops |",
+        f"| views per video | {metrics.get('clips', 1)} clips x {metrics.get('crops', 1)} crops"
+        f" x {metrics.get('keyframes', 1)} attribute keyframes |",
         f"| tunable / total parameters | {tunable:,} / {total:,} ({100.0 * tunable / total:.2f}%) |",
         "",
         "## Training",

@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from eva.metrics import TOP5_ABSENT_REASON
 from eva.model_card import DEMO_WARNING
 
 METHOD_ORDER = ("linear", "vpt", "aim", "eva", "full")
@@ -23,9 +24,13 @@ def format_run_table(metrics: Mapping[str, Any]) -> str:
         ("method", str(metrics.get("method", "?"))),
         ("stage", str(metrics.get("stage", "?"))),
         ("videos", str(metrics.get("videos", "?"))),
-        ("views / video", f"{metrics.get('clips', 1)} clips x {metrics.get('crops', 1)} crops"),
+        (
+            "views / video",
+            f"{metrics.get('clips', 1)} clips x {metrics.get('crops', 1)} crops"
+            + (f" x {metrics['keyframes']} keyframes" if metrics.get("keyframes", 1) > 1 else ""),
+        ),
         ("top-1 (%)", _pct(metrics["top1"])),
-        ("top-5 (%)", _pct(metrics["top5"])),
+        ("top-5 (%)", _pct(metrics["top5"]) if "top5" in metrics else "n/a (5 classes or fewer)"),
         ("mean class acc. (%)", _pct(metrics["mean_class_accuracy"])),
         ("tunable params", f"{metrics['tunable_params']:,}"),
         ("total params", f"{metrics['total_params']:,}"),
@@ -35,12 +40,16 @@ def format_run_table(metrics: Mapping[str, Any]) -> str:
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
+    if "top5" not in metrics:
+        lines += ["", f"NOTE: {TOP5_ABSENT_REASON}."]
     if metrics.get("dataset") == "demo":
         lines += ["", f"NOTE: {DEMO_WARNING}"]
     return "\n".join(lines)
 
 
-def _mean_std(values: list[float]) -> str:
+def _mean_std(values: list[float | None]) -> str:
+    if any(v is None for v in values):
+        return "n/a"
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{100 * mean:.1f} ± {100 * std:.1f}"
@@ -62,8 +71,8 @@ def aggregate_runs(runs: Iterable[Mapping[str, Any]]) -> str:
         return rank, stage or 0
 
     lines = [
-        "| method | seeds | top-1 (%) | top-5 (%) | mean class acc. (%) | tunable params | tunable (%) |",
-        "|---|---|---|---|---|---|---|",
+        "| method | seeds | top-1 (%) | top-5 (%) | mean class acc. (%) | tunable params | tunable (%) | recipe |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key in sorted(groups, key=order):
         method, stage = key
@@ -72,10 +81,24 @@ def aggregate_runs(runs: Iterable[Mapping[str, Any]]) -> str:
         tunable, total = group[0]["tunable_params"], group[0]["total_params"]
         seeds = ",".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"]))
         lines.append(
-            f"| {name} | {seeds} | {_mean_std([r['top1'] for r in group])} | {_mean_std([r['top5'] for r in group])} "
-            f"| {_mean_std([r['mean_class_accuracy'] for r in group])} | {tunable:,} | {100 * tunable / total:.2f} |"
+            f"| {name} | {seeds} | {_mean_std([r['top1'] for r in group])} "
+            f"| {_mean_std([r.get('top5') for r in group])} "
+            f"| {_mean_std([r['mean_class_accuracy'] for r in group])} | {tunable:,} | {100 * tunable / total:.2f} "
+            f"| {format_recipe(group[0].get('recipe'))} |"
         )
+    if any(r.get("top5") is None for group in groups.values() for r in group):
+        lines += ["", f"top-5 n/a: {TOP5_ABSENT_REASON}."]
     return "\n".join(lines)
+
+
+def format_recipe(recipe: Mapping[str, Any] | None) -> str:
+    """`adamw lr 0.0003, wd 0.05` (+ `backbone lr` when the backbone trains) from a `train.recipes` entry."""
+    if not recipe:
+        return "?"
+    text = f"{recipe.get('optimizer', '?')} lr {recipe.get('lr', 0):g}"
+    if recipe.get("backbone_lr"):
+        text += f", backbone lr {recipe['backbone_lr']:g}"
+    return text + f", wd {recipe.get('weight_decay', 0):g}"
 
 
 def runs_from_exp_show(states: list[Mapping[str, Any]], name_prefix: str = "") -> list[dict[str, Any]]:
@@ -97,6 +120,7 @@ def runs_from_exp_show(states: list[Mapping[str, Any]], name_prefix: str = "") -
                     "method": params["model"]["method"],
                     "stage": params["stage"],
                     "seed": params["train"]["seed"],
+                    "recipe": (params["train"].get("recipes") or {}).get(params["model"]["method"]),
                     **metrics,
                 }
             )

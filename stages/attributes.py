@@ -19,6 +19,7 @@ from eva.params import load_params, param
 from eva.utils.dist import worker_slot
 from eva.utils.io import atomic_dir, atomic_path, write_json
 from eva.utils.log import setup_logging
+from stages._entry import run_stage
 
 log = logging.getLogger("eva.stages.attributes")
 
@@ -71,4 +72,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("attributes", main)

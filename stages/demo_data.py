@@ -9,6 +9,7 @@ from pathlib import Path
 from eva.data.demo import generate_demo_dataset
 from eva.params import load_params, param
 from eva.utils.log import setup_logging
+from stages._entry import run_stage
 
 log = logging.getLogger("eva.stages.demo_data")
 
@@ -41,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("demo_data", main)

@@ -17,6 +17,7 @@ from eva.train.checkpoint import load_trained_model
 from eva.train.data import open_attribute_store
 from eva.utils.io import write_json
 from eva.utils.log import setup_logging
+from stages._entry import run_stage
 
 log = logging.getLogger("eva.stages.evaluate")
 
@@ -60,4 +61,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("evaluate", main)

@@ -16,6 +16,7 @@ from eva.params import load_params, param
 from eva.utils.dist import worker_slot
 from eva.utils.io import atomic_dir, write_json
 from eva.utils.log import setup_logging
+from stages._entry import run_stage
 
 log = logging.getLogger("eva.stages.extract")
 
@@ -59,4 +60,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("extract", main)

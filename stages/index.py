@@ -10,6 +10,7 @@ from eva.data.index import build_index
 from eva.params import load_params, param
 from eva.utils.io import atomic_path, write_json
 from eva.utils.log import setup_logging
+from stages._entry import run_stage
 
 INDEX_DIR = Path("data/index")
 METRICS = Path("metrics/index.json")
@@ -34,4 +35,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("index", main)

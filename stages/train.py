@@ -1,34 +1,45 @@
 """Stage `train`: shards + attributes -> models/<dataset>/model.pt, dvclive/train/ (per step and epoch).
 
-Run by dvc as `torchrun --standalone --nproc_per_node ${train.nproc} -m stages.train`; a plain
-`python -m stages.train` trains in one process. A killed run resumes from checkpoints/<hash>/last.pt.
+Run by dvc as `python -m stages.train`. With `train.nproc` > 1 this process checks the params,
+files and weights first, then starts the `train.nproc` DDP workers itself (torchrun's elastic
+launcher, `--standalone`), so a user error ends with one line naming the param, not a torchrun
+`ChildFailedError` report per rank. Under an outer torchrun / SLURM launch (RANK set) it is a
+worker. A killed run resumes from checkpoints/<hash>/last.pt.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 from eva.attributes.store import read_meta
 from eva.data.shards import list_shards
+from eva.models import build_model
 from eva.params import load_params, param
 from eva.train.data import read_classes
 from eva.train.loop import TrainConfig, TrainJob, model_config_from_params, run_training
+from eva.utils.dist import worker_slot
 from eva.utils.log import setup_logging
+from stages._entry import USER_ERROR_EXIT, run_stage
+
+log = logging.getLogger("eva.stages.train")
 
 
-def main() -> None:
-    rank = int(os.environ.get("RANK", "0"))
-    setup_logging(logging.INFO if rank == 0 else logging.WARNING)
-    params = load_params()
+def build_job(params: dict[str, Any]) -> TrainJob:
+    """Everything the run reads, validated: a bad param or a missing input fails here, before any worker."""
     name = param(params, "dataset.name")
     train_attributes = Path("attributes") / name / "train.parquet"
     val_attributes = Path("attributes") / name / "val.parquet"
     meta = read_meta(train_attributes) if train_attributes.is_file() else None
     classes = read_classes(Path("data/index") / f"{name}.classes.json")
+    model = model_config_from_params(params, num_classes=len(classes), attribute_meta=meta)
+    model.validate()  # `model.method` before the recipe it selects
     job = TrainJob(
-        model=model_config_from_params(params, num_classes=len(classes), attribute_meta=meta),
+        model=model,
         train=TrainConfig.from_params(params),
         stage=param(params, "stage"),
         classes=classes,
@@ -44,8 +55,58 @@ def main() -> None:
             "train": param(params, "train"),
         },
     )
+    return job
+
+
+def launch_workers(nproc: int) -> None:
+    """Run `python -m stages.train` in `nproc` DDP workers (torchrun --standalone); exit as they did.
+
+    A worker that stops on a user error has printed its line (rank 0) and exits USER_ERROR_EXIT;
+    then this process exits with the same status and prints nothing more. Any other failure is
+    summarised in one line; the worker's traceback is above it.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    # The elastic agent reports every failed worker at length; the workers speak for themselves.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=f"eva-train-{uuid.uuid4().hex[:8]}",
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+        monitor_interval=0.5,
+    )
+    try:
+        elastic_launch(config, entrypoint=sys.executable)("-m", "stages.train")
+    except ChildFailedError as err:
+        codes = {rank: failure.exitcode for rank, failure in err.failures.items()}
+        user = sorted(rank for rank, code in codes.items() if code == USER_ERROR_EXIT)
+        # The agent stops the other workers with a signal (negative code) once one has failed.
+        if user and all(code == USER_ERROR_EXIT or code < 0 for code in codes.values()):
+            if 0 not in user:
+                log.error("train stage: rank(s) %s stopped on a user error (reported above)", user)
+            sys.exit(USER_ERROR_EXIT)
+        log.error("train stage: worker rank(s) %s failed with exit code(s) %s", sorted(codes), codes)
+        sys.exit(1)
+
+
+def main() -> None:
+    rank = int(os.environ.get("RANK", "0"))
+    setup_logging(logging.INFO if rank == 0 else logging.WARNING)
+    params = load_params()
+    job = build_job(params)
+    launched = "RANK" in os.environ or worker_slot().world_size > 1  # torchrun / srun started us
+    if job.train.nproc > 1 and not launched:
+        build_model(job.model)  # missing or mismatched weights fail here, once
+        log.info("starting %d training processes", job.train.nproc)
+        launch_workers(job.train.nproc)
+        return
     run_training(job)
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("train", main)

@@ -21,11 +21,34 @@ def test_report_counts_topk_and_mean_class_accuracy():
     labels = torch.tensor([0, 0, 1, 1])
     report = classification_report(scores, labels)
     assert report.top1 == pytest.approx(3 / 4)
-    assert report.top5 == pytest.approx(1.0)  # k = min(5, C) = 3 covers every class
+    assert report.top5 is None  # with 3 classes top-5 cannot miss: not reported
+    assert list(report.as_dict()) == ["top1", "mean_class_accuracy"]
     assert report.per_class_accuracy == [1.0, 0.5, None]
     assert report.mean_class_accuracy == pytest.approx(0.75)
     assert report.confusion.tolist() == [[2, 0, 0], [1, 1, 0], [0, 0, 0]]
     assert report.per_class_support == [2, 2, 0]
+
+
+@pytest.mark.parametrize(("classes", "reported"), [(5, False), (6, True)])
+def test_top5_is_reported_only_when_it_can_miss(classes: int, reported: bool) -> None:
+    # Label 0 ranked last of `classes`: a top-5 miss once there are 6 classes.
+    scores = torch.arange(classes, dtype=torch.float32).repeat(3, 1)  # [3, C], class C-1 ranked first
+    labels = torch.tensor([0, classes - 1, classes - 2])
+    report = classification_report(scores, labels)
+    assert report.top1 == pytest.approx(1 / 3)
+    if reported:
+        assert report.top5 == pytest.approx(2 / 3) and "top5" in report.as_dict()
+    else:
+        assert report.top5 is None and "top5" not in report.as_dict()
+        metrics = {**METRICS, **report.as_dict()}
+        metrics.pop("top5")
+        assert "n/a (5 classes or fewer)" in format_run_table(metrics)
+        card = render_model_card(
+            config={"backbone": "b", "pretrained": "", "method": "aim", "attributes": [], "frames": 8,
+                    "image_size": 224},
+            dataset="x", stage=1, metrics=metrics, classes=["a"] * classes, train_params={}, demo=False,
+        )  # fmt: skip
+        assert "| top-5 | n/a (5 classes or fewer) |" in card
 
 
 def test_report_rejects_bad_shapes_and_empty_split():
@@ -80,8 +103,13 @@ def test_aggregate_runs_mean_std_per_method_and_stage():
         {**METRICS, "method": "linear", "stage": 1, "seed": 0, "top1": 0.2},
         {**METRICS, "method": "linear", "stage": 2, "seed": 1, "top1": 0.3},  # stage is irrelevant for linear
     ]
+    runs[0]["recipe"] = runs[1]["recipe"] = {"optimizer": "adamw", "lr": 3e-4, "weight_decay": 0.05}
+    runs[3]["recipe"] = {"optimizer": "adamw", "lr": 1e-3, "backbone_lr": 1e-5, "weight_decay": 0.05}
     table = aggregate_runs(runs).splitlines()
+    assert table[0].endswith("| recipe |")
     assert table[2].startswith("| linear | 0,1 | 25.0 ± 7.1 |")
+    assert table[2].endswith("| adamw lr 0.001, backbone lr 1e-05, wd 0.05 |")
+    assert table[3].endswith("| adamw lr 0.0003, wd 0.05 |")
     assert table[3].startswith("| eva stage 1 | 0,1 | 50.0 ± 14.1 |")
     assert table[4].startswith("| eva stage 2 | 0 | 70.0 ± 0.0 |")
 

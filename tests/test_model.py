@@ -169,7 +169,15 @@ def test_only_aligned_encoder_layers_reach_the_model(backbone_name: str) -> None
         assert (model(video, {"label": read}) - ref).abs().max() > 1e-4
 
 
-def expected_tunable(method: str, attributes: tuple[str, ...], ratio: float = 0.25, length: int = 3) -> int:
+def expected_tunable(
+    method: str,
+    attributes: tuple[str, ...],
+    ratio: float = 0.25,
+    length: int = 3,
+    *,
+    gate: bool | None = None,
+    projection: str = "linear",
+) -> int:
     width, layers = SPEC.vision_width, SPEC.vision_layers
     hidden = int(width * ratio)
     adapter = width * hidden + hidden + hidden * width + width  # down + up, with biases
@@ -178,38 +186,120 @@ def expected_tunable(method: str, attributes: tuple[str, ...], ratio: float = 0.
         return head
     if method == "vpt":
         return layers * length * width + head
-    aim = layers * 4 * adapter + T * width + head  # 4 adapters per block + time embedding
-    if method == "aim":
+    if gate is None:
+        gate = method == "eva"  # each method's published layout (ADAPTER_LAYOUTS)
+    per_block = 4 if gate else 3  # temporal, spatial, joint (+ gate)
+    aim = layers * per_block * adapter + T * width + head  # adapters + time embedding + head
+    if method == "aim" or projection == "none":
         return aim
     n = len(attributes)  # one projection per attribute + per-layer offsets
     return aim + n * (ENCODER_DIM * width + width) + layers * n * width
 
 
 @pytest.mark.parametrize(
-    ("method", "attributes", "ratio"),
+    ("method", "attributes", "ratio", "overrides"),
     [
-        ("linear", (), 0.25),
-        ("vpt", (), 0.25),
-        ("aim", (), 0.25),
-        ("aim", (), 0.5),
-        ("eva", STAGE1, 0.25),
-        ("eva", STAGE2, 0.25),
-        ("full", (), 0.25),
+        ("linear", (), 0.25, {}),
+        ("vpt", (), 0.25, {}),
+        ("aim", (), 0.25, {}),
+        ("aim", (), 0.5, {}),
+        ("aim", (), 0.25, {"adapter_gate": True}),
+        ("eva", STAGE1, 0.25, {}),
+        ("eva", STAGE2, 0.25, {}),
+        ("eva", STAGE2, 0.25, {"adapter_gate": False}),
+        ("eva", STAGE1, 0.25, {"attribute_projection": "none"}),
+        ("eva", STAGE2, 0.25, {"attribute_projection": "none"}),
+        ("full", (), 0.25, {}),
     ],
 )
 def test_tunable_counts_follow_from_the_config(
-    backbone_name: str, method: str, attributes: tuple, ratio: float
+    backbone_name: str, method: str, attributes: tuple, ratio: float, overrides: dict
 ) -> None:
-    model = build_model(make_config(backbone_name, method, attributes=attributes, adapter_ratio=ratio))
+    config = make_config(backbone_name, method, attributes=attributes, adapter_ratio=ratio, **overrides)
+    model = build_model(config)
     visual = load_open_clip(backbone_name, param="model.backbone", image_size=SPEC.image_size).model.visual
     backbone_count = sum(p.numel() for p in visual.parameters())
     tunable, total = model.parameter_counts()
     if method == "full":
         assert tunable == total == backbone_count + expected_tunable("linear", ())
     else:
-        assert tunable == expected_tunable(method, attributes, ratio)
+        expected = expected_tunable(
+            method,
+            attributes,
+            ratio,
+            gate=overrides.get("adapter_gate"),
+            projection=overrides.get("attribute_projection", "linear"),
+        )
+        assert tunable == expected
         assert total == backbone_count + tunable
     assert sum(v.numel() for v in model.tunable_state_dict().values()) == tunable
+
+
+def test_aim_layout_is_aims_vit_b16_and_eva_follows_the_eva_paper(backbone_name: str) -> None:
+    aim = build_model(make_config(backbone_name, "aim"))
+    assert all(a.gate is None and a.scale == 0.5 for a in aim.adapters)
+    eva = build_model(make_config(backbone_name, "eva"))
+    assert all(a.gate is not None and a.scale == 1.0 for a in eva.adapters)
+    gated = build_model(make_config(backbone_name, "aim", adapter_gate=True, adapter_scale=1.0))
+    assert all(a.gate is not None and a.scale == 1.0 for a in gated.adapters)
+
+
+def test_aim_on_clip_vit_b16_with_400_classes_matches_aims_published_count() -> None:
+    """AIM's README/paper: ViT-B/16 CLIP on K400, 97M parameters of which 11M tunable."""
+    import open_clip
+
+    visual = open_clip.create_model("ViT-B-16-quickgelu").visual
+    config = ModelConfig(method="aim", num_classes=400, backbone="ViT-B-16", frames=8, image_size=224)
+    model = VideoClassifier(config, visual, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    tunable, total = model.parameter_counts()
+    adapter = 768 * 192 + 192 + 192 * 768 + 768
+    assert tunable == 12 * 3 * adapter + 8 * 768 + 512 * 400 + 400 == 10_862_736
+    assert round(tunable / 1e6) == 11 and round(total / 1e6) == 97
+
+
+def test_drop_path_drops_whole_videos_in_training_and_is_identity_in_eval(backbone_name: str) -> None:
+    model = build_model(make_config(backbone_name, "aim", drop_path=0.5))
+    rates = [a.drop_path.p for a in model.adapters]
+    assert rates[0] == 0.0 and rates[-1] == 0.5 and rates == sorted(rates)  # AIM's linear rule
+    with torch.no_grad():
+        for adapter in model.adapters:  # non-zero adapters, so the branches matter
+            adapter.temporal.up.weight.normal_(std=0.05)
+            adapter.joint.up.weight.normal_(std=0.05)
+    video, _ = make_inputs()
+    reference = build_model(make_config(backbone_name, "aim"))
+    reference.load_tunable_state_dict(model.tunable_state_dict())
+    model.eval(), reference.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.frame_features(video), reference.frame_features(video))
+
+    branch = model.adapters[-1].drop_path.train()
+    x = torch.ones(4 * T, 3, 2)  # 4 videos x T frames
+    torch.manual_seed(0)
+    kept = torch.stack([branch(x, T)[:, 0, 0].view(4, T) for _ in range(50)])  # [50, videos, T]
+    assert set(kept.unique().tolist()) == {0.0, 2.0}  # dropped, or kept and scaled by 1/(1-p)
+    assert (kept == kept[..., :1]).all()  # one draw per video, shared by its frames
+    assert 0.3 < (kept == 0).float().mean() < 0.7
+
+
+def test_parameter_free_projection_cuts_the_concatenated_features_into_tokens(backbone_name: str) -> None:
+    model = build_model(make_config(backbone_name, "eva", attributes=STAGE2, attribute_projection="none"))
+    tokens = model.attribute_tokens
+    width = SPEC.vision_width
+    assert tokens.num_tokens == math.ceil(6 * ENCODER_DIM / width) == 4
+    assert not list(tokens.parameters())
+    _, attributes = make_inputs()
+    attributes = {k: v.float() for k, v in attributes.items()}
+    layer = SPEC.vision_layers - 1
+    got = tokens(layer, B, attributes)  # [B, k, D]
+    flat = torch.cat([attributes[n][:, tokens.layer_map[n][layer]] for n in STAGE2], dim=1)  # [B, 6*D_enc]
+    assert got.shape == (B, 4, width)
+    torch.testing.assert_close(got.flatten(1)[:, : flat.shape[1]], flat, atol=0, rtol=0)
+    assert (got.flatten(1)[:, flat.shape[1] :] == 0).all()  # zero padding up to a whole token
+    # and the features really steer the model
+    video, _ = make_inputs()
+    with torch.no_grad():
+        changed = {**attributes, "caption": attributes["caption"] + 1.0}
+        assert (model(video, attributes) - model(video, changed)).abs().max() > 1e-4
 
 
 @pytest.mark.parametrize("method", ["aim", "full"])
@@ -297,6 +387,8 @@ def test_bad_inputs_are_value_errors(backbone_name: str) -> None:
         ({"method": "vpt", "prompt_length": 0}, "model.prompt.length"),
         ({"adapter_ratio": 0.0}, "model.adapter.ratio"),
         ({"frames": 0}, "model.frames"),
+        ({"drop_path": 1.0}, "model.drop_path"),
+        ({"method": "eva", "attribute_projection": "conv"}, "model.attribute_projection"),
         ({"method": "eva", "attribute_layers": {"label": 3}}, "caption"),
     ],
 )

@@ -85,7 +85,8 @@ def test_repro_then_noop_then_stage2_experiment(project: Path) -> None:
 
     metrics = json.loads((project / "metrics/eval.json").read_text())
     assert metrics["dataset"] == "demo" and metrics["stage"] == 1 and metrics["method"] == "eva"
-    assert metrics["videos"] == 8 and metrics["views"] == 6
+    # eva scores each of the 2 clips x 3 crops once per attribute keyframe (TINY attributes.keyframes: 2)
+    assert metrics["videos"] == 8 and metrics["keyframes"] == 2 and metrics["views"] == 6 * 2
     assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
     assert 0 < metrics["tunable_params"] < metrics["total_params"]
     confusion = json.loads((project / "metrics/plots/confusion.json").read_text())

@@ -9,21 +9,25 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
 import torch.multiprocessing as mp
+import yaml
 from conftest import moving_square, write_video
 
 import eva.train.loop as loop
 from eva.attributes.store import AttributeMeta, AttributeStore, VideoAttributes, rows_to_table, write_table
 from eva.data.extract import ExtractConfig, extract_shards
 from eva.data.shards import list_shards
-from eva.models import ModelConfig, build_model
+from eva.models import METHODS, ModelConfig, VideoClassifier, build_model
 from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.params import load_params
 from eva.train import load_trained_model
@@ -37,7 +41,15 @@ from eva.train.data import (
     split_size,
     train_clip,
 )
-from eva.train.loop import TrainConfig, TrainJob, model_config_from_params, param_groups, run_training
+from eva.train.loop import (
+    TrainConfig,
+    TrainJob,
+    build_optimizer,
+    model_config_from_params,
+    param_groups,
+    run_training,
+)
+from eva.train.recipes import PUBLISHED_RECIPES, Recipe
 from eva.train.schedule import cosine_with_warmup
 
 
@@ -127,7 +139,8 @@ def model_config(data: TinyData, **overrides) -> ModelConfig:
 
 
 def make_job(data: TinyData, out: Path, model: dict | None = None, **train) -> TrainJob:
-    settings = dict(epochs=2, batch_size=4, lr=3e-3, warmup_epochs=0.5, workers=0, label_smoothing=0.1)
+    settings = dict(epochs=2, batch_size=4, warmup_epochs=0.5, workers=0, label_smoothing=0.1)
+    settings["recipe"] = Recipe(name=(model or {}).get("method", "eva"), lr=train.pop("lr", 3e-3))
     settings.update(train)
     return TrainJob(
         model=model_config(data, **(model or {})),
@@ -246,7 +259,7 @@ def test_dataset_joins_attributes_and_skips_videos_without_them(data: TinyData) 
     assert batch["attributes"]["caption"].shape == (4, META.text_layers, META.dim)
     seen = {v for b in batches for v in b["video_id"]}
     assert MISSING not in seen and len(seen) == 11  # 3 x 4 positions cover the 11 usable videos
-    # Training draws one keyframe per video; evaluation averages the K keyframes.
+    # Training draws one keyframe per video; evaluation hands over all K keyframes (extra views).
     vid, row = batch["video_id"][0], store.get(batch["video_id"][0], names)
     assert any(torch.equal(batch["attributes"]["label"][0], row["label"][k].float()) for k in range(2))
     evaluation = VideoAttributeDataset(urls, clip_spec(clips=2, crops=3), train=False, batch_size=5,
@@ -254,8 +267,8 @@ def test_dataset_joins_attributes_and_skips_videos_without_them(data: TinyData) 
     batches = list(evaluation)
     assert [len(b["video_id"]) for b in batches] == [5, 5, 1]
     assert batches[0]["video"].shape == (5, 6, FRAMES, 3, 32, 32)  # [B, clips*crops, T, 3, S, S]
-    mean_label = {v: a for b in batches for v, a in zip(b["video_id"], b["attributes"]["label"], strict=True)}
-    torch.testing.assert_close(mean_label[vid], row["label"].float().mean(0))
+    all_label = {v: a for b in batches for v, a in zip(b["video_id"], b["attributes"]["label"], strict=True)}
+    torch.testing.assert_close(all_label[vid], row["label"].float(), atol=0, rtol=0)  # [K, L, D]
 
 
 def global_batches(data: TinyData, world: int, workers: int, epoch: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -311,7 +324,8 @@ def test_optimizer_holds_exactly_the_tunable_tensors_and_only_they_get_gradients
     torch.manual_seed(0)
     model = build_model(model_config(data, head_dropout=0.0))
     tunable = dict(model.named_tunable_parameters())
-    groups = param_groups(model, 0.05)
+    groups = param_groups(model, Recipe(lr=1e-2, weight_decay=0.05))
+    assert all(g["lr"] == 1e-2 for g in groups)
     in_optimizer = {id(p) for g in groups for p in g["params"]}
     assert in_optimizer == {id(p) for p in tunable.values()}
     no_decay = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
@@ -333,6 +347,51 @@ def test_optimizer_holds_exactly_the_tunable_tensors_and_only_they_get_gradients
         tunable[n].grad is not None for n in ("head.fc.weight", "attribute_tokens.projections.label.weight")
     )
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+
+
+def test_params_yaml_recipes_are_the_published_ones_and_settable() -> None:
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    for method in METHODS:
+        params["model"]["method"] = method
+        assert TrainConfig.from_params(params).recipe == PUBLISHED_RECIPES[method].recipe, method
+    params["model"]["method"] = "full"
+    params["train"]["recipes"]["full"]["backbone_lr"] = (
+        3e-5  # what `-S train.recipes.full.backbone_lr=3e-5` does
+    )
+    assert TrainConfig.from_params(params).recipe.backbone_lr == 3e-5
+    params["train"]["recipes"]["full"]["backbone_lr"] = 0.0
+    with pytest.raises(ValueError, match=r"train\.recipes\.full\.backbone_lr"):
+        TrainConfig.from_params(params)
+    params["train"]["recipes"]["full"] = {"lr": 1e-3, "backbone_lr": 1e-5, "betas": [0.9, 0.99]}
+    with pytest.raises(ValueError, match=r"betas.*train\.recipes\.full"):
+        TrainConfig.from_params(params)
+    del params["train"]["recipes"]["full"]
+    with pytest.raises(KeyError, match=r"train\.recipes\.full"):
+        TrainConfig.from_params(params)
+    with pytest.raises(ValueError, match=r"train\.recipes\.vpt\.optimizer"):
+        Recipe(name="vpt", optimizer="lamb")
+
+
+def test_full_fine_tuning_moves_backbone_weights_at_the_backbone_rate(data: TinyData) -> None:
+    torch.manual_seed(0)
+    model = build_model(model_config(data, method="full", attributes=(), head_dropout=0.0))
+    recipe = PUBLISHED_RECIPES["full"].recipe
+    optimizer = build_optimizer(model, recipe)
+    in_backbone = {id(p) for p in model.backbone.parameters()}
+    for group in optimizer.param_groups:
+        from_backbone = {id(p) in in_backbone for p in group["params"]}
+        assert len(from_backbone) == 1  # no group mixes backbone and new tensors
+        assert group["lr"] == (recipe.backbone_lr if from_backbone.pop() else recipe.lr)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    video = torch.randn(2, FRAMES, 3, SPEC.image_size, SPEC.image_size)
+    model.train()
+    torch.nn.functional.cross_entropy(model(video), torch.tensor([0, 1])).backward()
+    optimizer.step()
+    moved = {n: (p.detach() - before[n]).abs().max().item() for n, p in model.named_parameters()}
+    # Adam's first step moves each weight by about its group's lr (plus lr * wd * w).
+    backbone = max(v for n, v in moved.items() if n.startswith("backbone."))
+    assert 0 < backbone <= 1.1 * recipe.backbone_lr
+    assert moved["head.fc.weight"] == pytest.approx(recipe.lr, rel=0.1)
 
 
 def test_a_few_steps_lower_the_loss(data: TinyData, tmp_path: Path) -> None:
@@ -439,6 +498,8 @@ def test_params_map_to_configs_and_bad_values_name_their_key() -> None:
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="train.crop_scale"):
         TrainConfig(crop_scale=(0.9, 0.5))
+    with pytest.raises(ValueError, match=r"train\.batch_size=6.*train\.nproc \(4"):
+        TrainConfig(batch_size=6, nproc=4)
     params["stage"] = 2
     model = model_config_from_params(params, num_classes=3, attribute_meta=META)
     assert model.attributes == ("label", "caption", "foreground", "background", "original", "dynamic")
@@ -462,3 +523,192 @@ def test_model_file_bytes_depend_only_on_its_contents(data: TinyData, tmp_path: 
     for name in ("a.pt", "b.pt"):
         save_trained_model(tmp_path / name, model, classes=["x", "y"], stage=1, params={}, history=[])
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
+# ----------------------------------------------------------------------------- keyframe policy, multi-view
+
+
+def _recording(model: VideoClassifier, calls: list) -> None:
+    """Wrap `model.forward` so every call's video and attributes are kept (and still computed)."""
+    forward = model.forward
+
+    def record(video, attributes=None):
+        calls.append((video.detach().clone(), {k: v.detach().clone() for k, v in (attributes or {}).items()}))
+        return forward(video, attributes)
+
+    model.forward = record
+
+
+def test_view_probabilities_pair_every_video_view_with_every_keyframe(data: TinyData) -> None:
+    torch.manual_seed(0)
+    model = build_model(model_config(data)).eval()
+    b, v, k = 2, 3, 2
+    gen = torch.Generator().manual_seed(0)
+    video = torch.randn(b, v, FRAMES, 3, SPEC.image_size, SPEC.image_size, generator=gen)
+    attributes = {
+        n: torch.randn(b, k, META.text_layers, META.dim, generator=gen) for n in ("label", "caption")
+    }
+    calls: list = []
+    _recording(model, calls)
+    with torch.no_grad():
+        probs = model.view_probabilities(video, attributes)
+    assert len(calls) == k  # one forward per keyframe, each over all B*V video views
+    expected = torch.zeros(b, model.config.num_classes)
+    for key, (flat, fed) in enumerate(calls):
+        assert flat.shape == (b * v, FRAMES, 3, SPEC.image_size, SPEC.image_size)
+        for row in range(b * v):
+            i, j = divmod(row, v)  # rows ordered (b v)
+            assert torch.equal(flat[row], video[i, j])
+            for name in ("label", "caption"):
+                assert torch.equal(
+                    fed[name][row], attributes[name][i, key]
+                )  # one keyframe for all attributes
+        with torch.no_grad():
+            expected += model.head(model.frame_features(flat, fed).mean(1)).softmax(-1).view(b, v, -1).sum(1)
+    torch.testing.assert_close(probs, expected / (v * k))
+    assert torch.allclose(probs.sum(1), torch.ones(b))
+
+
+def test_evaluation_feeds_only_keyframe_combinations_training_can_produce(data: TinyData) -> None:
+    from eva.evaluate import evaluate_views
+
+    names = ("label", "caption")
+    store = AttributeStore(data.root / "attributes" / "val.parquet")
+    val_ids = [vid for vid in store.video_ids() if vid.startswith("val/")]
+    # What training can feed: one keyframe k of a video, the same k for every attribute.
+    producible = {
+        (vid, key): {n: store.get(vid, names)[n][key].float() for n in names}
+        for vid in val_ids
+        for key in range(META.keyframes)
+    }
+
+    def which(fed: dict, row: int) -> tuple[str, int]:
+        hits = [c for c, a in producible.items() if all(torch.equal(fed[n][row], a[n]) for n in names)]
+        assert len(hits) == 1, "evaluation fed an attribute combination training never produces"
+        return hits[0]
+
+    torch.manual_seed(0)
+    model = build_model(model_config(data))
+    calls: list = []
+    _recording(model, calls)
+    result = evaluate_views(
+        model, list_shards(data.shards, "val"), clips=2, crops=3, batch_size=3, store=store
+    )
+    fed_rows = [which(fed, row) for _, fed in calls for row in range(len(fed["label"]))]
+    assert len(fed_rows) == len(val_ids) * 6 * META.keyframes
+    counts = {c: fed_rows.count(c) for c in set(fed_rows)}
+    assert counts == {c: 6 for c in producible}  # every (video, keyframe) once per clip x crop view
+    assert result.views == 6 * META.keyframes and result.keyframes == META.keyframes
+
+    # The training loader's attributes fall in the same set (per-video keyframe draw).
+    train_store = AttributeStore(data.root / "attributes" / "train.parquet")
+    ds = VideoAttributeDataset(list_shards(data.shards, "train"), clip_spec(), train=True, batch_size=4,
+                               attributes=train_store, attribute_names=names, steps=3)  # fmt: skip
+    for batch in ds:
+        for row, vid in enumerate(batch["video_id"]):
+            rows = train_store.get(vid, names)
+            assert any(
+                all(torch.equal(batch["attributes"][n][row], rows[n][key].float()) for n in names)
+                for key in range(META.keyframes)
+            )
+
+
+# ----------------------------------------------------------------------------- user errors at the stage
+
+
+def _stage_project(data: TinyData, root: Path, **train: Any) -> Path:
+    """A project folder laid out as the train stage reads it, on the tiny fixture data."""
+    (root / "data" / "index").mkdir(parents=True)
+    (root / "data" / "index" / "demo.classes.json").write_text(json.dumps(CLASSES))
+    (root / "shards").mkdir()
+    (root / "shards" / "demo").symlink_to(data.shards)
+    (root / "attributes").mkdir()
+    (root / "attributes" / "demo").symlink_to(data.root / "attributes")
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    params["dataset"]["name"] = "demo"
+    params["model"].update(backbone={"name": data.backbone, "pretrained": ""}, image_size=SPEC.image_size,
+                           frames=FRAMES)  # fmt: skip
+    params["train"].update(epochs=1, workers=0, **train)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def _run_stage(project: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "HF_HUB_OFFLINE": "1"}
+    env.pop("EVA_TRACEBACK", None)
+    return subprocess.run(
+        [sys.executable, "-m", "stages.train"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_a_user_error_in_the_train_stage_is_one_line_naming_the_param(data: TinyData, tmp_path: Path) -> None:
+    # Caught before any worker starts: a bad method.
+    project = _stage_project(data, tmp_path / "a", nproc=2)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["model"]["method"] = "adapterformer"
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    done = _run_stage(project)
+    errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    assert done.returncode == 2, done.stderr
+    assert len(errors) == 1 and "`model.method` must be one of" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+    # Also before the workers: a global batch that does not split over 2 processes.
+    done = _run_stage(_stage_project(data, tmp_path / "b", nproc=2, batch_size=3))
+    errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    assert done.returncode == 2 and len(errors) == 1, done.stderr
+    assert "train.batch_size=3" in errors[0] and "train.nproc" in errors[0], done.stderr
+    assert "starting 2 training processes" not in done.stderr
+
+    # Caught inside the two DDP workers: the val attribute file is missing (only they open it).
+    project = _stage_project(data, tmp_path / "c", nproc=2, batch_size=4)
+    (project / "attributes" / "demo").unlink()
+    (project / "attributes" / "demo").mkdir()
+    (project / "attributes" / "demo" / "train.parquet").symlink_to(data.root / "attributes" / "train.parquet")
+    done = _run_stage(project)
+    errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    assert "starting 2 training processes" in done.stderr
+    assert done.returncode == 2, done.stderr
+    assert len(errors) == 1 and "val.parquet not found" in errors[0] and "model.method=eva" in errors[0], (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr and "ChildFailedError" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("stage", "override", "expected"),
+    [
+        ("index", {"dataset": {"name": "kinetics"}}, "dataset.name must be one of"),
+        ("extract", {"extract": {"jpeg_quality": 0}}, "extract.jpeg_quality=0"),
+        ("attributes", {"attributes": {"keyframes": 0}}, "`attributes.keyframes` must be a positive integer"),
+        ("evaluate", {}, "run the train stage"),  # no model file yet
+    ],
+)
+def test_every_stage_reports_a_user_error_in_one_line(
+    tmp_path: Path, stage: str, override: dict, expected: str
+) -> None:
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    for section, values in override.items():
+        params[section].update(values)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "shards" / "demo").mkdir(parents=True)  # attributes: gets past "no shards"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "HF_HUB_OFFLINE": "1"}
+    env.pop("EVA_TRACEBACK", None)
+    done = subprocess.run(
+        [sys.executable, "-m", f"stages.{stage}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    assert done.returncode == 2, done.stderr
+    assert len(errors) == 1 and expected in errors[0] and f"{stage} stage:" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr

@@ -7,8 +7,11 @@ differ only in what runs inside the transformer and in what is trainable:
     linear  frozen                         -                           head
     vpt     frozen                         `prompt_length` prompts     prompts, head
     aim     adapted (+ temporal attention) -                           adapters, time embedding, head
-    eva     adapted (+ temporal attention) one per active attribute    + attribute projections
+    eva     adapted (+ temporal attention) attribute tokens            + attribute projections (linear)
     full    plain (as linear)              -                           everything, backbone included
+
+The adapter layout of `aim` and `eva` (gate adapter or not, joint-adapter scale) defaults to each
+method's published layout, `ADAPTER_LAYOUTS`; `model.adapter.gate` / `.scale` override it.
 
 `full` is the frame-level CLIP fine-tuning baseline (AIM Table 1, "full fine-tuned, space only"):
 the linear probe's network with every weight trainable, so the baselines add nothing untrained.
@@ -34,12 +37,59 @@ from torch import nn
 
 from eva.models.blocks import BlockAdapters, check_attention, frozen_block_forward
 from eva.models.loading import load_open_clip
-from eva.models.tokens import AttributeTokens, DeepPrompts, LayerTokens, drop_tokens, insert_tokens
+from eva.models.tokens import (
+    AttributeTokens,
+    ConcatAttributeTokens,
+    DeepPrompts,
+    LayerTokens,
+    drop_tokens,
+    insert_tokens,
+)
 
 log = logging.getLogger(__name__)
 
 METHODS = ("linear", "vpt", "aim", "eva", "full")
 ADAPTED_METHODS = ("aim", "eva")
+ATTRIBUTE_PROJECTIONS = ("linear", "none")
+
+
+@dataclass(frozen=True)
+class AdapterLayout:
+    """A method's published adapter layout: what `model.adapter.gate: auto` / `.scale: auto` mean."""
+
+    gate: bool  # the gate adapter (AIM's T_Adapter_in) before the temporal attention
+    scale: float  # s, the joint adapter's weight next to the MLP
+    source: str
+
+
+ADAPTER_LAYOUTS = {
+    "aim": AdapterLayout(
+        gate=False,
+        scale=0.5,
+        source="AIM ViT-B/16 K400 config (vitclip_base_k400.py: adapter_scale=0.5, one temporal adapter); "
+        "AIM uses the gate only for SSv2, with scale 1",
+    ),
+    "eva": AdapterLayout(
+        gate=True,
+        scale=1.0,
+        source="EVA paper Fig. 1e (temporal + gate adapter); the authors' blocks (Rxn666/APT "
+        "PromptAIMblock.py / promptmae.py) default to num_tadapter=2, scale=1",
+    ),
+}
+
+
+def resolve_adapter_layout(method: str, gate: bool | str, scale: float | str) -> tuple[bool, float]:
+    """`model.adapter.gate` / `.scale` (a value or `auto`) -> the values `method` runs with."""
+    layout = ADAPTER_LAYOUTS.get(method, AdapterLayout(gate=False, scale=0.5, source=""))
+    if gate == "auto":
+        gate = layout.gate
+    if not isinstance(gate, bool):
+        raise ValueError(f"`model.adapter.gate` must be true, false or auto; got {gate!r}")
+    if scale == "auto":
+        scale = layout.scale
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise ValueError(f"`model.adapter.scale` must be a number or auto; got {scale!r}")
+    return gate, float(scale)
 
 
 @dataclass
@@ -53,7 +103,10 @@ class ModelConfig:
     frames: int = 8  # model.frames (T)
     image_size: int = 224  # model.image_size
     adapter_ratio: float = 0.25  # model.adapter.ratio
-    adapter_scale: float = 0.5  # model.adapter.scale
+    adapter_scale: float | str = "auto"  # model.adapter.scale; `auto` resolves to ADAPTER_LAYOUTS
+    adapter_gate: bool | str = "auto"  # model.adapter.gate; `auto` resolves to ADAPTER_LAYOUTS
+    drop_path: float = 0.0  # model.drop_path: stochastic depth of the deepest adapted block
+    attribute_projection: str = "linear"  # model.attribute_projection: linear | none
     prompt_length: int = 8  # model.prompt.length (vpt)
     attributes: tuple[str, ...] = ()  # eva: active attribute names (from `stage`), store order
     attribute_layers: dict[str, int] = field(default_factory=dict)  # encoder layers per attribute
@@ -64,6 +117,9 @@ class ModelConfig:
         # Accept the JSON round trip of a checkpoint (lists, string keys).
         self.attributes = tuple(self.attributes)
         self.attribute_layers = {str(k): int(v) for k, v in self.attribute_layers.items()}
+        self.adapter_gate, self.adapter_scale = resolve_adapter_layout(
+            self.method, self.adapter_gate, self.adapter_scale
+        )
 
     def validate(self) -> None:
         """Raise ValueError naming the params.yaml key of the first inconsistent field."""
@@ -75,6 +131,13 @@ class ModelConfig:
             raise ValueError(f"`model.frames` must be >= 1; got {self.frames}")
         if self.adapter_ratio <= 0:
             raise ValueError(f"`model.adapter.ratio` must be > 0; got {self.adapter_ratio}")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise ValueError(f"`model.drop_path` must be in [0, 1); got {self.drop_path}")
+        if self.attribute_projection not in ATTRIBUTE_PROJECTIONS:
+            raise ValueError(
+                f"`model.attribute_projection` must be one of {', '.join(ATTRIBUTE_PROJECTIONS)}; "
+                f"got '{self.attribute_projection}'"
+            )
         if self.method == "vpt" and self.prompt_length < 1:
             raise ValueError(
                 f"`model.prompt.length` must be >= 1 for model.method=vpt; got {self.prompt_length}"
@@ -152,8 +215,19 @@ class VideoClassifier(nn.Module):
         adapted = config.method in ADAPTED_METHODS
         # Learnable position in time, zero-init so the adapted model starts as the frozen one.
         self.temporal_embedding = nn.Parameter(torch.zeros(config.frames, width)) if adapted else None
+        # AIM's stochastic-depth rule: the rate grows linearly from 0 (first block) to drop_path (last).
+        rates = torch.linspace(0.0, config.drop_path, layers).tolist()
         self.adapters = (
-            nn.ModuleList(BlockAdapters(width, config.adapter_ratio, config.adapter_scale) for _ in blocks)
+            nn.ModuleList(
+                BlockAdapters(
+                    width,
+                    config.adapter_ratio,
+                    config.adapter_scale,
+                    gate=config.adapter_gate,
+                    drop_path=rate,
+                )
+                for rate in rates
+            )
             if adapted
             else None
         )
@@ -162,8 +236,9 @@ class VideoClassifier(nn.Module):
             if config.method == "vpt"
             else None
         )
-        self.attribute_tokens = (
-            AttributeTokens(config.attributes, config.attribute_layers, config.attribute_dim, layers, width)
+        tokens_class = AttributeTokens if config.attribute_projection == "linear" else ConcatAttributeTokens
+        self.attribute_tokens: AttributeTokens | ConcatAttributeTokens | None = (
+            tokens_class(config.attributes, config.attribute_layers, config.attribute_dim, layers, width)
             if config.method == "eva" and config.attributes
             else None
         )
@@ -224,7 +299,7 @@ class VideoClassifier(nn.Module):
         if tokens is None:
             return {}
         attributes = attributes or {}
-        dtype = tokens.offsets.dtype
+        dtype = self.backbone.conv1.weight.dtype
         checked = {}
         for name in tokens.names:
             if name not in attributes:
@@ -237,7 +312,7 @@ class VideoClassifier(nn.Module):
             if tuple(value.shape) != expected:
                 raise ValueError(
                     f"attribute '{name}' must be [B, L_enc, D_enc] = {list(expected)} "
-                    f"(one keyframe or the keyframe mean); got {list(value.shape)}"
+                    f"(one keyframe's features); got {list(value.shape)}"
                 )
             checked[name] = value.to(dtype)
         return checked
@@ -286,6 +361,45 @@ class VideoClassifier(nn.Module):
         """`video` float `[B, T, 3, H, W]` normalised with `mean`/`std`; `attributes` name -> `[B, L_enc, D_enc]`."""
         pooled = self.frame_features(video, attributes).mean(dim=1)  # [B, D_out]
         return self.head(pooled)  # [B, num_classes]
+
+    def view_probabilities(
+        self, video: torch.Tensor, attributes: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Softmax scores `[B, C]` averaged over every view of each video: V video views x K keyframes.
+
+        `video`: `[B, V, T, 3, H, W]` (V clips x crops, or `[B, T, 3, H, W]` for one view);
+        `attributes`: name -> `[B, K, L_enc, D_enc]`, all K keyframes of each video. Each keyframe
+        is fed exactly as in training, one keyframe's features for every attribute at once, and
+        counts as an extra view; the model never sees a keyframe mean it was not trained on.
+        One forward per keyframe keeps the peak memory that of V views.
+        """
+        if video.ndim == 5:
+            video = video[:, None]  # [B, 1, T, 3, H, W]
+        batch, views = video.shape[:2]
+        flat = video.flatten(0, 1)  # [B*V, T, 3, H, W], rows ordered (b v)
+        names = list(self.attribute_tokens.names) if self.attribute_tokens is not None else []
+        if not names:
+            logits = self(flat)  # [B*V, C]
+            return logits.float().softmax(dim=-1).view(batch, views, -1).mean(dim=1)  # [B, C]
+        attributes = attributes or {}
+        missing = [n for n in names if n not in attributes]
+        if missing:
+            raise ValueError(f"attributes {missing} missing: model.method=eva needs {names}")
+        keyframes = {attributes[n].shape[1] for n in names}
+        if len(keyframes) != 1 or any(attributes[n].ndim != 4 for n in names):
+            raise ValueError(
+                "evaluation attributes must be [B, K, L_enc, D_enc] with the same K for every attribute; got "
+                f"{ {n: list(attributes[n].shape) for n in names} }"
+            )
+        count = keyframes.pop()
+        total = torch.zeros(())
+        for k in range(count):
+            per_view = {
+                n: attributes[n][:, k].repeat_interleave(views, dim=0) for n in names
+            }  # [B*V, L, D], rows ordered (b v) like `flat`
+            logits = self(flat, per_view)  # [B*V, C]
+            total = total + logits.float().softmax(dim=-1).view(batch, views, -1).sum(dim=1)  # [B, C]
+        return total / (views * count)  # mean over V*K views
 
     # -- tunable parameters ------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import open_clip
 import torch
+from open_clip.transformer import QuickGELU
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,24 @@ def missing_weights(param: str, what: str) -> FileNotFoundError:
         f"path that exists (e.g. `dvc exp run -S {param}=...`); for the demo's tiny models run the "
         "`demo_models` stage."
     )
+
+
+def tag_activation_is_quick_gelu(model: str, pretrained: str) -> bool:
+    """Whether open_clip's pretrained tag `pretrained` of `model` was trained with QuickGELU.
+
+    open_clip builds `ViT-B-16` with exact GELU whatever the tag; for the `openai` tag (which
+    carries `quick_gelu=True`) it only logs a warning and runs the weights with the wrong
+    activation. A checkpoint file or a `local-dir:` folder has no tag: there the architecture name
+    (`ViT-B-16-quickgelu`) or the folder's `open_clip_config.json` decides, as in open_clip.
+    """
+    if not pretrained or model.startswith((LOCAL_DIR, "hf-hub:")):
+        return False
+    return bool(open_clip.get_pretrained_cfg(model, pretrained).get("quick_gelu", False))
+
+
+def uses_quick_gelu(clip: torch.nn.Module) -> bool:
+    """Whether the MLPs of `clip` run QuickGELU (what the activation of a built model really is)."""
+    return any(isinstance(m, QuickGELU) for m in clip.modules())
 
 
 def load_open_clip(
@@ -66,6 +85,7 @@ def load_open_clip(
             pretrained
         ).is_file():
             raise missing_weights(f"{param}.pretrained", f"Checkpoint file '{pretrained}' does not exist")
+    quick_gelu = tag_activation_is_quick_gelu(model, pretrained)
     try:
         clip = open_clip.create_model(
             model,
@@ -73,12 +93,20 @@ def load_open_clip(
             device=device,
             require_pretrained=True,
             force_image_size=image_size,
+            force_quick_gelu=quick_gelu,
         )
     except (RuntimeError, OSError, ValueError) as err:
         raise missing_weights(
             param, f"Could not load open_clip model '{model}' (pretrained='{pretrained}'): {err}"
         ) from err
     clip.eval().requires_grad_(False)
+    log.info(
+        "%s: open_clip %s (pretrained=%r) with %s",
+        param,
+        model,
+        pretrained,
+        "QuickGELU" if uses_quick_gelu(clip) else "GELU",
+    )
     cfg = clip.visual.preprocess_cfg
     size = cfg["size"]
     return OpenClipBundle(

@@ -101,3 +101,43 @@ class AttributeTokens(LayerTokens):
             for name in self.names
         ]
         return torch.stack(tokens, dim=1) + self.offsets[layer]  # [B, k, D]
+
+
+class ConcatAttributeTokens(LayerTokens):
+    """Parameter-free attribute tokens (`model.attribute_projection: none`), the EVA authors' mapping.
+
+    The authors' code does not project attribute features: it concatenates the features of the
+    attributes and reshapes the concatenation into backbone-width tokens (three 512-d CLIP features
+    as `cat(...).reshape(2, 768)`). Here, per backbone layer i, the active attributes'
+    features at their aligned encoder layers are concatenated in `names` order, `[B, n*D_enc]`,
+    zero-padded to a multiple of the backbone width D and cut into `ceil(n*D_enc / D)` tokens.
+    No scale matching is needed: the tokens only act through the block's attention, whose `ln_1`
+    normalises each token, and they are dropped after the block.
+    """
+
+    def __init__(
+        self,
+        names: tuple[str, ...],
+        encoder_layers: Mapping[str, int],
+        encoder_dim: int,
+        backbone_layers: int,
+        width: int,
+    ) -> None:
+        super().__init__()
+        self.names = tuple(names)
+        self.encoder_layers = {name: int(encoder_layers[name]) for name in self.names}
+        self.encoder_dim = encoder_dim
+        self.width = width
+        self.layer_map = {
+            name: [aligned_encoder_layer(i, n, backbone_layers) for i in range(backbone_layers)]
+            for name, n in self.encoder_layers.items()
+        }
+        self.num_tokens = math.ceil(len(self.names) * encoder_dim / width)
+
+    def forward(self, layer: int, batch_size: int, attributes: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        flat = torch.cat(
+            [attributes[name][:, self.layer_map[name][layer]] for name in self.names], dim=1
+        )  # [B, n*D_enc]
+        pad = self.num_tokens * self.width - flat.shape[1]
+        flat = torch.nn.functional.pad(flat, (0, pad))  # [B, k*D]
+        return flat.view(batch_size, self.num_tokens, self.width)  # [B, k, D]

@@ -3,8 +3,11 @@
 A video enters a batch as `T = model.frames` frames picked from the `T_stored` stored ones (TSN:
 a random offset in each of T equal segments for training, the segment centre for evaluation),
 spatially cropped (random resized crop for training, resize + centre crop for evaluation) and
-normalised with the backbone's mean/std; its attributes are one random keyframe's `[L, D]`
-features for training and the keyframe mean for evaluation. Videos without an attribute row are
+normalised with the backbone's mean/std. Its attributes follow one keyframe policy: training
+feeds one random keyframe's `[L, D]` features (the same keyframe for every attribute of the
+video); evaluation hands over all K keyframes, `[K, L, D]`, and the model scores each keyframe
+as an extra view (`VideoClassifier.view_probabilities`), so evaluation only ever feeds the model
+inputs that training produces. Videos without an attribute row are
 skipped (and counted), for every method, so all methods train and evaluate on the same videos.
 
 Partitioning across DDP ranks and DataLoader workers. Every rank must run the same number of
@@ -214,19 +217,19 @@ def normalize(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
 def select_attributes(
     rows: Mapping[str, torch.Tensor], *, train: bool, generator: torch.Generator | None = None
 ) -> dict[str, torch.Tensor]:
-    """float16 `[K, L, D]` per attribute -> float32 `[L, D]`: one random keyframe (the same for every
-    attribute of the video) when training, the mean over the K keyframes when evaluating."""
+    """float16 `[K, L, D]` per attribute -> float32: one random keyframe `[L, D]` (the same for every
+    attribute of the video) when training, all K keyframes `[K, L, D]` when evaluating (extra views)."""
     if not rows:
         return {}
+    if not train:
+        return {name: value.float() for name, value in rows.items()}  # [K, L, D]
     keyframes = next(iter(rows.values())).shape[0]
-    if train:
-        k = int(torch.randint(keyframes, (1,), generator=generator))
-        return {name: value[k].float() for name, value in rows.items()}  # [L, D]
-    return {name: value.float().mean(dim=0) for name, value in rows.items()}  # [L, D]
+    k = int(torch.randint(keyframes, (1,), generator=generator))
+    return {name: value[k].float() for name, value in rows.items()}  # [L, D]
 
 
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Items -> `video` float [B, (V,) T, 3, S, S], `attributes` name -> float32 [B, L, D], `label` int64 [B]."""
+    """Items -> `video` float [B, (V,) T, 3, S, S], `attributes` name -> float32 [B, (K,) L, D], `label` [B]."""
     names = items[0]["attributes"].keys()
     return {
         "video": torch.stack([it["video"] for it in items]),

@@ -49,6 +49,7 @@ from eva.train.data import (
     split_size,
     steps_per_epoch,
 )
+from eva.train.recipes import Recipe
 from eva.train.schedule import build_scheduler
 from eva.utils.dist import worker_slot
 from eva.utils.log import progress
@@ -70,8 +71,7 @@ class TrainConfig:
     epochs: int = 6
     batch_size: int = 16  # global batch per forward/backward, over all processes
     grad_accum: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.05
+    recipe: Recipe = Recipe()  # train.recipes.<model.method>: optimiser, lr, backbone_lr, weight decay
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     flip: bool = False
@@ -91,12 +91,12 @@ class TrainConfig:
                 raise bad(key, "a positive integer")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
             raise bad("workers", "an integer >= 0 (DataLoader worker processes per rank)")
-        if not self.lr > 0:
-            raise bad("lr", "a learning rate > 0")
-        if not self.weight_decay >= 0:
-            raise bad("weight_decay", "a number >= 0")
+        if not isinstance(self.recipe, Recipe):
+            object.__setattr__(self, "recipe", Recipe(**self.recipe))  # the JSON round trip of a checkpoint
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise bad("warmup_epochs", f"a number of epochs in 0..train.epochs ({self.epochs})")
+        if self.batch_size % self.nproc:
+            raise bad("batch_size", f"a global batch divisible by train.nproc ({self.nproc} processes)")
         if not 0 <= self.label_smoothing < 1:
             raise bad("label_smoothing", "a number in [0, 1)")
         scale = tuple(self.crop_scale)
@@ -106,8 +106,11 @@ class TrainConfig:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TrainConfig:
-        """From the whole params.yaml dict (every field is read from `train.<name>`)."""
-        return cls(**{name: param(params, f"train.{name}") for name in cls.__dataclass_fields__})
+        """From the whole params.yaml dict: `train.<name>`, and the recipe of `model.method`."""
+        values = {
+            name: param(params, f"train.{name}") for name in cls.__dataclass_fields__ if name != "recipe"
+        }
+        return cls(**values, recipe=Recipe.from_params(params, param(params, "model.method")))
 
 
 def model_config_from_params(
@@ -141,6 +144,9 @@ def model_config_from_params(
         image_size=param(params, "model.image_size"),
         adapter_ratio=param(params, "model.adapter.ratio"),
         adapter_scale=param(params, "model.adapter.scale"),
+        adapter_gate=param(params, "model.adapter.gate"),
+        drop_path=param(params, "model.drop_path"),
+        attribute_projection=param(params, "model.attribute_projection"),
         prompt_length=param(params, "model.prompt.length"),
         attributes=names,
         attribute_layers=layers,
@@ -238,20 +244,42 @@ def _gather_rng(env: DistEnv) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- optimisation
 
 
-def param_groups(model: VideoClassifier, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups over the tunable tensors only: decay on layer weight matrices, none elsewhere."""
+def param_groups(model: VideoClassifier, recipe: Recipe) -> list[dict[str, Any]]:
+    """AdamW/SGD groups over the tunable tensors only, new parameters first (their lr is the one logged).
+
+    New parameters train at `recipe.lr`, pretrained backbone weights (trainable only under `full`)
+    at `recipe.backbone_lr`; weight decay on layer weight matrices, none on biases, norms and free tensors.
+    """
     tunable = {id(p) for _, p in model.named_tunable_parameters()}
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
+    in_backbone = {id(p) for p in model.backbone.parameters()}
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {
+        (False, True): [], (False, False): [], (True, True): [], (True, False): []
+    }  # (backbone, decay) -> tensors  # fmt: skip
     seen: set[int] = set()
     for module in model.modules():
         for p in module.parameters(recurse=False):
             if id(p) not in tunable or id(p) in seen:
                 continue
             seen.add(id(p))
-            (decay if isinstance(module, DECAYED_LAYERS) and p.ndim >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+            decay = isinstance(module, DECAYED_LAYERS) and p.ndim >= 2
+            groups[(id(p) in in_backbone, decay)].append(p)
+    return [
+        {
+            "params": params,
+            "lr": recipe.backbone_lr if backbone else recipe.lr,
+            "weight_decay": recipe.weight_decay if decay else 0.0,
+        }
+        for (backbone, decay), params in groups.items()
+        if params
+    ]
+
+
+def build_optimizer(model: VideoClassifier, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimiser over `param_groups` (each group carries its own lr)."""
+    groups = param_groups(model, recipe)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)
+    return torch.optim.AdamW(groups, lr=recipe.lr)
 
 
 def unused_tunable_parameters(model: VideoClassifier, device: torch.device) -> list[str]:
@@ -339,6 +367,10 @@ def _run(job: TrainJob, env: DistEnv) -> TrainResult:
             f"processes ({env.world_size}, train.nproc)"
         )
     local_batch = cfg.batch_size // env.world_size
+    if job.model.method == "full" and not cfg.recipe.backbone_lr > 0:
+        raise ValueError(
+            f"`train.recipes.{cfg.recipe.name}.backbone_lr` must be > 0 for model.method=full (it trains the backbone)"
+        )
     if cfg.nproc != env.world_size and env.is_main:
         log.warning("train.nproc=%d but %d processes were launched", cfg.nproc, env.world_size)
     names = tuple(job.model.attributes)
@@ -367,7 +399,9 @@ def _run(job: TrainJob, env: DistEnv) -> TrainResult:
     torch.manual_seed(derive_seed(cfg.seed, "rank", env.rank))  # independent dropout per rank
     # (build_model logs the tunable vs total parameter counts and the tunable tensor names.)
 
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    optimizer = build_optimizer(model, cfg.recipe)
+    if env.is_main:
+        log.info("recipe train.recipes.%s: %s", cfg.recipe.name, cfg.recipe.as_params())
     scheduler = build_scheduler(
         optimizer,
         warmup_steps=round(cfg.warmup_epochs * optimiser_steps),
@@ -543,7 +577,12 @@ def _run(job: TrainJob, env: DistEnv) -> TrainResult:
 def evaluate_top1(
     model: VideoClassifier, data: VideoAttributeDataset, env: DistEnv, autocast: Mapping[str, Any]
 ) -> tuple[float, float]:
-    """(mean cross-entropy, top-1) over the whole split, summed across ranks; single centre view."""
+    """(mean cross-entropy, top-1) over the whole split, summed across ranks.
+
+    One centre view per video, scored like the final evaluation: each attribute keyframe is a view
+    and the loss is the negative log of the view-averaged probability (plain cross-entropy when
+    there are no attributes).
+    """
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=env.device)  # loss sum, correct, count
     batches: Iterator[dict[str, Any]] = iter(make_loader(data, pin_memory=env.device.type == "cuda"))
@@ -552,9 +591,9 @@ def evaluate_top1(
     for batch in batches:
         video, attributes, labels = _to_device(batch, env.device)
         with torch.autocast(**autocast):
-            logits = model(video, attributes)  # [b, C]
-        loss = F.cross_entropy(logits.float(), labels, reduction="sum")
-        correct = (logits.argmax(dim=1) == labels).sum()
+            probs = model.view_probabilities(video, attributes)  # [b, C]
+        loss = F.nll_loss(probs.float().clamp_min(1e-12).log(), labels, reduction="sum")
+        correct = (probs.argmax(dim=1) == labels).sum()
         sums += torch.stack([loss.double(), correct.double(), sums.new_tensor(labels.numel())])
     _all_reduce(sums, env)
     loss_sum, hits, count = sums.tolist()

@@ -1,0 +1,257 @@
+"""Real-size benchmark: the pipeline's own stages on CLIP ViT-B/16 and BLIP-base, random weights, 224 px.
+
+    python benchmarks/real_size.py                    # CPU, a few minutes
+    python benchmarks/real_size.py --device cuda      # the same on a GPU (run this first on a cluster)
+
+No weights can be downloaded here, so the models are random, written in the exact formats a user
+points the params at:
+
+* the attribute encoder `attributes.clip: ViT-B-16 / openai`, as the Hugging Face cache holds the
+  downloaded `openai` tag (`timm/vit_base_patch16_clip_224.openai`, QuickGELU);
+* the backbone `model.backbone: ViT-B-16-quickgelu / <file>`, the same weights as a checkpoint file;
+* the captioner `attributes.captioner: <folder>`, `BlipForConditionalGeneration` from the BLIP-base
+  config (`BlipConfig()`: ViT-B/16 at 384 px, BERT-base decoder) saved with its processor.
+
+A few generated videos (a folder-per-class dataset with train/val lists) then go through
+`python -m stages.<index|extract|attributes|train|evaluate>` in a temporary project whose
+params.yaml is this repository's with the real-size keys set, as `dvc exp run -S` would: stage 2
+`eva` at 224 px. Each stage runs in its own process, so its peak memory is its own: per stage the
+benchmark prints items, wall seconds (model loading included), items/s, peak resident memory and,
+on GPU, `torch.cuda.max_memory_allocated`. Accuracy is meaningless (random weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from eva.data.demo import encode_mp4  # noqa: E402
+from eva.models.tiny import CAPTION_WORDS  # noqa: E402
+
+OPENAI_HF_REPO = "timm/vit_base_patch16_clip_224.openai"  # where open_clip fetches ViT-B-16 / openai
+REVISION = "0" * 40
+CLASSES = ("moving_left", "moving_right")
+
+# Runs a stage module in this process and records what it cost (peak RSS is per process).
+STAGE_RUNNER = """
+import json, runpy, sys, time
+module, out = sys.argv[1], sys.argv[2]
+start, code = time.perf_counter(), 0
+try:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+except SystemExit as exit:
+    code = exit.code or 0
+finally:
+    seconds = time.perf_counter() - start
+    import torch
+    cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_initialized() else None
+    # VmHWM: this process's own peak (ru_maxrss would carry the parent's over fork + exec)
+    with open("/proc/self/status") as status:
+        rss = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:")) / 1024
+    with open(out, "w") as f:
+        json.dump({"seconds": seconds, "rss_mb": rss, "cuda_mb": cuda, "code": code}, f)
+sys.exit(code)
+"""
+
+
+def write_clip_weights(root: Path) -> tuple[Path, Path]:
+    """Random ViT-B-16 (QuickGELU) CLIP: the HF-cache `openai` tag layout and a checkpoint file."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-16-quickgelu")
+    cache = root / "hf" / "hub"
+    repo = cache / f"models--{OPENAI_HF_REPO.replace('/', '--')}"
+    snapshot = repo / "snapshots" / REVISION
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(REVISION)
+    weights = snapshot / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    checkpoint = root / "weights" / "ViT-B-16-openai.safetensors"
+    checkpoint.parent.mkdir(parents=True)
+    os.link(weights, checkpoint)
+    return cache, checkpoint
+
+
+def write_blip_base(folder: Path) -> Path:
+    """`BlipForConditionalGeneration(BlipConfig())` (BLIP-base sizes) + a BERT-layout processor.
+
+    The real processor's vocabulary (bert-base-uncased) cannot be downloaded; this one has the same
+    size and special-token ids ([PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103, [DEC] 30522).
+    """
+    import torch
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    folder.mkdir(parents=True)
+    config = BlipConfig()
+    words = sorted(set(CAPTION_WORDS) | {"square", "ball", "box"})
+    vocab = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+    vocab += [f"tok{i}" for i in range(30522 - len(vocab))]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer(vocab=str(folder / "vocab.txt"), bos_token="[DEC]", model_max_length=512)
+    processor = BlipProcessor(image_processor=BlipImageProcessor(), tokenizer=tokenizer)
+    torch.manual_seed(0)
+    BlipForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def write_videos(root: Path, train: int, val: int, seed: int = 0) -> None:
+    """<root>/videos/<class>/<n>.mp4 (240x320, 48 frames) + train.txt / val.txt lists."""
+    rng = np.random.default_rng(seed)
+    lists: dict[str, list[str]] = {"train": [], "val": []}
+    for i in range(train + val):
+        split = "train" if i < train else "val"
+        label = i % len(CLASSES)
+        frames = rng.integers(0, 80, size=(48, 240, 320, 3), dtype=np.uint8)
+        for t in range(48):
+            x = int(t * 260 / 47)
+            x = x if label == 1 else 260 - x
+            frames[t, 90:150, x : x + 60] = (220, 60, 40)
+        rel = f"{CLASSES[label]}/{split}_{i:03d}.mp4"
+        (root / "videos" / CLASSES[label]).mkdir(parents=True, exist_ok=True)
+        encode_mp4(root / "videos" / rel, frames, 24)
+        lists[split].append(rel)
+    (root / "lists").mkdir()
+    for split, rels in lists.items():
+        (root / "lists" / f"{split}.txt").write_text("\n".join(rels) + "\n")
+
+
+def write_params(project: Path, args: argparse.Namespace, checkpoint: Path, captioner: Path) -> None:
+    """This repository's params.yaml with the real-size keys a user would set with `-S`."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["stage"] = 2
+    params["dataset"].update(name="folder", root=str(project / "videos"), annotations=str(project / "lists"))
+    params["extract"].update(frames_per_video=16, short_side=224, workers=1)
+    params["attributes"].update(keyframes=args.keyframes, device=args.device, batch_size=args.batch_size)
+    params["attributes"]["clip"] = {"model": "ViT-B-16", "pretrained": "openai"}
+    params["attributes"]["captioner"] = str(captioner)
+    params["attributes"]["label"]["vocabulary"] = str(REPO / "eva" / "resources" / "objects.txt")
+    params["attributes"]["gallery_videos"] = 2
+    params["model"].update(method="eva", frames=args.frames, image_size=224, drop_path=0.2)
+    params["model"]["backbone"] = {"name": "ViT-B-16-quickgelu", "pretrained": str(checkpoint)}
+    params["train"].update(epochs=1, batch_size=args.batch_size, workers=0, nproc=1, warmup_epochs=0)
+    params["evaluate"].update(clips=1, crops=1, batch_size=args.batch_size)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run_stage(stage: str, project: Path, env: dict[str, str]) -> dict:
+    out = project / f".bench-{stage}.json"
+    done = subprocess.run(
+        [sys.executable, "-c", STAGE_RUNNER, f"stages.{stage}", str(out)],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        sys.exit(f"stage {stage} failed (exit {done.returncode}):\n{done.stderr[-6000:]}")
+    return {**json.loads(out.read_text()), "log": done.stderr}
+
+
+def stage_items(stage: str, project: Path, args: argparse.Namespace) -> tuple[int, str]:
+    """How many items the stage processed, read from its own outputs."""
+    videos = args.train_videos + args.val_videos
+    if stage in ("index", "extract"):
+        return videos, "videos"
+    if stage == "attributes":
+        return videos * args.keyframes, "keyframes"
+    if stage == "train":
+        metrics = json.loads((project / "dvclive" / "train" / "metrics.json").read_text())
+        # optimiser steps x global batch, plus the validation pass (val videos x keyframes views)
+        return int(metrics["step"]) * args.batch_size + args.val_videos * args.keyframes, "clips"
+    metrics = json.loads((project / "metrics" / "eval.json").read_text())
+    return int(metrics["videos"]) * int(metrics["views"]), "views"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--train-videos", type=int, default=4)
+    parser.add_argument("--val-videos", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--keyframes", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="keep the project here (default: a temp dir)"
+    )
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="eva-real-size-") as tmp:
+        project = args.workdir or Path(tmp)
+        project.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        cache, checkpoint = write_clip_weights(project)
+        captioner = write_blip_base(project / "weights" / "blip-base")
+        write_videos(project, args.train_videos, args.val_videos)
+        write_params(project, args, checkpoint, captioner)
+        print(f"set-up (random weights + videos): {time.perf_counter() - start:.0f} s")
+
+        env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
+        if args.device == "cpu":
+            env["CUDA_VISIBLE_DEVICES"] = ""  # train / evaluate pick CUDA whenever it is visible
+        rows = []
+        for stage in ("index", "extract", "attributes", "train", "evaluate"):
+            cost = run_stage(stage, project, env)
+            items, unit = stage_items(stage, project, args)
+            rows.append((stage, items, unit, cost))
+        evaluation = json.loads((project / "metrics" / "eval.json").read_text())
+        phases = json.loads((project / "metrics" / "attributes.json").read_text())["seconds"]
+
+    print(f"\nreal-size pipeline on {args.device}: CLIP ViT-B/16 + BLIP-base (random), 224 px, "
+          f"T={args.frames}, K={args.keyframes}, batch {args.batch_size}, eva stage 2")  # fmt: skip
+    print(
+        f"{'stage':<11} {'items':>12} {'seconds':>8} {'items/s':>8} {'peak RSS MB':>12} {'CUDA max MB':>12}"
+    )
+    for stage, items, unit, cost in rows:
+        cuda = f"{cost['cuda_mb']:.0f}" if cost["cuda_mb"] is not None else "-"
+        print(
+            f"{stage:<11} {items:>4} {unit:<7} {cost['seconds']:>8.1f} {items / cost['seconds']:>8.2f} "
+            f"{cost['rss_mb']:>12.0f} {cuda:>12}"
+        )
+    keyframes = (args.train_videos + args.val_videos) * args.keyframes
+    print(
+        "attributes, per phase: "
+        + ", ".join(f"{name} {sec:.1f} s" for name, sec in sorted(phases.items(), key=lambda kv: -kv[1]))
+        + f" (captioner {keyframes / max(phases.get('captioner', 0.0), 1e-9):.2f} keyframes/s)"
+    )
+    train_log = next(cost["log"] for stage, _, _, cost in rows if stage == "train")
+    steps = re.findall(r"train epoch \d+/\d+: (\d+) done in ([\d.]+) s", train_log)
+    if steps:
+        count, seconds = int(steps[-1][0]), float(steps[-1][1])
+        print(
+            f"train, optimiser steps only: {count} steps in {seconds:.1f} s = "
+            f"{count * args.batch_size / seconds:.2f} clips/s ({seconds / count:.1f} s per step of batch {args.batch_size})"
+        )
+    print(
+        f"evaluate, model time only: {evaluation['throughput_clips_per_s']:.2f} views/s; "
+        f"tunable {evaluation['tunable_params']:,} of {evaluation['total_params']:,} parameters"
+    )
+
+
+if __name__ == "__main__":
+    main()

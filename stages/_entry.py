@@ -1,0 +1,40 @@
+"""How a stage ends on a user error: one log line that names the param, then exit status 2.
+
+The library raises ValueError / FileNotFoundError / KeyError with the params.yaml key in the
+message (a bad value, a missing file or weights, a missing key). A traceback around that line
+hides it, and under several processes every rank would print it, so `run_stage` reports it once
+(rank 0) and exits with USER_ERROR_EXIT; a launcher that sees only that status knows the line is
+already printed. `EVA_TRACEBACK=1` re-raises instead, for debugging the library itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
+USER_ERROR_EXIT = 2
+
+log = logging.getLogger("eva.stages")
+
+
+def user_error_message(err: BaseException) -> str:
+    """The error's own message on one line (KeyError's str() would add quotes)."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return " ".join(text.split())
+
+
+def run_stage(name: str, main: Callable[[], None]) -> None:
+    """Run `main`; a user error becomes `ERROR ... <name>: <message>` on rank 0 and exit status 2."""
+    try:
+        main()
+    except USER_ERRORS as err:
+        if os.environ.get("EVA_TRACEBACK"):
+            raise
+        if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0:
+            if not logging.getLogger().handlers:
+                logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+            log.error("%s stage: %s", name, user_error_message(err))
+        sys.exit(USER_ERROR_EXIT)
