@@ -45,14 +45,25 @@ def test_every_installed_distribution_is_pinned_at_its_installed_version() -> No
     present = {name: v for name, v in installed().items() if name not in BOOTSTRAP | {PROJECT}}
     missing = sorted(f"{name}=={v}" for name, v in present.items() if name not in pins)
     assert not missing, f"installed but not in requirements.lock (run `make lock`): {missing}"
-    differ = sorted(f"{name}: installed {v}, locked {pins[name]}" for name, v in present.items() if pins[name] != v)
+    differ = sorted(
+        f"{name}: installed {v}, locked {pins[name]}" for name, v in present.items() if pins[name] != v
+    )
     assert not differ, f"installed versions differ from requirements.lock: {differ}"
 
 
 def test_the_packages_that_matter_most_are_pinned() -> None:
     """The ones the old lock left out, so every install took whatever was newest that day."""
     pins = read_lock()
-    for name in ("torch", "torchvision", "open-clip-torch", "transformers", "dvc", "dvclive", "timm", "tokenizers"):
+    for name in (
+        "torch",
+        "torchvision",
+        "open-clip-torch",
+        "transformers",
+        "dvc",
+        "dvclive",
+        "timm",
+        "tokenizers",
+    ):
         assert name in pins, name
 
 

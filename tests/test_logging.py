@@ -86,7 +86,9 @@ def test_module_group_folds_layer_indices(name: str, group: str) -> None:
 
 
 def test_summary_counts_tensors_and_parameters_per_group() -> None:
-    layers = nn.ModuleList(nn.ModuleDict({"temporal": nn.Linear(8, 2), "joint": nn.Linear(8, 2)}) for _ in range(3))
+    layers = nn.ModuleList(
+        nn.ModuleDict({"temporal": nn.Linear(8, 2), "joint": nn.Linear(8, 2)}) for _ in range(3)
+    )
     model = nn.ModuleDict({"adapters": layers, "head": nn.Linear(8, 5)})
     model.register_parameter("temporal_embedding", nn.Parameter(torch.zeros(4, 8)))
     groups = group_tensors(model.named_parameters())

@@ -54,5 +54,6 @@ def group_tensors(named: Iterable[tuple[str, torch.Tensor]], depth: int = 2) -> 
 def format_groups(groups: Iterable[TensorGroup]) -> str:
     """`adapters.*.temporal: 16 tensors, 2,112 params; head.fc: 2 tensors, 325 params`."""
     return "; ".join(
-        f"{g.name}: {g.tensors} tensor{'s' if g.tensors != 1 else ''}, {g.parameters:,} params" for g in groups
+        f"{g.name}: {g.tensors} tensor{'s' if g.tensors != 1 else ''}, {g.parameters:,} params"
+        for g in groups
     )
