@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 
 import pytest
 import torch
@@ -120,3 +121,14 @@ def test_loading_open_clip_prints_no_info_lines(restore_root_logger, monkeypatch
     stream = setup_logging_into_buffer()
     load_open_clip(source, param="model.backbone")
     assert "DEBUG root: Loaded model config" in stream.getvalue()  # still there for whoever asks
+
+
+def test_off_a_terminal_library_progress_bars_are_off(restore_root_logger, monkeypatch) -> None:
+    """transformers' "Loading weights" bar would write carriage-return lines into a stage's log file."""
+    import transformers.utils.logging as transformers_logging
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    transformers_logging.enable_progress_bar()
+    setup_logging_into_buffer()  # pytest's stderr is not a terminal
+    assert not transformers_logging.is_progress_bar_enabled()
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"  # for libraries imported later

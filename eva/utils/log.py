@@ -38,6 +38,20 @@ class DemoteThirdPartyInfo(logging.Filter):
         return self.level <= logging.DEBUG
 
 
+def quiet_third_party_bars() -> None:
+    """Turn off the tqdm bars of transformers and the hub ("Loading weights", "Writing model shards").
+
+    Off a terminal (CI, SLURM logs, `dvc repro > log`) they become long carriage-return lines; our own
+    `progress` logs plain lines there instead. Both libraries read the switch at import, so an already
+    imported one is told directly and a later import finds it in the environment.
+    """
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """Log to stderr at `level` (or `EVA_LOG_LEVEL=DEBUG` etc. from the environment, which wins).
 
@@ -49,6 +63,8 @@ def setup_logging(level: int = logging.INFO) -> None:
         if not isinstance(named, int):
             raise ValueError(f"{LEVEL_ENV}={env!r} is not a logging level (DEBUG, INFO, WARNING, ERROR)")
         level = named
+    if not sys.stderr.isatty():
+        quiet_third_party_bars()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     handler.addFilter(DemoteThirdPartyInfo(level))
