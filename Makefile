@@ -12,7 +12,7 @@ export PYTHONHASHSEED := 0
 # Stage commands (`python -m stages.x`, `torchrun`) must find the venv's interpreter.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo test lint bench results clean
+.PHONY: install lock demo test test-fast lint bench results clean
 
 install: $(STAMP)
 
@@ -21,6 +21,11 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
 	touch $@
 
+# Re-pin every installed distribution after changing pyproject.toml (keeps the lock's header comment).
+lock: install
+	{ grep '^#' requirements.lock; $(BIN)/python -m pip freeze --exclude-editable --all | grep -v '^pip=='; } > requirements.lock.tmp
+	mv requirements.lock.tmp requirements.lock
+
 demo: install
 	$(BIN)/dvc repro
 	@$(BIN)/python scripts/show_metrics.py metrics/eval.json
@@ -28,6 +33,10 @@ demo: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
+
+# The edit-test loop: everything but the tests marked `slow` (end-to-end runs, DDP, the demo pipeline).
+test-fast: install
+	$(BIN)/pytest -q -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,5 +1,9 @@
 """Index stage: official annotation files read with their exact counts, files on disk found or listed
-as missing, and clear errors for bad params. Videos are empty files: the index never decodes them."""
+as missing, and clear errors for bad params. Videos are empty files: the index never decodes them.
+
+Every reader test runs on small files generated in the official formats (tests/official_annotations.py),
+and again on the real files in ../shared/datasets-meta with their exact official counts where that
+folder exists."""
 
 from __future__ import annotations
 
@@ -9,12 +13,14 @@ import os
 import runpy
 import shutil
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from official_annotations import OFFICIAL, Expected, ucf_video, write_samples
 
 from eva.data import index as index_module
 from eva.data.index import INDEX_SCHEMA, build_index, read_index
@@ -23,11 +29,31 @@ REPO = Path(__file__).resolve().parents[1]
 META = Path(__file__).resolve().parents[2] / "shared" / "datasets-meta"
 
 
+@dataclass(frozen=True)
+class Meta:
+    """A datasets-meta folder and what the index must find in it."""
+
+    path: Path
+    expected: Expected
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+
 @pytest.fixture(scope="module")
-def meta() -> Path:
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Meta:
+    root = tmp_path_factory.mktemp("datasets-meta")
+    return Meta(root, write_samples(root))
+
+
+@pytest.fixture(scope="module", params=["generated", "official"])
+def meta(request: pytest.FixtureRequest, generated: Meta) -> Meta:
+    """The generated files always; the real ones too, with the official counts, where they exist."""
+    if request.param == "generated":
+        return generated
     if not META.is_dir():
-        pytest.skip(f"official annotation samples not found at {META} (shared/ must sit beside the repo)")
-    return META
+        pytest.skip(f"official annotation files not found at {META} (shared/ must sit beside the repo)")
+    return Meta(META, OFFICIAL)
 
 
 def touch(path: Path) -> Path:
@@ -49,71 +75,81 @@ def check_table(table: pa.Table) -> None:
 # --------------------------------------------------------------------------- UCF101
 
 
-@pytest.mark.parametrize(("split", "train", "val"), [(1, 9537, 3783), (2, 9586, 3734), (3, 9624, 3696)])
-def test_ucf101_official_counts(meta: Path, split: int, train: int, val: int) -> None:
+@pytest.mark.parametrize("split", [1, 2, 3])
+def test_ucf101_official_counts(meta: Meta, split: int) -> None:
     result = build_index("ucf101", "videos", meta / "ucf101", split, check_exists=False)
+    train, val = meta.expected.ucf_counts[split]
     assert result.counts == {"train": train, "val": val}
-    assert len(result.classes) == 101 and result.classes[0] == "ApplyEyeMakeup"
+    assert len(result.classes) == meta.expected.ucf_classes and result.classes[0] == "ApplyEyeMakeup"
     check_table(result.table)
     rows = result.table.to_pylist()
-    assert len({r["video_id"] for r in rows}) == 13320  # the splits partition all videos
+    assert len({r["video_id"] for r in rows}) == meta.expected.ucf_videos  # the splits partition all videos
     # Test lists carry no label: it comes from the class folder, also for the HandStandPushups quirk.
     quirk = next(r for r in rows if r["video_id"] == "v_HandStandPushups_g01_c01")
-    assert quirk["label_name"] == "HandstandPushups" and quirk["label"] == 36
+    assert quirk["split"] == ("val" if split == 1 else "train") and quirk["label_name"] == "HandstandPushups"
+    assert quirk["label"] == result.classes.index("HandstandPushups")
     assert quirk["path"] == str(Path("videos/HandstandPushups/v_HandStandPushups_g01_c01.avi"))
     assert all(result.classes[r["label"]] == r["label_name"] for r in rows)
     assert all(r["start"] is None and r["end"] is None for r in rows)
 
 
-def test_ucf101_present_and_missing_videos(meta: Path, tmp_path: Path) -> None:
+def test_ucf101_present_and_missing_videos(generated: Meta, tmp_path: Path) -> None:
     root = tmp_path / "UCF-101"
     present = [
-        "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi",  # train, split 1
-        "HandstandPushups/v_HandStandPushups_g01_c01.avi",  # val, file name spelled as in the archive
-        "YoYo/v_YoYo_g01_c01.avi",  # val
+        ucf_video("ApplyEyeMakeup", 3, 1),  # train, split 1
+        ucf_video("HandstandPushups", 1, 1),  # val, file name spelled as in the archive (HandStand)
+        ucf_video("YoYo", 1, 1),  # val
     ]
     for rel in present:
         touch(root / rel)
-    touch(root / "Archery" / "v_ARCHERY_g08_c01.avi")  # capitalisation drifted: found case-insensitively
+    touch(root / "Archery" / "v_ARCHERY_g03_c01.avi")  # capitalisation drifted: found case-insensitively
 
-    result = build_index("ucf101", root, meta / "ucf101", 1)
+    result = build_index("ucf101", root, generated / "ucf101", 1)
+    train, val = generated.expected.ucf_counts[1]
+    total = generated.expected.ucf_videos
     assert result.counts == {"train": 2, "val": 2}
-    assert result.annotated == {"train": 9537, "val": 3783}
-    assert len(result.missing) == 13320 - 4
-    assert str(root / "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c02.avi") in result.missing
+    assert result.annotated == {"train": train, "val": val}
+    assert len(result.missing) == total - 4
+    assert str(root / ucf_video("ApplyEyeMakeup", 3, 2)) in result.missing
     paths = result.table.column("path").to_pylist()
     assert {str(root / rel) for rel in present} < set(paths)
-    assert str(root / "Archery" / "v_ARCHERY_g08_c01.avi") in paths
+    assert str(root / "Archery" / "v_ARCHERY_g03_c01.avi") in paths
     metrics = result.metrics()
-    assert metrics["missing"]["count"] == 13316 and len(metrics["missing"]["videos"]) == 100
-    assert metrics["counts"] == {"train": 2, "val": 2} and metrics["classes"] == 101 and metrics["split"] == 1
+    assert metrics["missing"]["count"] == total - 4 and len(metrics["missing"]["videos"]) == 100
+    assert metrics["counts"] == {"train": 2, "val": 2} and metrics["classes"] == 4 and metrics["split"] == 1
 
 
-def test_ucf101_official_archive_subfolder(meta: Path, tmp_path: Path) -> None:
+def test_ucf101_official_archive_subfolder(meta: Meta, tmp_path: Path) -> None:
     (tmp_path / "ucfTrainTestlist").symlink_to(meta / "ucf101", target_is_directory=True)
     result = build_index("ucf101", "videos", tmp_path, 2, check_exists=False)
-    assert result.counts == {"train": 9586, "val": 3734}
+    train, val = meta.expected.ucf_counts[2]
+    assert result.counts == {"train": train, "val": val}
 
 
 # --------------------------------------------------------------------------- HMDB51
 
 
 @pytest.mark.parametrize("split", [1, 2, 3])
-def test_hmdb51_official_counts(meta: Path, split: int) -> None:
+def test_hmdb51_official_counts(meta: Meta, split: int) -> None:
     result = build_index("hmdb51", "videos", meta / "hmdb51", split, check_exists=False)
-    assert result.counts == {"train": 3570, "val": 1530}
-    assert len(result.classes) == 51 and result.classes == sorted(result.classes)
-    assert result.stats["unused"] == 1666
+    train, val, unused = meta.expected.hmdb_counts
+    assert result.counts == {"train": train, "val": val}
+    assert len(result.classes) == meta.expected.hmdb_classes and result.classes == sorted(result.classes)
+    assert result.stats["unused"] == unused
     check_table(result.table)
     per_class = Counter((r["label_name"], r["split"]) for r in result.table.to_pylist())
-    assert set(per_class.values()) == {70, 30}
-    assert all(per_class[(c, "train")] == 70 and per_class[(c, "val")] == 30 for c in result.classes)
+    class_train, class_val = meta.expected.hmdb_per_class
+    assert all(
+        per_class[(c, "train")] == class_train and per_class[(c, "val")] == class_val for c in result.classes
+    )
+    # Names with [ ] ! ( ) & survive the "<video>.avi <code> " lines with their trailing space.
+    assert any("[_NEW_AUDIO_]_UPDATED!!!!" in r["video_id"] for r in result.table.to_pylist())
 
 
-def test_hmdb51_subfolder_odd_names_and_missing(meta: Path, tmp_path: Path) -> None:
+def test_hmdb51_subfolder_odd_names_and_missing(generated: Meta, tmp_path: Path) -> None:
     annotations = tmp_path / "annotations"
     annotations.mkdir()
-    (annotations / "testTrainMulti_7030_splits").symlink_to(meta / "hmdb51", target_is_directory=True)
+    (annotations / "testTrainMulti_7030_splits").symlink_to(generated / "hmdb51", target_is_directory=True)
     root = tmp_path / "hmdb51"
     odd = "Brushing_Her_Hair__[_NEW_AUDIO_]_UPDATED!!!!_brush_hair_h_cm_np1_fr_goo_0.avi"  # code 2 -> val
     unused = "Brushing_Her_Hair__[_NEW_AUDIO_]_UPDATED!!!!_brush_hair_h_cm_np1_le_goo_3.avi"  # code 0
@@ -128,7 +164,8 @@ def test_hmdb51_subfolder_odd_names_and_missing(meta: Path, tmp_path: Path) -> N
         ("val", str(root / "brush_hair" / odd)),
     ]
     assert rows[0]["label"] == result.classes.index("brush_hair") == 0
-    assert len(result.missing) == 5100 - 2
+    train, val, _ = generated.expected.hmdb_counts
+    assert len(result.missing) == train + val - 2
     assert str(root / "brush_hair" / unused) not in result.missing  # unused videos are not "missing"
 
 
@@ -136,8 +173,8 @@ def test_hmdb51_subfolder_odd_names_and_missing(meta: Path, tmp_path: Path) -> N
 
 
 @pytest.fixture
-def ssv2_annotations(meta: Path, tmp_path: Path) -> Path:
-    """The real labels json and the real first 20 validation entries, plus a small train file."""
+def ssv2_annotations(meta: Meta, tmp_path: Path) -> Path:
+    """The labels json and the validation entries of `meta`, plus a small train file."""
     folder = tmp_path / "ssv2-annotations"
     folder.mkdir()
     shutil.copy(meta / "ssv2" / "something-something-v2-labels.json", folder)
@@ -154,18 +191,20 @@ def ssv2_annotations(meta: Path, tmp_path: Path) -> Path:
     return folder
 
 
-def test_ssv2_template_ids(meta: Path, ssv2_annotations: Path) -> None:
+def test_ssv2_template_ids(meta: Meta, ssv2_annotations: Path) -> None:
     labels = json.loads((meta / "ssv2" / "something-something-v2-labels.json").read_text())
     validation = json.loads((meta / "ssv2" / "something-something-v2-validation.sample20.json").read_text())
     result = build_index("ssv2", "videos", ssv2_annotations, check_exists=False)
     check_table(result.table)
-    assert len(result.classes) == 174 and result.counts == {"train": 3, "val": 20}
+    assert len(result.classes) == meta.expected.ssv2_classes
+    assert result.counts == {"train": 3, "val": meta.expected.ssv2_val}
     rows = {r["video_id"]: r for r in result.table.to_pylist()}
     for entry in validation:  # the official conversion, computed independently
         expected = int(labels[entry["template"].replace("[", "").replace("]", "")])
         assert rows[entry["id"]]["label"] == expected and rows[entry["id"]]["split"] == "val"
     assert rows["92355"]["label_name"] == "Something falling like a feather or paper"  # "[Something]"
-    assert rows["149956"]["label"] == 159  # "[something in it]"
+    in_it = "Tipping something with something in it over, so something in it falls out"
+    assert rows["149956"]["label"] == int(labels[in_it])  # "[something in it]"
     assert rows["169362"]["label_name"] == "Taking something from somewhere"  # "[somewhere]"
     assert rows["2"]["label_name"] == "Something falling like a rock"
     assert rows["1"]["label"] == rows["3"]["label"] == int(labels["Putting something on a surface"])
@@ -173,7 +212,7 @@ def test_ssv2_template_ids(meta: Path, ssv2_annotations: Path) -> None:
 
 
 def test_ssv2_any_container_with_one_listing(
-    ssv2_annotations: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    meta: Meta, ssv2_annotations: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "20bn-something-something-v2"
     touch(root / "74225.webm")
@@ -191,7 +230,8 @@ def test_ssv2_any_container_with_one_listing(
         "116154": str(root / "116154.mp4"),
         "74225": str(root / "74225.webm"),
     }
-    assert len(result.missing) == 23 - 3 and str(root / "198186.webm") in result.missing
+    annotated = 3 + meta.expected.ssv2_val
+    assert len(result.missing) == annotated - 3 and str(root / "198186.webm") in result.missing
 
 
 def test_ssv2_unknown_template_and_missing_file(ssv2_annotations: Path) -> None:
@@ -207,28 +247,30 @@ def test_ssv2_unknown_template_and_missing_file(ssv2_annotations: Path) -> None:
 # --------------------------------------------------------------------------- ActivityNet
 
 
-def anet_json(meta: Path) -> dict:
+def anet_json(meta: Meta) -> dict:
     return json.loads((meta / "activitynet" / "activity_net.v1-3.excerpt40.json").read_text())
 
 
-def test_activitynet_segments(meta: Path) -> None:
+def test_activitynet_segments(meta: Meta) -> None:
     data = anet_json(meta)["database"]
     result = build_index("activitynet", "videos", meta / "activitynet", check_exists=False)
     check_table(result.table)
     rows = result.table.to_pylist()
-    assert len(rows) == 48
+    assert len(rows) == meta.expected.anet_segments
+    train_videos, val_videos, test_videos = meta.expected.anet_videos
     videos = {
         split: {r["video_id"].rsplit("_", 1)[0] for r in rows if r["split"] == split}
         for split in ("train", "val")
     }
-    assert (len(videos["train"]), len(videos["val"])) == (20, 15)
+    assert (len(videos["train"]), len(videos["val"])) == (train_videos, val_videos)
     assert result.counts == {
         "train": sum(len(v["annotations"]) for v in data.values() if v["subset"] == "training"),
         "val": sum(len(v["annotations"]) for v in data.values() if v["subset"] == "validation"),
     }
     over = sum(a["segment"][1] > v["duration"] for v in data.values() for a in v["annotations"])
-    assert over > 0 and result.stats["segments"] == {"annotated": 48, "clamped": over, "dropped_empty": 0}
-    assert result.stats["skipped_videos"] == {"testing": 5}
+    assert over > 0
+    assert result.stats["segments"] == {"annotated": len(rows), "clamped": over, "dropped_empty": 0}
+    assert result.stats["skipped_videos"] == {"testing": test_videos}
     for r in rows:
         vid, i = r["video_id"].rsplit("_", 1)
         video = data[vid]
@@ -243,10 +285,11 @@ def test_activitynet_segments(meta: Path) -> None:
     assert first["start"] == 0.0 and first["path"] == str(Path("videos/v_-1IBHYS3L-Y.mp4"))
     # No taxonomy in the excerpt and no class list: the sorted labels of the annotations.
     labels = sorted({a["label"] for v in data.values() for a in v["annotations"]})
-    assert result.classes == labels and len(labels) == 31 and result.stats["class_source"] == "annotations"
+    assert result.classes == labels and len(labels) == meta.expected.anet_labels
+    assert result.stats["class_source"] == "annotations"
 
 
-def test_activitynet_class_list_files(meta: Path, tmp_path: Path) -> None:
+def test_activitynet_class_list_files(meta: Meta, tmp_path: Path) -> None:
     with open(meta / "activitynet" / "action_name.csv", newline="") as f:
         names = [row["action"] for row in csv.DictReader(f)]
     result = build_index(
@@ -256,7 +299,8 @@ def test_activitynet_class_list_files(meta: Path, tmp_path: Path) -> None:
         class_list=meta / "activitynet" / "action_name.csv",
         check_exists=False,
     )
-    assert result.classes == names and len(names) == 200 and result.stats["class_source"] == "class_list"
+    assert result.classes == names and len(names) == meta.expected.anet_class_list
+    assert result.stats["class_source"] == "class_list"
     assert all(names[r["label"]] == r["label_name"] for r in result.table.to_pylist())
 
     txt = tmp_path / "classes.txt"
@@ -273,7 +317,7 @@ def test_activitynet_class_list_files(meta: Path, tmp_path: Path) -> None:
         build_index("activitynet", "videos", meta / "activitynet", class_list=tmp_path / "nope.txt")
 
 
-def test_activitynet_taxonomy_files_and_gt_shape(meta: Path, tmp_path: Path) -> None:
+def test_activitynet_taxonomy_files_and_gt_shape(meta: Meta, tmp_path: Path) -> None:
     data = anet_json(meta)
     keep = ["-1IBHYS3L-Y", "-1IlTIWPNs4", "-5c9WHk408g"]  # train, train, val
     data["database"] = {k: data["database"][k] for k in keep}
@@ -359,9 +403,9 @@ def test_unknown_dataset_name() -> None:
 
 
 @pytest.mark.parametrize("split", [4, 0, "x", 2.5, True])
-def test_split_out_of_range(meta: Path, split: object) -> None:
+def test_split_out_of_range(generated: Meta, split: object) -> None:
     with pytest.raises(ValueError, match=r"dataset\.split must be 1, 2 or 3 for ucf101"):
-        build_index("ucf101", "videos", meta / "ucf101", split)  # type: ignore[arg-type]
+        build_index("ucf101", "videos", generated / "ucf101", split)  # type: ignore[arg-type]
 
 
 def test_missing_annotation_files(tmp_path: Path) -> None:
@@ -375,9 +419,9 @@ def test_missing_annotation_files(tmp_path: Path) -> None:
         build_index("activitynet", "videos", tmp_path)
 
 
-def test_nothing_usable(meta: Path, tmp_path: Path) -> None:
+def test_nothing_usable(generated: Meta, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"no usable hmdb51 videos.*dataset\.root="):
-        build_index("hmdb51", tmp_path / "empty", meta / "hmdb51", 1)
+        build_index("hmdb51", tmp_path / "empty", generated / "hmdb51", 1)
 
 
 # --------------------------------------------------------------------------- stage

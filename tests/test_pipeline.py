@@ -100,6 +100,31 @@ def test_repro_then_noop_then_stage2_experiment(project: Path) -> None:
         "val-000000.tar",
     ]
     assert "demo captions are meaningless" in (project / "metrics/attributes_gallery.html").read_text()
+    # `dvc plots show` draws each curve once (not again from a stage's `plots:`), the per-step and
+    # per-epoch ones on one step axis, and the confusion matrix as counts and normalised.
+    shown = subprocess.run(
+        ["dvc", "plots", "show", "--json"], cwd=project, env=ENV, capture_output=True, text=True, check=True
+    ).stdout
+    plots = json.loads(shown)["data"]
+    assert sorted(plots) == [
+        "accuracy",
+        "confusion",
+        "confusion_normalized",
+        "epoch",
+        "learning_rate",
+        "loss",
+    ]
+    assert all(len(renders) == 1 for renders in plots.values())
+    loss_points = plots["loss"][0]["content"]["data"]["values"]
+    assert {p["filename::field"] for p in loss_points} == {
+        "train/loss.tsv::loss",
+        "train/epoch_loss.tsv::epoch_loss",
+        "val/loss.tsv::loss",
+    }
+    assert all("step" in p for p in loss_points)
+    normalized = plots["confusion_normalized"][0]["content"]["spec"]
+    row_sums = [t for t in normalized["transform"] if "joinaggregate" in t]
+    assert normalized["encoding"]["y"]["field"] == "actual" and row_sums[0]["groupby"] == ["actual"]
 
     subprocess.run(["git", "add", "-A"], cwd=project, check=True)
     subprocess.run(

@@ -37,6 +37,7 @@ from torch import nn
 
 from eva.models.blocks import BlockAdapters, check_attention, frozen_block_forward
 from eva.models.loading import load_open_clip
+from eva.models.summary import format_groups, group_tensors
 from eva.models.tokens import (
     AttributeTokens,
     ConcatAttributeTokens,
@@ -260,11 +261,8 @@ class VideoClassifier(nn.Module):
             total,
             100.0 * tunable / total,
         )
-        names = [name for name, _ in self.named_tunable_parameters()]
-        if not self.frozen_backbone:  # name the backbone once instead of its ~150 tensors
-            in_backbone = {f"backbone.{name}" for name, _ in self.backbone.named_parameters()}
-            names = [f"backbone.* ({len(in_backbone)} tensors)"] + [n for n in names if n not in in_backbone]
-        log.info("tunable tensors: %s", ", ".join(names))
+        log.info("tunable by module: %s", format_groups(group_tensors(self.named_tunable_parameters())))
+        log.debug("tunable tensors: %s", ", ".join(name for name, _ in self.named_tunable_parameters()))
 
     @property
     def extra_tokens(self) -> LayerTokens | None:
