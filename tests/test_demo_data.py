@@ -264,7 +264,7 @@ def test_stage_writes_data_demo_from_params(tmp_path: Path, monkeypatch: pytest.
     params = {"demo": {**TINY, "train_per_class": 1, "frames": 4, "size": 32}}
     (tmp_path / "params.yaml").write_text(json.dumps(params))  # JSON is YAML
     monkeypatch.chdir(tmp_path)
-    runpy.run_path(str(REPO / "stages" / "demo_data.py"), run_name="__main__")
+    runpy.run_module("stages.demo_data", run_name="__main__")  # as dvc runs it: python -m
     out = tmp_path / "data" / "demo"
     assert len(list((out / "videos").glob("*.mp4"))) == 8 * 2
     assert sorted(p.name for p in (out / "annotations").iterdir()) == sorted(

@@ -308,8 +308,9 @@ def test_stage_script_writes_shards_and_metrics(tmp_path: Path, videos: dict) ->
     env = {
         k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS")
     }
+    env["PYTHONPATH"] = str(REPO)  # `stages` is run as dvc runs it: python -m, from the project
     run = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "extract.py")],
+        [sys.executable, "-m", "stages.extract"],
         cwd=tmp_path, env=env, check=True, capture_output=True, text=True,
     )  # fmt: skip
     metrics = json.loads((tmp_path / "metrics" / "extract.json").read_text())

@@ -445,7 +445,7 @@ def test_stage_writes_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
-    runpy.run_path(str(REPO / "stages" / "index.py"), run_name="__main__")
+    runpy.run_module("stages.index", run_name="__main__")  # as dvc runs it: python -m
 
     table = read_index(tmp_path / "data/index/folder.parquet")
     assert table.num_rows == 4 and table.column("path")[0].as_py() == str(Path("videos/run/c.mp4"))
