@@ -174,6 +174,23 @@ def test_adapters_at_init_give_exactly_the_frozen_features(backbone: VideoMAEBac
             previous = current
 
 
+def test_adapted_block_follows_the_authors_aimblock(folder: str, backbone: VideoMAEBackbone) -> None:
+    """With trained-looking adapters, layer i computes APT's `AIMBlock.forward` on HF's own modules."""
+    block = VideoMAEBlockAdapters(backbone.width, 0.25, 0.5)
+    gen = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+        layer = hf_model(folder).encoder.layer[1]
+        x = backbone.embed(make_video())
+        attn, ln1, ln2 = layer.attention, layer.layernorm_before, layer.layernorm_after
+        expected = x + block.temporal(attn(block.gate(ln1(x))))  # "temporal" pass, gate before it
+        expected = expected + block.spatial(attn(ln1(expected)))  # spatial pass on the updated x
+        xn = ln2(expected)
+        expected = expected + layer.output.dense(layer.intermediate(xn)) + 0.5 * block.joint(xn)
+        torch.testing.assert_close(block(backbone, 1, x), expected, atol=1e-5, rtol=0)
+
+
 def _attend_over(layer: nn.Module, queries: torch.Tensor, context: torch.Tensor, heads: int) -> torch.Tensor:
     """HF layer's attention with queries from `queries` and keys/values from `context` (reference)."""
     self_attn = layer.attention.attention
