@@ -72,6 +72,9 @@ def test_load_gives_a_frozen_backbone_with_the_folders_shape(folder: str, backbo
     assert (backbone.num_tokens, backbone.feature_dim) == (N, SPEC.hidden_size)
     assert backbone.mean == pytest.approx(VIDEOMAE_MEAN) and backbone.std == pytest.approx(VIDEOMAE_STD)
     assert not backbone.model.training
+    # The position table moves with `.to(device)` but is not a weight (nothing to save or load).
+    assert "position_embeddings" in dict(backbone.named_buffers())
+    assert "position_embeddings" not in backbone.state_dict()
     assert not any(p.requires_grad for p in backbone.parameters())
     # The saved weights are what was loaded (not a fresh random init).
     reference = hf_model(folder).state_dict()

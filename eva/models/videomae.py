@@ -279,8 +279,9 @@ def load_videomae(source: str, *, param: str, device: str | torch.device = "cpu"
     except OSError:
         log.info("no preprocessor_config.json for '%s': using VideoMAE's ImageNet mean/std", source)
         mean, std = VIDEOMAE_MEAN, VIDEOMAE_STD
-    model.to(device).eval().requires_grad_(False)
-    backbone = VideoMAEBackbone(model, mean, std)  # type: ignore[arg-type]
+    model.eval().requires_grad_(False)
+    # Move the wrapper, not the model: HF's position table is a plain attribute `.to()` skips.
+    backbone = VideoMAEBackbone(model, mean, std).to(device)  # type: ignore[arg-type]
     log.info(
         "VideoMAE '%s': width %d, %d layers, %d frames (tubelet %d), %d px, %d tokens",
         source,
