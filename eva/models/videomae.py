@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from torch import nn
 from transformers import VideoMAEConfig, VideoMAEImageProcessor, VideoMAEModel
 from transformers.utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from eva.models.adapters import Adapter
+from eva.models.blocks import BlockAdapters
 from eva.models.loading import missing_weights
 from eva.models.lora import AttentionLoRA
 
@@ -81,11 +82,22 @@ class VideoMAEBackbone(nn.Module):
         table = model.embeddings.position_embeddings.detach().clone()  # [1, N, D]
         self.register_buffer("position_embeddings", table, persistent=False)
         self.layers = model.encoder.layer
+        self.patch_area = self.tubelet * self.patch_size**2
+        self.rows_per_video = 1  # one row of space-time tokens per video
+
+    time_embedding = False  # the space-time position table already encodes time (APT adds none)
+    head_norm = True  # VideoMAE's fine-tuning `fc_norm`, tunable, between the mean pool and the head
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.embeddings.patch_embeddings.projection.weight.dtype
 
     # -- embedding ---------------------------------------------------------------------------
 
-    def embed(self, video: torch.Tensor) -> torch.Tensor:
+    def embed(self, video: torch.Tensor, time_embedding: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised `[B, T, 3, H, W]` -> `[B, N, D]`: tubelet patch embedding + the fixed position table."""
+        if time_embedding is not None:
+            raise ValueError("VideoMAE takes no extra time embedding: its position table is space-time")
         if video.ndim != 5 or video.shape[2] != 3:
             raise ValueError(f"video must be [B, T, 3, H, W]; got shape {tuple(video.shape)}")
         if video.shape[1] != self.frames:
@@ -135,6 +147,15 @@ class VideoMAEBackbone(nn.Module):
             y = lora.add("out", out, y)
         return F.dropout(y, self.hidden_dropout, self.training)
 
+    def temporal_attention(
+        self, i: int, h: torch.Tensor, num_extra: int, post: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """AIM's temporal pass on VideoMAE: `post` of the layer's joint attention (the authors' `AIMBlock`).
+
+        The attention is already over space and time, so every token, extra tokens included, takes part.
+        """
+        return post(self.attention(i, h))
+
     def mlp(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Layer i's feed-forward on a normalised `[B, S, D]` (no residual)."""
         layer = self.layers[i]
@@ -167,6 +188,10 @@ class VideoMAEBackbone(nn.Module):
             x = self.model.layernorm(x)
         return x.mean(dim=1)  # [B, D]
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """`[B, N, D]` -> `[B, 1, D]`: one feature for the whole clip (the classifier's interface)."""
+        return self.readout(x)[:, None]  # [B, 1, D]
+
 
 def _square(size: int | list[int] | tuple[int, int], name: str) -> int:
     if isinstance(size, int):
@@ -179,41 +204,17 @@ def _square(size: int | list[int] | tuple[int, int], name: str) -> int:
 # -- the EVA authors' adapted VideoMAE block ---------------------------------------------------
 
 
-class VideoMAEBlockAdapters(nn.Module):
-    """The adapters of one VideoMAE layer, placed as in the EVA authors' `AIMBlock` (Rxn666/APT).
-
-    VideoMAE's attention is already joint over space and time, so the "temporal" and the spatial
-    pass both run the layer's frozen joint attention; only the adapters around them differ:
-
-        x = x + T(attn(G(ln_1(x))))                   "temporal" pass (G: gate, skip; T: no skip)
-        x = x + S(attn(ln_1(x)))                      spatial pass (S: skip)
-        x = x + mlp(ln_2(x)) + s * J(ln_2(x))         joint adapter parallel to the MLP (no skip)
-
-    All up-projections start at zero, so at init T and J output 0 and G, S are the identity: the
-    block computes exactly the frozen layer. Parameters per adapter: 2 * D * h + h + D, with
-    h = int(D * ratio); 4 adapters per layer (3 without the gate).
-    """
-
-    def __init__(self, width: int, ratio: float, scale: float, *, gate: bool = True) -> None:
-        super().__init__()
-        self.gate = Adapter(width, ratio, skip=True) if gate else None
-        self.temporal = Adapter(width, ratio, skip=False)
-        self.spatial = Adapter(width, ratio, skip=True)
-        self.joint = Adapter(width, ratio, skip=False)
-        self.scale = scale
-
-    def forward(self, backbone: VideoMAEBackbone, i: int, x: torch.Tensor) -> torch.Tensor:
-        """`x`: `[B, S, D]` (extra tokens included) through layer i of `backbone` -> `[B, S, D]`."""
-        h = backbone.ln_1(i, x)
-        if self.gate is not None:
-            h = self.gate(h)
-        x = x + self.temporal(backbone.attention(i, h))
-        x = x + self.spatial(backbone.attention(i, backbone.ln_1(i, x)))
-        xn = backbone.ln_2(i, x)
-        return x + backbone.mlp(i, xn) + self.scale * self.joint(xn)
-
-    def extra_repr(self) -> str:
-        return f"scale={self.scale}"
+# The adapters of one VideoMAE layer, placed as in the EVA authors' `AIMBlock` (Rxn666/APT): VideoMAE's
+# attention is already joint over space and time, so the "temporal" and the spatial pass both run
+# the layer's frozen joint attention; only the adapters around them differ:
+#
+#     x = x + T(attn(G(ln_1(x))))                   "temporal" pass (G: gate, skip; T: no skip)
+#     x = x + S(attn(ln_1(x)))                      spatial pass (S: skip)
+#     x = x + mlp(ln_2(x)) + s * J(ln_2(x))         joint adapter parallel to the MLP (no skip)
+#
+# It is the same module as on open_clip (`eva.models.blocks.BlockAdapters`); the backbone's
+# `temporal_attention` makes the difference. Parameters per adapter: 2 * D * h + h + D, h = int(D * ratio).
+VideoMAEBlockAdapters = BlockAdapters
 
 
 def encode(
