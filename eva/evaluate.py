@@ -81,7 +81,7 @@ def evaluate_views(
         train=False,
         batch_size=batch_size,
         attributes=store,
-        attribute_names=tuple(cfg.attributes) if cfg.method == "eva" else (),
+        attribute_names=tuple(cfg.attributes),  # empty unless the method uses attributes
         workers=workers,
     )
     if device.type == "cuda":

@@ -37,7 +37,7 @@ def main() -> None:
         crops=crops,
         batch_size=param(params, "evaluate.batch_size"),
         store=open_attribute_store(
-            Path("attributes") / name / "val.parquet", needed=model.config.method == "eva", split="val"
+            Path("attributes") / name / "val.parquet", needed=model.method.uses_attributes, split="val"
         ),
         device=device,
     )

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import VideoMAEConfig, VideoMAEImageProcessor, VideoMAEModel
 
+from eva.models import ModelConfig, VideoClassifier
 from eva.models.videomae import (
     VIDEOMAE_MEAN,
     VIDEOMAE_STD,
@@ -279,18 +280,29 @@ def test_eva_on_videomae_vit_b_has_the_authors_exact_parameter_count(vit_b: Vide
     assert shape == (768, 12, 16, 2, 224)
     assert vit_b.num_tokens == 1568 and vit_b.readout(torch.zeros(1, 1568, 768)).shape == (1, 768)
     # 12 layers x 4 adapters 768-192-768 (gate on), fc_norm, head for HMDB51's 51 classes; attribute
-    # tokens without projection (model.attribute_projection: none) add no parameters.
-    tunable = nn.ModuleDict(
-        {
-            "adapters": nn.ModuleList(VideoMAEBlockAdapters(768, 0.25, 1.0) for _ in range(12)),
-            "fc_norm": nn.LayerNorm(768),
-            "head": nn.Linear(768, 51),
-        }
+    # tokens without projection (model.attribute_projection: none) add no parameters. Through the
+    # real classifier, with the default `auto` layout of eva on VideoMAE (gate on, scale 1).
+    config = ModelConfig(
+        method="eva",
+        num_classes=51,
+        backbone="MCG-NJU/videomae-base",
+        backbone_family="videomae",
+        frames=16,
+        image_size=224,
+        attribute_projection="none",
+        attributes=("label", "caption", "foreground", "background", "original", "dynamic"),
+        attribute_layers=dict.fromkeys(("label", "caption", "foreground", "background", "original", "dynamic"), 12),
+        attribute_dim=512,
     )
-    adapter_hidden = {m.down.out_features for m in tunable.modules() if hasattr(m, "down")}
+    model = VideoClassifier(config, vit_b)
+    assert config.adapter_gate is True and config.adapter_scale == 1.0
+    assert model.temporal_embedding is None  # APT adds no time embedding on VideoMAE
+    adapter_hidden = {m.down.out_features for m in model.adapters.modules() if hasattr(m, "down")}
     assert adapter_hidden == {192}
-    n_tunable = sum(p.numel() for p in tunable.parameters())
-    n_backbone = sum(p.numel() for p in vit_b.parameters())
+    n_tunable, n_total = model.parameter_counts()
+    n_backbone = n_total - n_tunable
+    tunable_names = {n.split(".")[0] for n, _ in model.named_tunable_parameters()}
+    assert tunable_names == {"adapters", "head"}  # head = fc_norm + Linear
     assert n_tunable == 48 * (2 * 768 * 192 + 192 + 768) + 2 * 768 + (768 * 51 + 51)
     assert n_tunable == 14_242_611
     assert n_backbone + n_tunable == 100_468_275  # the authors' HMDB51 log

@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from eva.attributes.store import AttributeMeta, attributes_for_stage
+from eva.methods import get_method
 from eva.models import ModelConfig, VideoClassifier, build_model
 from eva.params import param
 from eva.train.checkpoint import (
@@ -121,11 +122,11 @@ def model_config_from_params(
     names: tuple[str, ...] = ()
     layers: dict[str, int] = {}
     dim = 0
-    if method == "eva":
+    if get_method(method).uses_attributes:
         names = attributes_for_stage(param(params, "stage"))
         if attribute_meta is None:
             raise FileNotFoundError(
-                "model.method=eva needs the attributes stage's output (attributes/<dataset>/)"
+                f"model.method={method} needs the attributes stage's output (attributes/<dataset>/)"
             )
         missing = [n for n in names if n not in attribute_meta.attributes]
         if missing:
@@ -140,6 +141,7 @@ def model_config_from_params(
         num_classes=num_classes,
         backbone=param(params, "model.backbone.name"),
         pretrained=param(params, "model.backbone.pretrained") or "",
+        backbone_family=param(params, "model.backbone.family"),
         frames=param(params, "model.frames"),
         image_size=param(params, "model.image_size"),
         adapter_ratio=param(params, "model.adapter.ratio"),
@@ -148,6 +150,12 @@ def model_config_from_params(
         drop_path=param(params, "model.drop_path"),
         attribute_projection=param(params, "model.attribute_projection"),
         prompt_length=param(params, "model.prompt.length"),
+        adaptformer_bottleneck=param(params, "model.adaptformer.bottleneck"),
+        adaptformer_scale=param(params, "model.adaptformer.scale"),
+        lora_rank=param(params, "model.lora.rank"),
+        lora_alpha=param(params, "model.lora.alpha"),
+        lora_targets=tuple(param(params, "model.lora.targets")),
+        lora_dropout=param(params, "model.lora.dropout"),
         attributes=names,
         attribute_layers=layers,
         attribute_dim=dim,
@@ -367,9 +375,10 @@ def _run(job: TrainJob, env: DistEnv) -> TrainResult:
             f"processes ({env.world_size}, train.nproc)"
         )
     local_batch = cfg.batch_size // env.world_size
-    if job.model.method == "full" and not cfg.recipe.backbone_lr > 0:
+    if get_method(job.model.method).trains_backbone and not cfg.recipe.backbone_lr > 0:
         raise ValueError(
-            f"`train.recipes.{cfg.recipe.name}.backbone_lr` must be > 0 for model.method=full (it trains the backbone)"
+            f"`train.recipes.{cfg.recipe.name}.backbone_lr` must be > 0 for model.method={job.model.method} "
+            "(it trains the backbone)"
         )
     if cfg.nproc != env.world_size and env.is_main:
         log.warning("train.nproc=%d but %d processes were launched", cfg.nproc, env.world_size)
