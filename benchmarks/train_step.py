@@ -177,7 +177,9 @@ def print_counts(args: argparse.Namespace, visual: torch.nn.Module, mean: tuple,
         f"EVA with {len(ATTRIBUTES)} attributes (D_enc={ENCODER_DIM}, {ENCODER_LAYERS} layers):"
     )
     for method in METHODS:
-        model = VideoClassifier(make_config(method, args, 224), OpenClipBackbone(copy.deepcopy(visual), args.frames, mean, std))
+        model = VideoClassifier(
+            make_config(method, args, 224), OpenClipBackbone(copy.deepcopy(visual), args.frames, mean, std)
+        )
         tunable, total = model.parameter_counts()
         print(f"  {method:6s}: {tunable:>12,d} of {total:>12,d}  ({100 * tunable / total:6.2f}%)")
         del model
@@ -213,7 +215,8 @@ def main() -> None:
     def make_model(name: str) -> VideoClassifier:
         method = "full" if name == "full" else "eva"
         model = VideoClassifier(
-            make_config(method, args, args.image_size), OpenClipBackbone(copy.deepcopy(visual), args.frames, mean, std)
+            make_config(method, args, args.image_size),
+            OpenClipBackbone(copy.deepcopy(visual), args.frames, mean, std),
         )
         if name == "full space-time":
             model.backbone.requires_grad_(True)  # EVA's network, every weight trained

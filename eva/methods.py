@@ -180,7 +180,7 @@ _ENTRIES = (
     ),
     Method(
         name="full",
-        summary="full fine-tuning: every backbone weight trains, frame-level (AIM Table 1, space only)",
+        summary="full fine-tuning: every backbone weight trains (on CLIP frame-level: AIM Table 1, space only)",
         trains_backbone=True,
         recipe=PublishedRecipe(
             Recipe(name="full", optimizer="adamw", lr=1e-3, backbone_lr=1e-5, weight_decay=0.05),

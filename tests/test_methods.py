@@ -118,7 +118,9 @@ def test_training_steps_move_exactly_the_tunable_tensors(backbone: Backbone, met
     model = build_model(make_config(backbone, method)).train()
     tunable = dict(model.named_tunable_parameters())
     frozen = {n: p for n, p in model.named_parameters() if n not in tunable}
-    assert all(p.requires_grad for p in tunable.values()) and not any(p.requires_grad for p in frozen.values())
+    assert all(p.requires_grad for p in tunable.values()) and not any(
+        p.requires_grad for p in frozen.values()
+    )
     assert (not frozen) if METHODS[method].trains_backbone else all(n.startswith("backbone.") for n in frozen)
     if backbone.family == "videomae":
         assert "head.norm.weight" in tunable  # VideoMAE's fc_norm trains

@@ -626,7 +626,7 @@ def _stage_project(data: TinyData, root: Path, **train: Any) -> Path:
     (root / "attributes" / "demo").symlink_to(data.root / "attributes")
     params = load_params(Path(__file__).parents[1] / "params.yaml")
     params["dataset"]["name"] = "demo"
-    params["model"].update(backbone={"name": data.backbone, "pretrained": ""}, image_size=SPEC.image_size,
+    params["model"].update(backbone={"family": "open_clip", "name": data.backbone, "pretrained": ""}, image_size=SPEC.image_size,
                            frames=FRAMES)  # fmt: skip
     params["train"].update(epochs=1, workers=0, **train)
     (root / "params.yaml").write_text(yaml.safe_dump(params))

@@ -291,7 +291,9 @@ def test_eva_on_videomae_vit_b_has_the_authors_exact_parameter_count(vit_b: Vide
         image_size=224,
         attribute_projection="none",
         attributes=("label", "caption", "foreground", "background", "original", "dynamic"),
-        attribute_layers=dict.fromkeys(("label", "caption", "foreground", "background", "original", "dynamic"), 12),
+        attribute_layers=dict.fromkeys(
+            ("label", "caption", "foreground", "background", "original", "dynamic"), 12
+        ),
         attribute_dim=512,
     )
     model = VideoClassifier(config, vit_b)

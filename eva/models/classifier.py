@@ -125,7 +125,9 @@ class ModelConfig:
                 f"`model.prompt.length` must be >= 1 for model.method={self.method}; got {self.prompt_length}"
             )
         if method.layer == "adaptformer" and self.adaptformer_bottleneck < 1:
-            raise ValueError(f"`model.adaptformer.bottleneck` must be >= 1; got {self.adaptformer_bottleneck}")
+            raise ValueError(
+                f"`model.adaptformer.bottleneck` must be >= 1; got {self.adaptformer_bottleneck}"
+            )
         if not 0.0 <= self.head_dropout < 1.0:
             raise ValueError(f"head_dropout must be in [0, 1); got {self.head_dropout}")
         if method.uses_attributes:
@@ -203,7 +205,9 @@ class VideoClassifier(nn.Module):
         self.layer_kind = LAYER_KINDS[self.method.layer]
         self.frozen_backbone = not self.method.trains_backbone
         self.backbone = freeze(backbone) if self.frozen_backbone else backbone.requires_grad_(True)
-        self.register_buffer("mean", torch.tensor(backbone.mean, dtype=torch.float32), persistent=False)  # [3]
+        self.register_buffer(
+            "mean", torch.tensor(backbone.mean, dtype=torch.float32), persistent=False
+        )  # [3]
         self.register_buffer("std", torch.tensor(backbone.std, dtype=torch.float32), persistent=False)  # [3]
 
         width, layers = backbone.width, backbone.num_layers

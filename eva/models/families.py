@@ -45,13 +45,19 @@ class BackboneFamily:
 BACKBONE_FAMILIES: dict[str, BackboneFamily] = {
     family.name: family
     for family in (
-        BackboneFamily("open_clip", "frame-level CLIP ViT (open_clip): per-frame CLS read-out", _load_open_clip),
-        BackboneFamily("videomae", "space-time VideoMAE ViT (transformers): mean-pooled tokens", _load_videomae),
+        BackboneFamily(
+            "open_clip", "frame-level CLIP ViT (open_clip): per-frame CLS read-out", _load_open_clip
+        ),
+        BackboneFamily(
+            "videomae", "space-time VideoMAE ViT (transformers): mean-pooled tokens", _load_videomae
+        ),
     )
 }
 
 
 def get_family(name: str) -> BackboneFamily:
     if name not in BACKBONE_FAMILIES:
-        raise ValueError(f"`model.backbone.family` must be one of {', '.join(BACKBONE_FAMILIES)}; got '{name}'")
+        raise ValueError(
+            f"`model.backbone.family` must be one of {', '.join(BACKBONE_FAMILIES)}; got '{name}'"
+        )
     return BACKBONE_FAMILIES[name]
