@@ -65,7 +65,7 @@ def render_model_card(
         "A frozen pretrained vision transformer adapted with small tunable modules"
         + (" and hierarchical video-attribute tokens" if get_method(config["method"]).uses_attributes else "")
         + f" (`{config['method']}`: {get_method(config['method']).summary}). `model.pt` holds only the tunable tensors and the config; the backbone is loaded from "
-        "`base_model` at load time (`eva.train.checkpoint.load_trained_model`).",
+        "`base_model` at load time (`eva.models.trained.load_trained_model`).",
         "",
         "## Evaluation",
         "",

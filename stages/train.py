@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from eva.attributes.store import read_meta
+from eva.data.clips import read_classes
 from eva.data.shards import list_shards
 from eva.models import build_model
 from eva.params import load_params, param
-from eva.train.data import read_classes
 from eva.train.loop import TrainConfig, TrainJob, model_config_from_params, run_training
 from eva.utils.dist import worker_slot
 from eva.utils.log import setup_logging

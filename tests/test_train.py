@@ -25,13 +25,7 @@ from conftest import moving_square, write_video
 
 import eva.train.loop as loop
 from eva.attributes.store import AttributeMeta, AttributeStore, VideoAttributes, rows_to_table, write_table
-from eva.data.extract import ExtractConfig, extract_shards
-from eva.data.shards import list_shards
-from eva.models import METHODS, ModelConfig, VideoClassifier, build_model
-from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
-from eva.params import load_params
-from eva.train import load_trained_model
-from eva.train.data import (
+from eva.data.clips import (
     ClipSpec,
     VideoAttributeDataset,
     make_loader,
@@ -41,6 +35,12 @@ from eva.train.data import (
     split_size,
     train_clip,
 )
+from eva.data.extract import ExtractConfig, extract_shards
+from eva.data.shards import list_shards
+from eva.models import METHODS, ModelConfig, VideoClassifier, build_model
+from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
+from eva.params import load_params
+from eva.train import load_trained_model
 from eva.train.loop import (
     TrainConfig,
     TrainJob,

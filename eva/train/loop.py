@@ -29,6 +29,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from eva.attributes.store import AttributeMeta, attributes_for_stage
+from eva.data.clips import (
+    ClipSpec,
+    VideoAttributeDataset,
+    derive_seed,
+    make_loader,
+    open_attribute_store,
+    split_size,
+    steps_per_epoch,
+)
 from eva.methods import get_method
 from eva.models import ModelConfig, VideoClassifier, build_model
 from eva.params import param
@@ -40,15 +49,6 @@ from eva.train.checkpoint import (
     resume_path,
     save_resume,
     save_trained_model,
-)
-from eva.train.data import (
-    ClipSpec,
-    VideoAttributeDataset,
-    derive_seed,
-    make_loader,
-    open_attribute_store,
-    split_size,
-    steps_per_epoch,
 )
 from eva.train.recipes import Recipe
 from eva.train.schedule import build_scheduler
