@@ -23,7 +23,7 @@ the gradient all-reduce), so the epoch length is fixed up front from the sample 
   world size or worker count: 2-process DDP sees exactly the batches of 1 process. The stream is
   cycled (with a fresh shuffle) if it is shorter than the epoch.
 * "shards" mode, otherwise: shards (in a seeded order per epoch) are dealt round-robin to readers
-  and read with `eva.data.shards.video_dataset`; each reader cycles its shards until it has
+  and read in order through this reader's own shuffle buffer; each reader cycles its shards until it has
   produced its quota of batches. Batches then depend on the world size, as in any sharded loader.
 
 Per-sample randomness (frame offsets, crop, flip, keyframe) comes from a generator seeded by
@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import tarfile_samples
 
 from eva.attributes.store import AttributeStore
-from eva.data.shards import VideoSample, buffer_shuffle, decode_sample, video_dataset
+from eva.data.shards import VideoSample, buffer_shuffle, decode_sample
 
 log = logging.getLogger(__name__)
 
@@ -434,14 +434,13 @@ class VideoAttributeDataset(IterableDataset):
         if self.train:
             random.Random(derive_seed(self.seed, self.epoch, repeat, "shards")).shuffle(urls)
         mine = urls[slot::slots]
-        dataset = video_dataset(
-            mine,
-            shuffle=SHUFFLE_BUFFER if self.train else 0,
-            seed=derive_seed(self.seed, self.epoch, repeat, slot) % (1 << 31),
-            split_by_node=False,
-            split_by_worker=False,
-        )
-        return (s for s in dataset if self._has_attributes(s.meta["video_id"]))
+        raw: Iterator[dict[str, Any]] = tarfile_samples([{"url": u} for u in mine])
+        if self.train:  # shuffled as raw bytes, decoded as they leave the buffer
+            raw = buffer_shuffle(
+                raw, SHUFFLE_BUFFER, random.Random(derive_seed(self.seed, self.epoch, repeat, slot, "buffer"))
+            )
+        decoded = (decode_sample(sample) for sample in raw)
+        return (s for s in decoded if self._has_attributes(s.meta["video_id"]))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()

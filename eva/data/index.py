@@ -1,6 +1,6 @@
 """Index stage: read a benchmark's official annotation files into one table of labelled clips.
 
-Every dataset ends up in the same shape (see ARCHITECTURE / the team contract): one row per clip with
+Every dataset ends up in the same shape (`INDEX_SCHEMA` below, the one definition): one row per clip with
 `video_id, path, label, label_name, split, start, end`, splits named `train` and `val`, rows sorted by
 (split, video_id). Readers follow each benchmark's official files and split definitions so accuracies
 stay comparable with published numbers; all quirks of the real files (CRLF line endings, HMDB names with

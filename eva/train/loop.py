@@ -195,7 +195,6 @@ class TrainResult:
 class DistEnv:
     rank: int
     world_size: int
-    local_rank: int
     device: torch.device
 
     @property
@@ -226,7 +225,7 @@ def init_distributed() -> tuple[DistEnv, bool]:
             "nccl" if device.type == "cuda" else "gloo", rank=slot.rank, world_size=slot.world_size
         )
         created = True
-    return DistEnv(slot.rank, slot.world_size, local_rank, device), created
+    return DistEnv(slot.rank, slot.world_size, device), created
 
 
 def _all_reduce(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
@@ -367,7 +366,50 @@ def run_training(job: TrainJob) -> TrainResult:
             dist.destroy_process_group()
 
 
+@dataclass
+class _Run:
+    """The state one training run carries from epoch to epoch (built by `_set_up`)."""
+
+    job: TrainJob
+    env: DistEnv
+    model: VideoClassifier
+    ddp_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    train_data: VideoAttributeDataset
+    val_data: VideoAttributeDataset
+    logger: _Logger
+    checkpoint: Path | None
+    steps: int  # loader batches per epoch (micro-batches)
+    autocast: dict[str, Any]
+    start_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    step_log: list[dict[str, float]] = field(default_factory=list)
+
+
 def _run(job: TrainJob, env: DistEnv) -> TrainResult:
+    run = _set_up(job, env)
+    for epoch in range(run.start_epoch, job.train.epochs):
+        totals = _train_epoch(run, epoch)
+        _end_epoch(run, epoch, totals)
+    if env.is_main:
+        save_trained_model(
+            job.output,
+            run.model,
+            classes=job.classes,
+            stage=job.stage,
+            params=job.params,
+            history=run.history,
+        )
+        log.info("wrote %s", job.output)
+    run.logger.end()
+    _barrier(env)
+    return TrainResult(model=run.model, history=run.history, steps=run.step_log, resumed_from=run.start_epoch)
+
+
+def _set_up(job: TrainJob, env: DistEnv) -> _Run:
+    """Check the job, build model, optimiser, schedule and loaders, and restore a resume file if any."""
     cfg = job.train
     if cfg.batch_size % env.world_size:
         raise ValueError(
@@ -485,101 +527,124 @@ def _run(job: TrainJob, env: DistEnv) -> TrainResult:
     for record in history:
         logger.epoch(record)
 
-    pin = env.device.type == "cuda"
     autocast = dict(device_type=env.device.type, dtype=amp_dtype, enabled=use_amp)
-    for epoch in range(start_epoch, cfg.epochs):
-        train_data.set_epoch(epoch)
-        model.train()
-        window = torch.zeros(3, dtype=torch.float64, device=env.device)  # loss sum, correct, count
-        totals = torch.zeros(3, dtype=torch.float64, device=env.device)
-        batches: Iterator[dict[str, Any]] = iter(make_loader(train_data, pin_memory=pin))
-        if env.is_main:
-            batches = progress(batches, desc=f"train epoch {epoch + 1}/{cfg.epochs}", total=steps)
-        micro = 0
-        for micro, batch in enumerate(batches, 1):
-            video, attributes, labels = _to_device(batch, env.device)
-            update = micro % cfg.grad_accum == 0
-            no_sync = ddp_model.no_sync() if env.world_size > 1 and not update else contextlib.nullcontext()
-            with no_sync:
-                with torch.autocast(**autocast):
-                    logits = ddp_model(video, attributes)  # [b, C]
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
-                scaler.scale(loss / cfg.grad_accum).backward()
-            with torch.no_grad():
-                correct = (logits.argmax(dim=1) == labels).sum()
-                window += torch.stack(
-                    [
-                        loss.detach().double() * labels.numel(),
-                        correct.double(),
-                        window.new_tensor(labels.numel()),
-                    ]
-                )
-            if not update:
-                continue
-            lr = scheduler.get_last_lr()[0]
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            _all_reduce(window, env)
-            loss_sum, hits, count = window.tolist()
-            record = {
-                "step": len(step_log) + 1,
-                "epoch": epoch + 1,
-                "loss": loss_sum / count,
-                "acc": hits / count,
-                "lr": lr,
-            }
-            step_log.append(record)
-            logger.step(record)
-            totals += window
-            window.zero_()
-        if micro != steps:
-            raise RuntimeError(
-                f"rank {env.rank}: the loader gave {micro} batches, expected {steps} per epoch"
-            )
+    return _Run(
+        job=job,
+        env=env,
+        model=model,
+        ddp_model=ddp_model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        train_data=train_data,
+        val_data=val_data,
+        logger=logger,
+        checkpoint=checkpoint,
+        steps=steps,
+        autocast=autocast,
+        start_epoch=start_epoch,
+        history=history,
+        step_log=step_log,
+    )
 
-        val_loss, val_acc = evaluate_top1(model, val_data, env, autocast)
-        loss_sum, hits, count = totals.tolist()
-        record = {
-            "epoch": epoch + 1,
-            "step": len(step_log),
-            "train_loss": loss_sum / count,
-            "train_acc": hits / count,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": step_log[-1]["lr"],
-        }
-        history.append(record)
-        logger.epoch(record)
-        if env.is_main:
-            log.info(
-                "epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f",
-                epoch + 1, cfg.epochs, record["train_loss"], record["train_acc"], val_loss, val_acc,
-            )  # fmt: skip
-        rng = _gather_rng(env)
-        if checkpoint is not None and env.is_main:
-            save_resume(
-                checkpoint,
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                scaler=scaler,
-                epoch=epoch + 1,
-                history=history,
-                steps=step_log,
-                rng=rng,
-            )
-        _barrier(env)
 
+def _train_epoch(run: _Run, epoch: int) -> torch.Tensor:
+    """One pass over the training split; returns the summed (loss, correct, count) of its steps."""
+    cfg, env, steps = run.job.train, run.env, run.steps
+    model, ddp_model, optimizer, scheduler, scaler = (
+        run.model, run.ddp_model, run.optimizer, run.scheduler, run.scaler
+    )  # fmt: skip
+    train_data, step_log, logger, autocast = run.train_data, run.step_log, run.logger, run.autocast
+    pin = env.device.type == "cuda"
+    train_data.set_epoch(epoch)
+    model.train()
+    window = torch.zeros(3, dtype=torch.float64, device=env.device)  # loss sum, correct, count
+    totals = torch.zeros(3, dtype=torch.float64, device=env.device)
+    batches: Iterator[dict[str, Any]] = iter(make_loader(train_data, pin_memory=pin))
     if env.is_main:
-        save_trained_model(
-            job.output, model, classes=job.classes, stage=job.stage, params=job.params, history=history
+        batches = progress(batches, desc=f"train epoch {epoch + 1}/{cfg.epochs}", total=steps)
+    micro = 0
+    for micro, batch in enumerate(batches, 1):
+        video, attributes, labels = _to_device(batch, env.device)
+        update = micro % cfg.grad_accum == 0
+        no_sync = ddp_model.no_sync() if env.world_size > 1 and not update else contextlib.nullcontext()
+        with no_sync:
+            with torch.autocast(**autocast):
+                logits = ddp_model(video, attributes)  # [b, C]
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
+            scaler.scale(loss / cfg.grad_accum).backward()
+        with torch.no_grad():
+            correct = (logits.argmax(dim=1) == labels).sum()
+            window += torch.stack(
+                [
+                    loss.detach().double() * labels.numel(),
+                    correct.double(),
+                    window.new_tensor(labels.numel()),
+                ]
+            )
+        if not update:
+            continue
+        lr = scheduler.get_last_lr()[0]
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        _all_reduce(window, env)
+        loss_sum, hits, count = window.tolist()
+        record = {
+            "step": len(step_log) + 1,
+            "epoch": epoch + 1,
+            "loss": loss_sum / count,
+            "acc": hits / count,
+            "lr": lr,
+        }
+        step_log.append(record)
+        logger.step(record)
+        totals += window
+        window.zero_()
+    if micro != steps:
+        raise RuntimeError(f"rank {env.rank}: the loader gave {micro} batches, expected {steps} per epoch")
+    return totals
+
+
+def _end_epoch(run: _Run, epoch: int, totals: torch.Tensor) -> None:
+    """Validate, log the epoch and write the resume file."""
+    cfg, env, model = run.job.train, run.env, run.model
+    history, step_log, checkpoint = run.history, run.step_log, run.checkpoint
+    val_data, autocast, logger = run.val_data, run.autocast, run.logger
+    optimizer, scheduler, scaler = run.optimizer, run.scheduler, run.scaler
+    val_loss, val_acc = evaluate_top1(model, val_data, env, autocast)
+    loss_sum, hits, count = totals.tolist()
+    record = {
+        "epoch": epoch + 1,
+        "step": len(step_log),
+        "train_loss": loss_sum / count,
+        "train_acc": hits / count,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "lr": step_log[-1]["lr"],
+    }
+    history.append(record)
+    logger.epoch(record)
+    if env.is_main:
+        log.info(
+            "epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f",
+            epoch + 1, cfg.epochs, record["train_loss"], record["train_acc"], val_loss, val_acc,
+        )  # fmt: skip
+    rng = _gather_rng(env)
+    if checkpoint is not None and env.is_main:
+        save_resume(
+            checkpoint,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+            epoch=epoch + 1,
+            history=history,
+            steps=step_log,
+            rng=rng,
         )
-        log.info("wrote %s", job.output)
-    logger.end()
     _barrier(env)
-    return TrainResult(model=model, history=history, steps=step_log, resumed_from=start_epoch)
 
 
 @torch.no_grad()
