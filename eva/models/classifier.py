@@ -29,10 +29,12 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
+from eva.config import section_values
 from eva.methods import METHODS, get_method
 from eva.models.adaptformer import AdaptFormerAdapter, adaptformer_block
 from eva.models.backbone import BlockBackbone, lora_block
@@ -44,6 +46,7 @@ from eva.models.tokens import AttributeTokens, ConcatAttributeTokens, DeepPrompt
 log = logging.getLogger(__name__)
 
 ATTRIBUTE_PROJECTIONS = ("linear", "none")
+_DERIVED = {"derived": True}  # a ModelConfig field that does not come from the `model` section
 
 
 def resolve_adapter_layout(
@@ -71,28 +74,38 @@ class ModelConfig:
     """Everything that determines the network; saved in the checkpoint (`dataclasses.asdict`)."""
 
     method: str  # model.method: a key of eva.methods.METHODS
-    num_classes: int
-    backbone: str  # model.backbone.name
-    pretrained: str = ""  # model.backbone.pretrained
-    backbone_family: str = "open_clip"  # model.backbone.family: open_clip | videomae
+    num_classes: int = field(metadata=_DERIVED)  # the dataset's class list
+    backbone: str = field(default="", metadata={"key": "backbone.name"})
+    pretrained: str = field(default="", metadata={"key": "backbone.pretrained"})
+    backbone_family: str = field(default="open_clip", metadata={"key": "backbone.family"})
     frames: int = 8  # model.frames (T)
     image_size: int = 224  # model.image_size
-    adapter_ratio: float = 0.25  # model.adapter.ratio
-    adapter_scale: float | str = "auto"  # model.adapter.scale; `auto`: the method's layout
-    adapter_gate: bool | str = "auto"  # model.adapter.gate; `auto`: the method's layout
+    adapter_ratio: float = field(default=0.25, metadata={"key": "adapter.ratio"})
+    # `auto`: the method's layout on this backbone family
+    adapter_scale: float | str = field(default="auto", metadata={"key": "adapter.scale"})
+    adapter_gate: bool | str = field(default="auto", metadata={"key": "adapter.gate"})
     drop_path: float = 0.0  # model.drop_path: stochastic depth of the deepest adapted block
     attribute_projection: str = "linear"  # model.attribute_projection: linear | none
-    prompt_length: int = 8  # model.prompt.length (vpt)
-    adaptformer_bottleneck: int = 64  # model.adaptformer.bottleneck
-    adaptformer_scale: float = 0.1  # model.adaptformer.scale
-    lora_rank: int = 8  # model.lora.rank
-    lora_alpha: float = 8.0  # model.lora.alpha
-    lora_targets: tuple[str, ...] = ("q", "v")  # model.lora.targets
-    lora_dropout: float = 0.0  # model.lora.dropout
-    attributes: tuple[str, ...] = ()  # eva: active attribute names (from `stage`), store order
-    attribute_layers: dict[str, int] = field(default_factory=dict)  # encoder layers per attribute
-    attribute_dim: int = 0  # encoder width D_enc
-    head_dropout: float = 0.5  # dropout before the linear head (AIM's I3D head uses 0.5)
+    prompt_length: int = field(default=8, metadata={"key": "prompt.length"})
+    adaptformer_bottleneck: int = field(default=64, metadata={"key": "adaptformer.bottleneck"})
+    adaptformer_scale: float = field(default=0.1, metadata={"key": "adaptformer.scale"})
+    lora_rank: int = field(default=8, metadata={"key": "lora.rank"})
+    lora_alpha: float = field(default=8.0, metadata={"key": "lora.alpha"})
+    lora_targets: tuple[str, ...] = field(default=("q", "v"), metadata={"key": "lora.targets"})
+    lora_dropout: float = field(default=0.0, metadata={"key": "lora.dropout"})
+    # eva: active attribute names (from `stage`, store order), their encoder depth and width
+    attributes: tuple[str, ...] = field(default=(), metadata=_DERIVED)
+    attribute_layers: dict[str, int] = field(default_factory=dict, metadata=_DERIVED)
+    attribute_dim: int = field(default=0, metadata=_DERIVED)
+    head_dropout: float = field(default=0.5, metadata=_DERIVED)  # AIM's I3D head uses 0.5; not a param
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], **derived: Any) -> ModelConfig:
+        """From the `model` section (unknown keys rejected) plus the `derived` fields (num_classes, attributes...)."""
+        values = section_values(cls, params, "model")
+        values["pretrained"] = values["pretrained"] or ""
+        values["lora_targets"] = tuple(values["lora_targets"] or ())
+        return cls(**values, **derived)
 
     def __post_init__(self) -> None:
         # Accept the JSON round trip of a checkpoint (lists, string keys).

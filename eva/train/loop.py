@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from eva.attributes.store import AttributeMeta, attributes_for_stage
+from eva.config import section_values
 from eva.data.clips import (
     ClipSpec,
     VideoAttributeDataset,
@@ -72,7 +73,8 @@ class TrainConfig:
     epochs: int = 6
     batch_size: int = 16  # global batch per forward/backward, over all processes
     grad_accum: int = 1
-    recipe: Recipe = Recipe()  # train.recipes.<model.method>: optimiser, lr, backbone_lr, weight decay
+    # train.recipes.<model.method>: optimiser, lr, backbone_lr, weight decay (read by Recipe.from_params)
+    recipe: Recipe = field(default=Recipe(), metadata={"derived": True})
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     flip: bool = False
@@ -108,22 +110,25 @@ class TrainConfig:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TrainConfig:
         """From the whole params.yaml dict: `train.<name>`, and the recipe of `model.method`."""
-        values = {
-            name: param(params, f"train.{name}") for name in cls.__dataclass_fields__ if name != "recipe"
-        }
+        values = section_values(cls, params, "train", opaque=("recipes",))
         return cls(**values, recipe=Recipe.from_params(params, param(params, "model.method")))
 
 
 def model_config_from_params(
-    params: Mapping[str, Any], *, num_classes: int, attribute_meta: AttributeMeta | None
+    params: Mapping[str, Any],
+    *,
+    num_classes: int,
+    attribute_meta: AttributeMeta | None,
+    stage: int | None = None,
 ) -> ModelConfig:
-    """ModelConfig from `model.*` and `stage`; attribute sizes from the attribute file's metadata."""
+    """ModelConfig from `model.*` and `stage` (read here unless given); attribute sizes from the attribute file."""
     method = param(params, "model.method")
     names: tuple[str, ...] = ()
     layers: dict[str, int] = {}
     dim = 0
     if get_method(method).uses_attributes:
-        names = attributes_for_stage(param(params, "stage"))
+        stage = param(params, "stage") if stage is None else stage
+        names = attributes_for_stage(stage)
         if attribute_meta is None:
             raise FileNotFoundError(
                 f"model.method={method} needs the attributes stage's output (attributes/<dataset>/)"
@@ -131,34 +136,13 @@ def model_config_from_params(
         missing = [n for n in names if n not in attribute_meta.attributes]
         if missing:
             raise ValueError(
-                f"`stage`={param(params, 'stage')} needs attributes {missing} that the attribute file does not "
+                f"`stage`={stage} needs attributes {missing} that the attribute file does not "
                 f"hold (it has {list(attribute_meta.attributes)}); re-run the attributes stage"
             )
         layers = {n: attribute_meta.layers(n) for n in names}
         dim = attribute_meta.dim
-    return ModelConfig(
-        method=method,
-        num_classes=num_classes,
-        backbone=param(params, "model.backbone.name"),
-        pretrained=param(params, "model.backbone.pretrained") or "",
-        backbone_family=param(params, "model.backbone.family"),
-        frames=param(params, "model.frames"),
-        image_size=param(params, "model.image_size"),
-        adapter_ratio=param(params, "model.adapter.ratio"),
-        adapter_scale=param(params, "model.adapter.scale"),
-        adapter_gate=param(params, "model.adapter.gate"),
-        drop_path=param(params, "model.drop_path"),
-        attribute_projection=param(params, "model.attribute_projection"),
-        prompt_length=param(params, "model.prompt.length"),
-        adaptformer_bottleneck=param(params, "model.adaptformer.bottleneck"),
-        adaptformer_scale=param(params, "model.adaptformer.scale"),
-        lora_rank=param(params, "model.lora.rank"),
-        lora_alpha=param(params, "model.lora.alpha"),
-        lora_targets=tuple(param(params, "model.lora.targets")),
-        lora_dropout=param(params, "model.lora.dropout"),
-        attributes=names,
-        attribute_layers=layers,
-        attribute_dim=dim,
+    return ModelConfig.from_params(
+        params, num_classes=num_classes, attributes=names, attribute_layers=layers, attribute_dim=dim
     )
 
 
