@@ -375,7 +375,7 @@ def _read_hmdb51(annotations: Path, split: int, stats: dict[str, Any]) -> tuple[
     return classes, clips
 
 
-def _ssv2_template_key(template: str) -> str:
+def ssv2_template_key(template: str) -> str:
     """The official conversion (TSM / the dataset's own scripts): drop the brackets, keep the words."""
     return template.replace("[", "").replace("]", "")
 
@@ -399,7 +399,7 @@ def _read_ssv2(annotations: Path) -> tuple[list[str], list[_Clip]]:
     for split_name, filename in SSV2_SPLIT_FILES.items():
         path = _require_file(annotations, filename, "ssv2", expected)
         for entry in _load_json(path):
-            key = _ssv2_template_key(entry["template"])
+            key = ssv2_template_key(entry["template"])
             if key not in ids:
                 key = loose.get(" ".join(key.lower().split()), key)
             if key not in ids:
