@@ -81,7 +81,7 @@ def evaluate_views(
         train=False,
         batch_size=batch_size,
         attributes=store,
-        attribute_names=tuple(cfg.attributes),  # empty unless the method uses attributes
+        attribute_names=tuple(cfg.attributes) if model.method.uses_attributes else (),
         workers=workers,
     )
     if device.type == "cuda":
