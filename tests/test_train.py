@@ -715,3 +715,32 @@ def test_every_stage_reports_a_user_error_in_one_line(
     assert done.returncode == 2, done.stderr
     assert len(errors) == 1 and expected in errors[0] and f"{stage} stage:" in errors[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("method", ["eva", "lora"])
+def test_a_videomae_backbone_trains_saves_and_evaluates(data: TinyData, tmp_path: Path, method: str) -> None:
+    """`model.backbone.family: videomae` through the whole loop: train, model.pt, reload, multi-view eval."""
+    from eva.evaluate import evaluate_views
+    from eva.models.videomae import TinyVideoMAESpec, save_tiny_videomae
+
+    folder = save_tiny_videomae(
+        tmp_path / "videomae", TinyVideoMAESpec(frames=FRAMES, image_size=SPEC.image_size)
+    )
+    model = {"method": method, "backbone": folder, "backbone_family": "videomae"}
+    if method != "eva":
+        model["attributes"] = ()
+    job = make_job(data, tmp_path / "run", model=model, epochs=1)
+    result = run_training(job)
+    assert len(result.history) == 1 and np.isfinite(result.history[0]["val_loss"])
+
+    reloaded, checkpoint = load_trained_model(job.output)
+    assert checkpoint["config"]["backbone_family"] == "videomae" and reloaded.temporal_embedding is None
+    assert "head.norm.weight" in reloaded.tunable_state_dict()  # VideoMAE's fc_norm is saved and restored
+    for name, value in reloaded.tunable_state_dict().items():
+        assert torch.equal(value, result.model.tunable_state_dict()[name]), name
+    store = AttributeStore(data.root / "attributes" / "val.parquet") if method == "eva" else None
+    evaluated = evaluate_views(
+        reloaded, list_shards(data.shards, "val"), clips=2, crops=1, batch_size=4, store=store
+    )
+    assert len(evaluated.labels) == 4 and evaluated.views == 2 * (2 if method == "eva" else 1)
+    assert torch.allclose(evaluated.scores.sum(dim=1), torch.ones(4))
