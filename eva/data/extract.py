@@ -35,6 +35,7 @@ from typing import Any
 import pyarrow as pa
 
 from eva.data.index import INDEX_SCHEMA
+from eva.data.segments import segment_centres
 from eva.utils.dist import WorkerSlot
 from eva.utils.log import progress
 
@@ -180,10 +181,7 @@ class ExtractResult:
 
 def sample_segment_indices(first: int, stop: int, count: int) -> list[int]:
     """Centre frame of each of `count` equal segments of [first, stop) (TSN test-time sampling)."""
-    if stop <= first:
-        raise ValueError(f"empty frame range [{first}, {stop})")
-    step = (stop - first) / count
-    return [min(first + int(step * (i + 0.5)), stop - 1) for i in range(count)]
+    return segment_centres(first, stop, count)
 
 
 def shard_key(video_id: str) -> str:
