@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from eva.attributes.store import AttributeMeta, attributes_for_stage
+from eva.attributes.store import AttributeMeta, AttributeStore, attributes_for_stage
 from eva.config import section_values
 from eva.data.clips import (
     ClipSpec,
@@ -392,22 +392,10 @@ def _run(job: TrainJob, env: DistEnv) -> TrainResult:
     return TrainResult(model=run.model, history=run.history, steps=run.step_log, resumed_from=run.start_epoch)
 
 
-def _set_up(job: TrainJob, env: DistEnv) -> _Run:
-    """Check the job, build model, optimiser, schedule and loaders, and restore a resume file if any."""
+def _open_splits(job: TrainJob, env: DistEnv) -> tuple[AttributeStore | None, AttributeStore | None, int]:
+    """The attribute stores of both splits and the loader batches per epoch; logs the split sizes."""
     cfg = job.train
-    if cfg.batch_size % env.world_size:
-        raise ValueError(
-            f"train.batch_size={cfg.batch_size} (the global batch) must be divisible by the number of "
-            f"processes ({env.world_size}, train.nproc)"
-        )
     local_batch = cfg.batch_size // env.world_size
-    if get_method(job.model.method).trains_backbone and not cfg.recipe.backbone_lr > 0:
-        raise ValueError(
-            f"`train.recipes.{cfg.recipe.name}.backbone_lr` must be > 0 for model.method={job.model.method} "
-            "(it trains the backbone)"
-        )
-    if cfg.nproc != env.world_size and env.is_main:
-        log.warning("train.nproc=%d but %d processes were launched", cfg.nproc, env.world_size)
     names = tuple(job.model.attributes)
     train_store = open_attribute_store(job.train_attributes, needed=bool(names), split="train")
     val_store = open_attribute_store(job.val_attributes, needed=bool(names), split="val")
@@ -428,6 +416,47 @@ def _set_up(job: TrainJob, env: DistEnv) -> _Run:
             "train: %d videos, val: %d videos; %d processes x batch %d x accumulation %d; %d steps per epoch",
             train_size.usable, val_size.usable, env.world_size, local_batch, cfg.grad_accum, optimiser_steps,
         )  # fmt: skip
+    return train_store, val_store, steps
+
+
+def _run_identity(job: TrainJob, env: DistEnv) -> dict[str, Any]:
+    """Everything that determines the run: its hash names the resume file, so other params never resume it."""
+    cfg = job.train
+    return {
+        "params": job.params,
+        "model": asdict(job.model),
+        "train": asdict(cfg),
+        "stage": job.stage,
+        "world_size": env.world_size,
+        "data": data_fingerprint(
+            [
+                *job.train_shards,
+                *job.val_shards,
+                *[p for p in (job.train_attributes, job.val_attributes) if p],
+            ]
+        ),
+    }
+
+
+def _set_up(job: TrainJob, env: DistEnv) -> _Run:
+    """Check the job, build model, optimiser, schedule and loaders, and restore a resume file if any."""
+    cfg = job.train
+    if cfg.batch_size % env.world_size:
+        raise ValueError(
+            f"train.batch_size={cfg.batch_size} (the global batch) must be divisible by the number of "
+            f"processes ({env.world_size}, train.nproc)"
+        )
+    local_batch = cfg.batch_size // env.world_size
+    if get_method(job.model.method).trains_backbone and not cfg.recipe.backbone_lr > 0:
+        raise ValueError(
+            f"`train.recipes.{cfg.recipe.name}.backbone_lr` must be > 0 for model.method={job.model.method} "
+            "(it trains the backbone)"
+        )
+    if cfg.nproc != env.world_size and env.is_main:
+        log.warning("train.nproc=%d but %d processes were launched", cfg.nproc, env.world_size)
+    names = tuple(job.model.attributes)
+    train_store, val_store, steps = _open_splits(job, env)
+    optimiser_steps = steps // cfg.grad_accum
 
     torch.manual_seed(cfg.seed)  # identical tunable initialisation on every rank
     model = build_model(job.model).to(env.device)
@@ -446,20 +475,7 @@ def _set_up(job: TrainJob, env: DistEnv) -> _Run:
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
-    identity = {
-        "params": job.params,
-        "model": asdict(job.model),
-        "train": asdict(cfg),
-        "stage": job.stage,
-        "world_size": env.world_size,
-        "data": data_fingerprint(
-            [
-                *job.train_shards,
-                *job.val_shards,
-                *[p for p in (job.train_attributes, job.val_attributes) if p],
-            ]
-        ),
-    }
+    identity = _run_identity(job, env)
     checkpoint = resume_path(job.checkpoint_root, identity) if job.checkpoint_root is not None else None
     history: list[dict[str, float]] = []
     step_log: list[dict[str, float]] = []
