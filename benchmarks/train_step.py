@@ -40,7 +40,9 @@ from collections.abc import Callable
 import open_clip
 import torch
 
+from eva.methods import METHODS
 from eva.models import ModelConfig, VideoClassifier
+from eva.models.clip_backbone import OpenClipBackbone
 
 ATTRIBUTES = ("label", "caption", "foreground", "background", "original", "dynamic")
 ENCODER_DIM = 512  # ViT-B-16 CLIP joint embedding width
@@ -56,7 +58,7 @@ def make_config(method: str, args: argparse.Namespace, image_size: int) -> Model
         backbone=args.backbone,
         frames=args.frames,
         image_size=image_size,
-        attributes=ATTRIBUTES if method == "eva" else (),
+        attributes=ATTRIBUTES if METHODS[method].uses_attributes else (),
         attribute_layers=dict.fromkeys(ATTRIBUTES, ENCODER_LAYERS),
         attribute_dim=ENCODER_DIM,
     )
@@ -174,8 +176,10 @@ def print_counts(args: argparse.Namespace, visual: torch.nn.Module, mean: tuple,
         f"tunable parameters, {args.backbone} @224, T={args.frames}, {args.classes} classes, "
         f"EVA with {len(ATTRIBUTES)} attributes (D_enc={ENCODER_DIM}, {ENCODER_LAYERS} layers):"
     )
-    for method in ("linear", "vpt", "aim", "eva", "full"):
-        model = VideoClassifier(make_config(method, args, 224), copy.deepcopy(visual), mean, std)
+    for method in METHODS:
+        model = VideoClassifier(
+            make_config(method, args, 224), OpenClipBackbone(copy.deepcopy(visual), args.frames, mean, std)
+        )
         tunable, total = model.parameter_counts()
         print(f"  {method:6s}: {tunable:>12,d} of {total:>12,d}  ({100 * tunable / total:6.2f}%)")
         del model
@@ -210,7 +214,10 @@ def main() -> None:
 
     def make_model(name: str) -> VideoClassifier:
         method = "full" if name == "full" else "eva"
-        model = VideoClassifier(make_config(method, args, args.image_size), copy.deepcopy(visual), mean, std)
+        model = VideoClassifier(
+            make_config(method, args, args.image_size),
+            OpenClipBackbone(copy.deepcopy(visual), args.frames, mean, std),
+        )
         if name == "full space-time":
             model.backbone.requires_grad_(True)  # EVA's network, every weight trained
         return model

@@ -2,7 +2,7 @@
 
 Every video of the validation split is seen exactly once; each contributes `clips * crops` video
 views (TSN-style temporal clips, spatial crops along the long side), and for eva each of those is
-scored once per attribute keyframe (K, the keyframe policy of `eva.train.data`): the softmax
+scored once per attribute keyframe (K, the keyframe policy of `eva.data.clips`): the softmax
 scores of all `clips * crops * K` views are averaged. Throughput counts views (clips of T frames)
 through the model per second of model time only.
 """
@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from eva.attributes.store import AttributeStore
+from eva.data.clips import ClipSpec, VideoAttributeDataset, make_loader
 from eva.metrics import ClassificationReport, classification_report
 from eva.models import VideoClassifier
-from eva.train.data import ClipSpec, VideoAttributeDataset, make_loader
 from eva.utils.log import progress
 
 
@@ -81,7 +81,7 @@ def evaluate_views(
         train=False,
         batch_size=batch_size,
         attributes=store,
-        attribute_names=tuple(cfg.attributes) if cfg.method == "eva" else (),
+        attribute_names=tuple(cfg.attributes) if model.method.uses_attributes else (),
         workers=workers,
     )
     if device.type == "cuda":

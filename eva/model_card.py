@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from eva import __version__
+from eva.methods import get_method
 from eva.utils.io import atomic_path
 
 DEMO_WARNING = (
@@ -31,6 +32,7 @@ def render_model_card(
         "library_name": "eva",
         "library_version": __version__,
         "base_model": config["backbone"] + (f" ({config['pretrained']})" if config.get("pretrained") else ""),
+        "backbone_family": config.get("backbone_family", "open_clip"),
         "dataset": dataset,
         "method": config["method"],
         "stage": stage,
@@ -61,9 +63,9 @@ def render_model_card(
         lines += [f"> **Note.** {DEMO_WARNING}", ""]
     lines += [
         "A frozen pretrained vision transformer adapted with small tunable modules"
-        + (" and hierarchical video-attribute tokens" if config["method"] == "eva" else "")
-        + ". `model.pt` holds only the tunable tensors and the config; the backbone is loaded from "
-        "`base_model` at load time (`eva.train.checkpoint.load_trained_model`).",
+        + (" and hierarchical video-attribute tokens" if get_method(config["method"]).uses_attributes else "")
+        + f" (`{config['method']}`: {get_method(config['method']).summary}). `model.pt` holds only the tunable tensors and the config; the backbone is loaded from "
+        "`base_model` at load time (`eva.models.trained.load_trained_model`).",
         "",
         "## Evaluation",
         "",

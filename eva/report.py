@@ -7,10 +7,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from eva.methods import METHODS
 from eva.metrics import TOP5_ABSENT_REASON
 from eva.model_card import DEMO_WARNING
 
-METHOD_ORDER = ("linear", "vpt", "aim", "eva", "full")
+METHOD_ORDER = tuple(METHODS)  # the registry's order
 
 
 def _pct(x: float) -> str:
@@ -62,7 +63,8 @@ def aggregate_runs(runs: Iterable[Mapping[str, Any]]) -> str:
     """
     groups: dict[tuple[str, int | None], list[Mapping[str, Any]]] = defaultdict(list)
     for run in runs:
-        stage = run["stage"] if run["method"] == "eva" else None
+        method = METHODS.get(run["method"])
+        stage = run["stage"] if method is not None and method.uses_attributes else None
         groups[(run["method"], stage)].append(run)
 
     def order(key: tuple[str, int | None]) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """Queue the README's comparison runs as DVC experiments, and turn their metrics into the results table.
 
-    python scripts/results_table.py queue     # dvc exp run --queue: 6 configurations x 3 seeds
+    python scripts/results_table.py queue     # dvc exp run --queue: 8 configurations x 3 seeds
     dvc queue start -j 1                      # run them (one at a time on a small machine)
     python scripts/results_table.py wait      # block until the queue is empty
     python scripts/results_table.py table     # markdown table from `dvc exp show --json`
@@ -15,10 +15,12 @@ import json
 import subprocess
 import time
 
+from eva.methods import METHODS
 from eva.report import aggregate_runs, runs_from_exp_show
 
 PREFIX = "cmp"
-CONFIGS = [("linear", 1), ("vpt", 1), ("aim", 1), ("eva", 1), ("eva", 2), ("full", 1)]
+# Every registered method; those that read attributes once per `stage` (1: text, 2: + visual).
+CONFIGS = [(name, stage) for name, m in METHODS.items() for stage in ((1, 2) if m.uses_attributes else (1,))]
 SEEDS = (0, 1, 2)
 
 

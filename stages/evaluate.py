@@ -6,15 +6,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from eva.data.clips import open_attribute_store
 from eva.data.shards import list_shards
 from eva.evaluate import eval_metrics, evaluate_views
 from eva.metrics import confusion_records, write_per_class_csv
 from eva.model_card import render_model_card, write_model_card
 from eva.models.loading import resolve_device
+from eva.models.trained import load_trained_model
 from eva.params import load_params, param
 from eva.report import format_run_table
-from eva.train.checkpoint import load_trained_model
-from eva.train.data import open_attribute_store
 from eva.utils.io import write_json
 from eva.utils.log import setup_logging
 from stages._entry import run_stage
@@ -37,7 +37,7 @@ def main() -> None:
         crops=crops,
         batch_size=param(params, "evaluate.batch_size"),
         store=open_attribute_store(
-            Path("attributes") / name / "val.parquet", needed=model.config.method == "eva", split="val"
+            Path("attributes") / name / "val.parquet", needed=model.method.uses_attributes, split="val"
         ),
         device=device,
     )

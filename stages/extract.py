@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from eva.data.extract import ExtractConfig, extract_shards, read_index_table
+from eva.data.extract import ExtractConfig, extract_shards
+from eva.data.index import read_index
 from eva.params import load_params, param
 from eva.utils.dist import worker_slot
 from eva.utils.io import atomic_dir, write_json
@@ -39,7 +40,7 @@ def main() -> None:
     if not index_path.exists():
         raise FileNotFoundError(f"{index_path} not found (dataset.name={name!r}): run the index stage first")
     slot = worker_slot()
-    index = read_index_table(index_path)
+    index = read_index(index_path)
     out = Path("shards") / name
     if slot.world_size == 1:  # build the folder aside: a killed run leaves no shard under `out`
         with atomic_dir(out) as staging:

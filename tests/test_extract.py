@@ -19,6 +19,7 @@ import pytest
 import torch
 from conftest import moving_square, write_video
 
+from eva.attributes.visual import keyframe_positions
 from eva.data.extract import (
     ExtractConfig,
     clip_range_from_times,
@@ -94,6 +95,10 @@ def shard_hashes(root: Path) -> dict[str, str]:
 def test_segment_indices_are_centres_of_equal_segments() -> None:
     assert sample_segment_indices(0, 16, 4) == [2, 6, 10, 14]
     assert sample_segment_indices(12, 24, 4) == [13, 16, 19, 22]
+    # Centre 5 of 11 segments of 30 frames is exactly 15; a float `step * (i + 0.5)` gives 14.999.
+    assert sample_segment_indices(0, 30, 11)[5] == 15
+    # Attribute keyframes use the same formula (one home: eva.data.segments).
+    assert keyframe_positions(30, 11) == sample_segment_indices(0, 30, 11)
     short = sample_segment_indices(0, 3, 8)  # fewer frames than T: repeats, stays in range
     assert short == sorted(short) and set(short) == {0, 1, 2}
     times = [i / 12.0 for i in range(36)]

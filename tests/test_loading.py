@@ -69,8 +69,8 @@ def test_openai_tag_from_the_hf_cache_runs_quick_gelu(
     backbone = build_model(
         ModelConfig(method="eva", num_classes=400, backbone="ViT-B-16", pretrained="openai")
     )  # the backbone, through the same loader, at 224 px
-    assert uses_quick_gelu(backbone.backbone)
-    visual = {f"visual.{k}": v for k, v in backbone.backbone.state_dict().items()}
+    assert uses_quick_gelu(backbone.backbone.visual)
+    visual = {f"visual.{k}": v for k, v in backbone.backbone.visual.state_dict().items()}
     saved = load_file(str(weights))
     for name, tensor in visual.items():
         assert torch.equal(tensor, saved[name]), name

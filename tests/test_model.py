@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from eva.models import METHODS, ModelConfig, VideoClassifier, build_model
+from eva.models.clip_backbone import OpenClipBackbone
 from eva.models.loading import load_open_clip
 from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.models.tokens import aligned_encoder_layer
@@ -113,7 +114,7 @@ def test_gradients_reach_exactly_the_tunable_tensors(backbone_name: str, method:
         torch.nn.functional.cross_entropy(model(video, attributes), labels).backward()
         assert all(p.grad is None for p in frozen.values())
         assert all(p.grad is not None for p in tunable.values())
-        if step == 0 and model.adapters is not None:
+        if step == 0 and model.method.layer == "aim":
             ups = [a.up.weight.grad for blk in model.adapters for a in (blk.spatial, blk.joint, blk.temporal)]
             assert all(g.abs().sum() > 0 for g in ups)
         if step < 2:
@@ -135,7 +136,7 @@ def test_tokens_per_frame_inside_every_block(
     seen = []
     hooks = [
         block.mlp.register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))
-        for block in model.backbone.transformer.resblocks
+        for block in model.backbone.blocks
     ]
     video, attrs = make_inputs()
     with torch.no_grad():
@@ -250,7 +251,7 @@ def test_aim_on_clip_vit_b16_with_400_classes_matches_aims_published_count() -> 
 
     visual = open_clip.create_model("ViT-B-16-quickgelu").visual
     config = ModelConfig(method="aim", num_classes=400, backbone="ViT-B-16", frames=8, image_size=224)
-    model = VideoClassifier(config, visual, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    model = VideoClassifier(config, OpenClipBackbone(visual, 8, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
     tunable, total = model.parameter_counts()
     adapter = 768 * 192 + 192 + 192 * 768 + 768
     assert tunable == 12 * 3 * adapter + 8 * 768 + 512 * 400 + 400 == 10_862_736
@@ -415,6 +416,6 @@ def test_sequence_first_attention_gives_the_same_output(backbone_name: str, meth
     video, _ = make_inputs()
     with torch.no_grad():
         ref = model.frame_features(video)
-        for block in model.backbone.transformer.resblocks:
+        for block in model.backbone.blocks:
             block.attn.batch_first = False
         torch.testing.assert_close(model.frame_features(video), ref, atol=1e-5, rtol=0)

@@ -221,9 +221,6 @@ class AttributeStore:
     def __contains__(self, video_id: object) -> bool:
         return video_id in self._where
 
-    def video_ids(self) -> list[str]:
-        return list(self._where)
-
     def _group(self, group: int, columns: tuple[str, ...]) -> pa.Table:
         key = (group, columns)
         table = self._cache.get(key)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from eva.data.segments import segment_centres
+
 MASK_METHODS = ("median", "center")
 MIN_SIDE = 16  # frames smaller than this cannot be encoded meaningfully
 BLACK_LEVEL = 8  # a frame whose brightest pixel is at most this is treated as black
@@ -37,7 +39,7 @@ def keyframe_positions(num_frames: int, keyframes: int) -> list[int]:
     """Centres of `keyframes` equal segments of the stored frames (TSN-style sparse choice)."""
     if num_frames < 1:
         raise ValueError("a video needs at least one stored frame")
-    return [min(num_frames - 1, int((k + 0.5) * num_frames / keyframes)) for k in range(keyframes)]
+    return segment_centres(0, num_frames, keyframes)
 
 
 def frame_problem(frame: torch.Tensor) -> str | None:

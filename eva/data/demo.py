@@ -25,6 +25,8 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw
 
+from eva.data.index import SSV2_LABELS, SSV2_SPLIT_FILES
+from eva.data.index import ssv2_template_key as template_key
 from eva.utils.log import progress
 
 log = logging.getLogger(__name__)
@@ -44,11 +46,6 @@ CLASS_MOTIONS: Mapping[str, str] = MappingProxyType(
 )
 
 
-def template_key(template: str) -> str:
-    """SSv2's own mapping from an annotation's template to its key in the labels json."""
-    return template.replace("[", "").replace("]", "")
-
-
 # Class templates in label-id order: sorted by labels-json key, as SSv2's labels json is.
 DEMO_CLASSES: tuple[str, ...] = tuple(sorted(CLASS_MOTIONS, key=template_key))
 
@@ -65,10 +62,9 @@ COLOURS: Mapping[str, tuple[int, int, int]] = MappingProxyType(
     }
 )
 
-LABELS_FILE = "something-something-v2-labels.json"
-SPLIT_FILES: Mapping[str, str] = MappingProxyType(
-    {"train": "something-something-v2-train.json", "val": "something-something-v2-validation.json"}
-)
+# SSv2's file names and template -> label key mapping have one home, the index reader.
+LABELS_FILE = SSV2_LABELS
+SPLIT_FILES: Mapping[str, str] = MappingProxyType(SSV2_SPLIT_FILES)
 
 _MARGIN = 0.02  # min gap between an object's circumscribed circle and the frame edge (frame units)
 _RADIUS_MIN, _RADIUS_MAX = 0.09, 0.26  # main object circumscribed radius, frame units

@@ -33,14 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from eva.data.index import INDEX_SCHEMA
+from eva.data.segments import segment_centres
 from eva.utils.dist import WorkerSlot
 from eva.utils.log import progress
 
 log = logging.getLogger(__name__)
 
-INDEX_COLUMNS = ("video_id", "path", "label", "label_name", "split", "start", "end")
 SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<num>\d{6})\.tar$")
 TAR_MTIME = 946684800  # 2000-01-01 UTC: fixed so identical samples give identical tar bytes
 TAR_OWNER = "eva"
@@ -181,10 +181,7 @@ class ExtractResult:
 
 def sample_segment_indices(first: int, stop: int, count: int) -> list[int]:
     """Centre frame of each of `count` equal segments of [first, stop) (TSN test-time sampling)."""
-    if stop <= first:
-        raise ValueError(f"empty frame range [{first}, {stop})")
-    step = (stop - first) / count
-    return [min(first + int(step * (i + 0.5)), stop - 1) for i in range(count)]
+    return segment_centres(first, stop, count)
 
 
 def shard_key(video_id: str) -> str:
@@ -574,19 +571,10 @@ def decode_in_order(
 # ----------------------------------------------------------------------------- shard planning and writing
 
 
-def read_index_table(path: str | Path) -> pa.Table:
-    """The index parquet, checked for the contract's columns and sorted by (split, video_id)."""
-    table = pq.read_table(path)
-    missing = [c for c in INDEX_COLUMNS if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{path}: index lacks columns {missing} (expected {list(INDEX_COLUMNS)})")
-    return table.sort_by([("split", "ascending"), ("video_id", "ascending")])
-
-
 def plan_shards(index: pa.Table, samples_per_shard: int) -> list[ShardPlan]:
     """Chunk the sorted index into shards of `samples_per_shard` rows, numbered per split."""
     index = index.sort_by([("split", "ascending"), ("video_id", "ascending")])
-    cols = {c: index.column(c).to_pylist() for c in INDEX_COLUMNS}
+    cols = {c: index.column(c).to_pylist() for c in INDEX_SCHEMA.names}
     keys = unique_keys(cols["video_id"])
     plans: list[ShardPlan] = []
     chunk: list[VideoJob] = []

@@ -1,6 +1,6 @@
 """Index stage: read a benchmark's official annotation files into one table of labelled clips.
 
-Every dataset ends up in the same shape (see ARCHITECTURE / the team contract): one row per clip with
+Every dataset ends up in the same shape (`INDEX_SCHEMA` below, the one definition): one row per clip with
 `video_id, path, label, label_name, split, start, end`, splits named `train` and `val`, rows sorted by
 (split, video_id). Readers follow each benchmark's official files and split definitions so accuracies
 stay comparable with published numbers; all quirks of the real files (CRLF line endings, HMDB names with
@@ -375,7 +375,7 @@ def _read_hmdb51(annotations: Path, split: int, stats: dict[str, Any]) -> tuple[
     return classes, clips
 
 
-def _ssv2_template_key(template: str) -> str:
+def ssv2_template_key(template: str) -> str:
     """The official conversion (TSM / the dataset's own scripts): drop the brackets, keep the words."""
     return template.replace("[", "").replace("]", "")
 
@@ -399,7 +399,7 @@ def _read_ssv2(annotations: Path) -> tuple[list[str], list[_Clip]]:
     for split_name, filename in SSV2_SPLIT_FILES.items():
         path = _require_file(annotations, filename, "ssv2", expected)
         for entry in _load_json(path):
-            key = _ssv2_template_key(entry["template"])
+            key = ssv2_template_key(entry["template"])
             if key not in ids:
                 key = loose.get(" ".join(key.lower().split()), key)
             if key not in ids:

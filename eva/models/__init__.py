@@ -1,5 +1,6 @@
-"""Video models on frozen open_clip vision towers: linear probe, VPT, AIM, EVA and full fine-tuning."""
+"""Video models on frozen backbones (open_clip ViT, VideoMAE): every method of `eva.methods`."""
 
-from eva.models.classifier import METHODS, ModelConfig, VideoClassifier, build_model
+from eva.methods import METHODS
+from eva.models.classifier import ModelConfig, VideoClassifier, build_model
 
 __all__ = ["METHODS", "ModelConfig", "VideoClassifier", "build_model"]

@@ -1,18 +1,16 @@
-"""AIM-style adaptation of a frozen open_clip `ResidualAttentionBlock` (Fig. 1e of AIM / EVA).
+"""AIM-style adaptation of a frozen backbone block (Fig. 1e of AIM / EVA), and open_clip attention.
 
 The adapters are held apart from the frozen block (which stays registered once, inside the
-backbone) and the block is passed to `BlockAdapters.forward`. Per layer:
+backbone) and the backbone is passed to `BlockAdapters.forward`. Per layer:
 
-    x = x + dp(T(attn(G(ln_1(x_t)))))                 temporal: over the T frames of each token position
-    x = x + ls_1(S(attn(ln_1(x))))                    spatial: over the tokens of each frame
-    x = x + ls_2(mlp(ln_2(x))) + dp(s * J(ln_2(x)))   joint adapter parallel to the MLP
+    x = x + dp(T(attn_t(G(ln_1(x)))))              temporal: over the T frames of each token position
+    x = x + S(attn(ln_1(x)))                       spatial: over the tokens of each frame
+    x = x + mlp(ln_2(x)) + dp(s * J(ln_2(x)))      joint adapter parallel to the MLP
 
-with the frozen `ln_1`, `attn`, `ls_1`, `ln_2`, `mlp`, `ls_2`. G (gate, AIM's "T-Adapter in",
+with the backbone's frozen `ln_1`, `attention` (attn; attn_t: `temporal_attention`), `ln_2`, `mlp`. G (gate, AIM's "T-Adapter in",
 optional: `model.adapter.gate`) and S are skip adapters, T and J are not; all up-projections
 start at zero, so an adapted block starts as exactly the frozen block. `dp` is drop-path
-(stochastic depth) on the two branches AIM applies it to, per video, identity in eval mode. Only CLS and patch tokens take part in temporal attention:
-the extra tokens after CLS are per video, identical in every frame, so attending over time would
-only mix a token with copies of itself; their temporal update is zero.
+(stochastic depth) on the two branches AIM applies it to, per video, identity in eval mode.
 """
 
 from __future__ import annotations
@@ -20,10 +18,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
 
 from eva.models.adapters import Adapter
+from eva.models.backbone import BlockBackbone
 
 
 def check_attention(attn: nn.MultiheadAttention) -> str | None:
@@ -48,12 +46,6 @@ def attend(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
     out = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.dropout if attn.training else 0.0)
     out = rearrange(out, "s h l e -> s l (h e)")  # [S, L, D]
     return attn.out_proj(out)
-
-
-def frozen_block_forward(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
-    """`block`'s own computation (no adapters) on a batch-first `[S, L, D]`."""
-    x = x + block.ls_1(attend(block.attn, block.ln_1(x)))
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
 class DropPath(nn.Module):
@@ -83,9 +75,15 @@ class DropPath(nn.Module):
 
 
 class BlockAdapters(nn.Module):
-    """The adapters of one layer and the adapted forward through that layer's frozen block."""
+    """The AIM/EVA adapters of one layer and the adapted forward through that layer of any `BlockBackbone`.
 
-    def __init__(self, width: int, ratio: float, scale: float, *, gate: bool, drop_path: float = 0.0) -> None:
+    The backbone supplies the frozen parts; on open_clip the temporal pass attends across frames per
+    token position, on VideoMAE it is the layer's joint attention again (the EVA authors' `AIMBlock`).
+    """
+
+    def __init__(
+        self, width: int, ratio: float, scale: float, *, gate: bool = True, drop_path: float = 0.0
+    ) -> None:
         super().__init__()
         self.gate = Adapter(width, ratio, skip=True) if gate else None
         self.temporal = Adapter(width, ratio, skip=False)
@@ -94,27 +92,16 @@ class BlockAdapters(nn.Module):
         self.scale = scale
         self.drop_path = DropPath(drop_path)
 
-    def forward(
-        self, block: ResidualAttentionBlock, x: torch.Tensor, *, frames: int, num_extra: int
-    ) -> torch.Tensor:
-        """`x`: `[B*T, 1+k+N, D]` (rows ordered (b t), k = `num_extra` tokens after CLS) -> same shape."""
-        k = num_extra
-        frame_tokens = torch.cat([x[:, :1], x[:, 1 + k :]], dim=1)  # [B*T, 1+N, D]
-        n = frame_tokens.shape[1]
-        xt = rearrange(frame_tokens, "(b t) n d -> (b n) t d", t=frames)  # [B*(1+N), T, D]
-        xt = block.ln_1(xt)
+    def forward(self, backbone: BlockBackbone, i: int, x: torch.Tensor, num_extra: int = 0) -> torch.Tensor:
+        """`x`: layer i's input tokens (k = `num_extra` extra tokens included) -> the same shape."""
+        rows = backbone.rows_per_video
+        h = backbone.ln_1(i, x)
         if self.gate is not None:
-            xt = self.gate(xt)
-        xt = self.temporal(attend(block.attn, xt))  # [B*(1+N), T, D]
-        xt = rearrange(xt, "(b n) t d -> (b t) n d", n=n)  # [B*T, 1+N, D]
-        xt = self.drop_path(xt, frames)
-        x = torch.cat(
-            [x[:, :1] + xt[:, :1], x[:, 1 : 1 + k], x[:, 1 + k :] + xt[:, 1:]], dim=1
-        )  # [B*T, 1+k+N, D]
-
-        x = x + block.ls_1(self.spatial(attend(block.attn, block.ln_1(x))))
-        xn = block.ln_2(x)
-        return x + block.ls_2(block.mlp(xn)) + self.drop_path(self.scale * self.joint(xn), frames)
+            h = self.gate(h)
+        x = x + self.drop_path(backbone.temporal_attention(i, h, num_extra, self.temporal), rows)
+        x = x + self.spatial(backbone.attention(i, backbone.ln_1(i, x)))
+        xn = backbone.ln_2(i, x)
+        return x + backbone.mlp(i, xn) + self.drop_path(self.scale * self.joint(xn), rows)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, gate={self.gate is not None}"

@@ -1,93 +1,70 @@
-"""Video classifier on a frozen open_clip ViT: linear probe, VPT, AIM, EVA and full fine-tuning.
+"""Video classifier on a frozen backbone: every `model.method` (eva.methods) on every backbone family.
 
-All five methods share the frame embedding, the per-frame CLS read-out and the head, so they
-differ only in what runs inside the transformer and in what is trainable:
+A method is data (`eva.methods.Method`): the kind of layer that runs in each block, the extra
+tokens entering each block, and whether the backbone trains. The layer kinds, written once against
+the `BlockBackbone` interface (eva.models.backbone) so that they run on open_clip and VideoMAE alike:
 
-    method  blocks                         extra tokens / layer        trainable
-    linear  frozen                         -                           head
-    vpt     frozen                         `prompt_length` prompts     prompts, head
-    aim     adapted (+ temporal attention) -                           adapters, time embedding, head
-    eva     adapted (+ temporal attention) attribute tokens            + attribute projections (linear)
-    full    plain (as linear)              -                           everything, backbone included
+    kind         module per block (held in `adapters`)           block computation
+    frozen       -                                               the backbone's frozen block
+    aim          AIM/EVA adapters (eva.models.blocks)            temporal + spatial passes, joint adapter
+    adaptformer  AdaptFormer branch (eva.models.adaptformer)     bottleneck parallel to the MLP
+    lora         LoRA deltas (eva.models.lora)                   low-rank deltas on q/k/v/out
 
-The adapter layout of `aim` and `eva` (gate adapter or not, joint-adapter scale) defaults to each
-method's published layout, `ADAPTER_LAYOUTS`; `model.adapter.gate` / `.scale` override it.
+and the token kinds: `prompts` (VPT-deep) and `attributes` (EVA), both through the backbone's
+`insert_tokens` / `drop_tokens`. The adapter layout of `aim` layers (gate adapter or not,
+joint-adapter scale) defaults to the method's published layout for the backbone family;
+`model.adapter.gate` / `.scale` override it. On a frame-level backbone (open_clip) aim layers also
+add a zero-initialised learnable time embedding; VideoMAE's position table is space-time already.
 
-`full` is the frame-level CLIP fine-tuning baseline (AIM Table 1, "full fine-tuned, space only"):
-the linear probe's network with every weight trainable, so the baselines add nothing untrained.
-
-Per frame the read-out is what `clip.visual` returns, `ln_post(CLS) @ proj`; the head (dropout +
-Linear) sees the mean of it over the T frames. The model does not normalise pixels: the data
-pipeline does, with the `mean` / `std` buffers exposed here. What is trainable follows from the
-module structure: the backbone is frozen by `freeze()` unless the method is `full`, and every
-other submodule (adapters, time embedding, prompts, attribute tokens, head) is tunable.
+The read-out is the backbone's (`ln_post(CLS) @ proj` per frame on CLIP, the token mean on
+VideoMAE), averaged over frames; the head is `[fc_norm] -> dropout -> Linear`, with VideoMAE's
+tunable `fc_norm`. The model does not normalise pixels: the data pipeline does, with the `mean` /
+`std` buffers exposed here. What is trainable follows from the module structure: the backbone is
+frozen by `freeze()` unless the method trains it, and every other submodule is tunable.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-from einops import rearrange
-from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
-from eva.models.blocks import BlockAdapters, check_attention, frozen_block_forward
-from eva.models.loading import load_open_clip
+from eva.config import section_values
+from eva.methods import METHODS, get_method
+from eva.models.adaptformer import AdaptFormerAdapter, adaptformer_block
+from eva.models.backbone import BlockBackbone, lora_block
+from eva.models.blocks import BlockAdapters
+from eva.models.families import get_family
+from eva.models.lora import AttentionLoRA
 from eva.models.summary import format_groups, group_tensors
-from eva.models.tokens import (
-    AttributeTokens,
-    ConcatAttributeTokens,
-    DeepPrompts,
-    LayerTokens,
-    drop_tokens,
-    insert_tokens,
-)
+from eva.models.tokens import AttributeTokens, ConcatAttributeTokens, DeepPrompts, LayerTokens
 
 log = logging.getLogger(__name__)
 
-METHODS = ("linear", "vpt", "aim", "eva", "full")
-ADAPTED_METHODS = ("aim", "eva")
 ATTRIBUTE_PROJECTIONS = ("linear", "none")
+_DERIVED = {"derived": True}  # a ModelConfig field that does not come from the `model` section
 
 
-@dataclass(frozen=True)
-class AdapterLayout:
-    """A method's published adapter layout: what `model.adapter.gate: auto` / `.scale: auto` mean."""
-
-    gate: bool  # the gate adapter (AIM's T_Adapter_in) before the temporal attention
-    scale: float  # s, the joint adapter's weight next to the MLP
-    source: str
-
-
-ADAPTER_LAYOUTS = {
-    "aim": AdapterLayout(
-        gate=False,
-        scale=0.5,
-        source="AIM ViT-B/16 K400 config (vitclip_base_k400.py: adapter_scale=0.5, one temporal adapter); "
-        "AIM uses the gate only for SSv2, with scale 1",
-    ),
-    "eva": AdapterLayout(
-        gate=True,
-        scale=1.0,
-        source="EVA paper Fig. 1e (temporal + gate adapter); the authors' blocks (Rxn666/APT "
-        "PromptAIMblock.py / promptmae.py) default to num_tadapter=2, scale=1",
-    ),
-}
-
-
-def resolve_adapter_layout(method: str, gate: bool | str, scale: float | str) -> tuple[bool, float]:
-    """`model.adapter.gate` / `.scale` (a value or `auto`) -> the values `method` runs with."""
-    layout = ADAPTER_LAYOUTS.get(method, AdapterLayout(gate=False, scale=0.5, source=""))
+def resolve_adapter_layout(
+    method: str, gate: bool | str, scale: float | str, family: str = "open_clip"
+) -> tuple[bool, float]:
+    """`model.adapter.gate` / `.scale` (a value or `auto`) -> the values `method` runs with on `family`."""
+    entry = METHODS.get(method)
+    default_gate, default_scale = False, 0.5
+    if entry is not None and entry.layouts:
+        layout = entry.layout(family)
+        default_gate, default_scale = layout.gate, layout.scale
     if gate == "auto":
-        gate = layout.gate
+        gate = default_gate
     if not isinstance(gate, bool):
         raise ValueError(f"`model.adapter.gate` must be true, false or auto; got {gate!r}")
     if scale == "auto":
-        scale = layout.scale
+        scale = default_scale
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
         raise ValueError(f"`model.adapter.scale` must be a number or auto; got {scale!r}")
     return gate, float(scale)
@@ -97,35 +74,53 @@ def resolve_adapter_layout(method: str, gate: bool | str, scale: float | str) ->
 class ModelConfig:
     """Everything that determines the network; saved in the checkpoint (`dataclasses.asdict`)."""
 
-    method: str  # model.method: linear | vpt | aim | eva | full
-    num_classes: int
-    backbone: str  # model.backbone.name
-    pretrained: str = ""  # model.backbone.pretrained
+    method: str  # model.method: a key of eva.methods.METHODS
+    num_classes: int = field(metadata=_DERIVED)  # the dataset's class list
+    backbone: str = field(default="", metadata={"key": "backbone.name"})
+    pretrained: str = field(default="", metadata={"key": "backbone.pretrained"})
+    backbone_family: str = field(default="open_clip", metadata={"key": "backbone.family"})
     frames: int = 8  # model.frames (T)
     image_size: int = 224  # model.image_size
-    adapter_ratio: float = 0.25  # model.adapter.ratio
-    adapter_scale: float | str = "auto"  # model.adapter.scale; `auto` resolves to ADAPTER_LAYOUTS
-    adapter_gate: bool | str = "auto"  # model.adapter.gate; `auto` resolves to ADAPTER_LAYOUTS
+    adapter_ratio: float = field(default=0.25, metadata={"key": "adapter.ratio"})
+    # `auto`: the method's layout on this backbone family
+    adapter_scale: float | str = field(default="auto", metadata={"key": "adapter.scale"})
+    adapter_gate: bool | str = field(default="auto", metadata={"key": "adapter.gate"})
     drop_path: float = 0.0  # model.drop_path: stochastic depth of the deepest adapted block
     attribute_projection: str = "linear"  # model.attribute_projection: linear | none
-    prompt_length: int = 8  # model.prompt.length (vpt)
-    attributes: tuple[str, ...] = ()  # eva: active attribute names (from `stage`), store order
-    attribute_layers: dict[str, int] = field(default_factory=dict)  # encoder layers per attribute
-    attribute_dim: int = 0  # encoder width D_enc
-    head_dropout: float = 0.5  # dropout before the linear head (AIM's I3D head uses 0.5)
+    prompt_length: int = field(default=8, metadata={"key": "prompt.length"})
+    adaptformer_bottleneck: int = field(default=64, metadata={"key": "adaptformer.bottleneck"})
+    adaptformer_scale: float = field(default=0.1, metadata={"key": "adaptformer.scale"})
+    lora_rank: int = field(default=8, metadata={"key": "lora.rank"})
+    lora_alpha: float = field(default=8.0, metadata={"key": "lora.alpha"})
+    lora_targets: tuple[str, ...] = field(default=("q", "v"), metadata={"key": "lora.targets"})
+    lora_dropout: float = field(default=0.0, metadata={"key": "lora.dropout"})
+    # eva: active attribute names (from `stage`, store order), their encoder depth and width
+    attributes: tuple[str, ...] = field(default=(), metadata=_DERIVED)
+    attribute_layers: dict[str, int] = field(default_factory=dict, metadata=_DERIVED)
+    attribute_dim: int = field(default=0, metadata=_DERIVED)
+    head_dropout: float = field(default=0.5, metadata=_DERIVED)  # AIM's I3D head uses 0.5; not a param
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], **derived: Any) -> ModelConfig:
+        """From the `model` section (unknown keys rejected) plus the `derived` fields (num_classes, attributes...)."""
+        values = section_values(cls, params, "model")
+        values["pretrained"] = values["pretrained"] or ""
+        values["lora_targets"] = tuple(values["lora_targets"] or ())
+        return cls(**values, **derived)
 
     def __post_init__(self) -> None:
         # Accept the JSON round trip of a checkpoint (lists, string keys).
         self.attributes = tuple(self.attributes)
+        self.lora_targets = tuple(self.lora_targets)
         self.attribute_layers = {str(k): int(v) for k, v in self.attribute_layers.items()}
         self.adapter_gate, self.adapter_scale = resolve_adapter_layout(
-            self.method, self.adapter_gate, self.adapter_scale
+            self.method, self.adapter_gate, self.adapter_scale, self.backbone_family
         )
 
     def validate(self) -> None:
         """Raise ValueError naming the params.yaml key of the first inconsistent field."""
-        if self.method not in METHODS:
-            raise ValueError(f"`model.method` must be one of {', '.join(METHODS)}; got '{self.method}'")
+        method = get_method(self.method)
+        get_family(self.backbone_family)
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1 (the dataset's class list); got {self.num_classes}")
         if self.frames < 1:
@@ -139,13 +134,17 @@ class ModelConfig:
                 f"`model.attribute_projection` must be one of {', '.join(ATTRIBUTE_PROJECTIONS)}; "
                 f"got '{self.attribute_projection}'"
             )
-        if self.method == "vpt" and self.prompt_length < 1:
+        if method.tokens == "prompts" and self.prompt_length < 1:
             raise ValueError(
-                f"`model.prompt.length` must be >= 1 for model.method=vpt; got {self.prompt_length}"
+                f"`model.prompt.length` must be >= 1 for model.method={self.method}; got {self.prompt_length}"
+            )
+        if method.layer == "adaptformer" and self.adaptformer_bottleneck < 1:
+            raise ValueError(
+                f"`model.adaptformer.bottleneck` must be >= 1; got {self.adaptformer_bottleneck}"
             )
         if not 0.0 <= self.head_dropout < 1.0:
             raise ValueError(f"head_dropout must be in [0, 1); got {self.head_dropout}")
-        if self.method == "eva":
+        if method.uses_attributes:
             if len(set(self.attributes)) != len(self.attributes):
                 raise ValueError(f"duplicate attribute names (set from `stage`): {self.attributes}")
             if self.attributes and self.attribute_dim < 1:
@@ -166,97 +165,100 @@ def freeze(module: nn.Module) -> nn.Module:
     return module.eval()
 
 
-def _check_backbone(backbone: VisionTransformer) -> None:
-    """The adapted forward re-implements the standard CLIP ViT; refuse variants it would get wrong."""
-    problems = []
-    if not isinstance(backbone, VisionTransformer):
-        problems.append(f"not an open_clip VisionTransformer ({type(backbone).__name__})")
-    else:
-        if backbone.attn_pool is not None or backbone.pool_type != "tok":
-            problems.append("pooling is not the CLS token")
-        if not isinstance(backbone.patch_dropout, nn.Identity):
-            problems.append("patch dropout is on")
-        for block in backbone.transformer.resblocks:
-            if type(block) is not ResidualAttentionBlock or hasattr(block, "ln_1_kv"):
-                problems.append(f"block type {type(block).__name__} is not a plain ResidualAttentionBlock")
-                break
-            if (why := check_attention(block.attn)) is not None:
-                problems.append(why)
-                break
-    if problems:
-        raise ValueError(f"unsupported vision tower for `model.backbone.name`: {'; '.join(problems)}")
+@dataclass(frozen=True)
+class LayerKind:
+    """How one `Method.layer` kind builds its per-block module and runs a block with it."""
+
+    # (config, backbone, drop-path rate of this block) -> the block's module
+    make: Callable[[ModelConfig, BlockBackbone, float], nn.Module] | None
+    # (backbone, block index, tokens, module or None, number of extra tokens) -> tokens
+    run: Callable[[BlockBackbone, int, torch.Tensor, nn.Module | None, int], torch.Tensor]
+    time_embedding: bool = False  # models time: add a time embedding where the backbone wants one
+
+
+LAYER_KINDS: dict[str, LayerKind] = {
+    "frozen": LayerKind(make=None, run=lambda bb, i, x, m, k: bb.frozen_block(i, x)),
+    "aim": LayerKind(
+        make=lambda cfg, bb, rate: BlockAdapters(
+            bb.width, cfg.adapter_ratio, cfg.adapter_scale, gate=cfg.adapter_gate, drop_path=rate
+        ),
+        run=lambda bb, i, x, m, k: m(bb, i, x, num_extra=k),
+        time_embedding=True,
+    ),
+    "adaptformer": LayerKind(
+        make=lambda cfg, bb, rate: AdaptFormerAdapter(
+            bb.width, cfg.adaptformer_bottleneck, cfg.adaptformer_scale
+        ),
+        run=lambda bb, i, x, m, k: adaptformer_block(bb, i, x, m),
+    ),
+    "lora": LayerKind(
+        make=lambda cfg, bb, rate: AttentionLoRA(
+            bb.width, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, cfg.lora_dropout
+        ),
+        run=lambda bb, i, x, m, k: lora_block(bb, i, x, m),
+    ),
+}
 
 
 class VideoClassifier(nn.Module):
     """Logits `[B, num_classes]` for normalised videos `[B, T, 3, H, W]` (+ attribute features for eva)."""
 
-    def __init__(
-        self,
-        config: ModelConfig,
-        backbone: VisionTransformer,
-        mean: tuple[float, float, float],
-        std: tuple[float, float, float],
-    ) -> None:
+    def __init__(self, config: ModelConfig, backbone: BlockBackbone) -> None:
         super().__init__()
         config.validate()
-        _check_backbone(backbone)
-        if tuple(backbone.image_size) != (config.image_size, config.image_size):
+        if backbone.image_size != config.image_size:
             raise ValueError(
                 f"`model.image_size`={config.image_size} but the backbone was built for {backbone.image_size}"
             )
+        if backbone.frames != config.frames:
+            raise ValueError(
+                f"`model.frames`={config.frames} but the backbone takes exactly {backbone.frames} frames"
+            )
         self.config = config
-        self.frozen_backbone = config.method != "full"
+        self.method = get_method(config.method)
+        self.layer_kind = LAYER_KINDS[self.method.layer]
+        self.frozen_backbone = not self.method.trains_backbone
         self.backbone = freeze(backbone) if self.frozen_backbone else backbone.requires_grad_(True)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)  # [3]
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)  # [3]
+        self.register_buffer(
+            "mean", torch.tensor(backbone.mean, dtype=torch.float32), persistent=False
+        )  # [3]
+        self.register_buffer("std", torch.tensor(backbone.std, dtype=torch.float32), persistent=False)  # [3]
 
-        blocks = backbone.transformer.resblocks
-        width = backbone.transformer.width
-        layers = len(blocks)
-        adapted = config.method in ADAPTED_METHODS
+        width, layers = backbone.width, backbone.num_layers
         # Learnable position in time, zero-init so the adapted model starts as the frozen one.
-        self.temporal_embedding = nn.Parameter(torch.zeros(config.frames, width)) if adapted else None
+        wants_time = self.layer_kind.time_embedding and backbone.time_embedding
+        self.temporal_embedding = nn.Parameter(torch.zeros(config.frames, width)) if wants_time else None
         # AIM's stochastic-depth rule: the rate grows linearly from 0 (first block) to drop_path (last).
         rates = torch.linspace(0.0, config.drop_path, layers).tolist()
-        self.adapters = (
-            nn.ModuleList(
-                BlockAdapters(
-                    width,
-                    config.adapter_ratio,
-                    config.adapter_scale,
-                    gate=config.adapter_gate,
-                    drop_path=rate,
-                )
-                for rate in rates
-            )
-            if adapted
-            else None
-        )
+        make = self.layer_kind.make
+        self.adapters = nn.ModuleList(make(config, backbone, rate) for rate in rates) if make else None
         self.prompts = (
-            DeepPrompts(layers, config.prompt_length, width, backbone.patch_size[0] * backbone.patch_size[1])
-            if config.method == "vpt"
+            DeepPrompts(layers, config.prompt_length, width, backbone.patch_area)
+            if self.method.tokens == "prompts"
             else None
         )
         tokens_class = AttributeTokens if config.attribute_projection == "linear" else ConcatAttributeTokens
         self.attribute_tokens: AttributeTokens | ConcatAttributeTokens | None = (
             tokens_class(config.attributes, config.attribute_layers, config.attribute_dim, layers, width)
-            if config.method == "eva" and config.attributes
+            if self.method.uses_attributes and config.attributes
             else None
         )
-        feature_dim = backbone.proj.shape[1] if backbone.proj is not None else width
-        self.head = nn.Sequential(
-            OrderedDict(
-                dropout=nn.Dropout(config.head_dropout), fc=nn.Linear(feature_dim, config.num_classes)
-            )
-        )
+        feature_dim = backbone.feature_dim
+        head: OrderedDict[str, nn.Module] = OrderedDict()
+        if backbone.head_norm:
+            head["norm"] = nn.LayerNorm(feature_dim)  # VideoMAE's fc_norm
+        head["dropout"] = nn.Dropout(config.head_dropout)
+        head["fc"] = nn.Linear(feature_dim, config.num_classes)
+        self.head = nn.Sequential(head)
         nn.init.normal_(self.head.fc.weight, std=0.02)
         nn.init.zeros_(self.head.fc.bias)
 
         tunable, total = self.parameter_counts()
         log.info(
-            "model %s on %s: %d tunable of %d parameters (%.2f%%)",
+            "model %s on %s (%s): %d tunable of %d parameters (%.2f%%)",
             config.method,
             config.backbone,
+            config.backbone_family,
             tunable,
             total,
             100.0 * tunable / total,
@@ -297,12 +299,12 @@ class VideoClassifier(nn.Module):
         if tokens is None:
             return {}
         attributes = attributes or {}
-        dtype = self.backbone.conv1.weight.dtype
+        dtype = self.backbone.dtype
         checked = {}
         for name in tokens.names:
             if name not in attributes:
                 raise ValueError(
-                    f"attribute '{name}' missing: model.method=eva with the attributes of `stage` needs "
+                    f"attribute '{name}' missing: model.method={self.config.method} with the attributes of `stage` needs "
                     f"{list(tokens.names)}, got {sorted(attributes)}"
                 )
             value = attributes[name]
@@ -317,41 +319,23 @@ class VideoClassifier(nn.Module):
 
     # -- forward -----------------------------------------------------------------------------
 
-    def _embed(self, frames: torch.Tensor) -> torch.Tensor:
-        """`[B*T, 3, H, W]` -> `[B*T, 1+N, D]`, as `clip.visual` embeds, plus the time embedding."""
-        v = self.backbone
-        x = v.conv1(frames)  # [B*T, D, h, w]
-        x = x.flatten(2).transpose(1, 2)  # [B*T, N, D]
-        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # [B*T, 1, D]
-        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)  # [B*T, 1+N, D]
-        if self.temporal_embedding is not None:
-            x = rearrange(x, "(b t) n d -> b t n d", t=self.config.frames)
-            x = x + self.temporal_embedding.to(x.dtype)[:, None]  # [B, T, 1+N, D]
-            x = rearrange(x, "b t n d -> (b t) n d")  # [B*T, 1+N, D]
-        return v.ln_pre(x)
-
     def frame_features(
         self, video: torch.Tensor, attributes: Mapping[str, torch.Tensor] | None = None
     ) -> torch.Tensor:
-        """Per-frame CLS features `[B, T, D_out]`: what `clip.visual` returns per frame, when frozen at init."""
+        """Backbone features `[B, F, D_out]` (F = T frames on CLIP, 1 on VideoMAE); the frozen backbone's at init."""
         self._check_video(video)
-        batch, frames = video.shape[:2]
+        batch = video.shape[0]
         checked = self._check_attributes(attributes, batch)
-        x = self._embed(video.flatten(0, 1))  # [B*T, 1+N, D]
+        bb, run = self.backbone, self.layer_kind.run
+        x = bb.embed(video, self.temporal_embedding)  # CLIP [B*T, 1+N, D]; VideoMAE [B, N, D]
         provider = self.extra_tokens
         k = provider.num_tokens if provider is not None else 0
-        for i, block in enumerate(self.backbone.transformer.resblocks):
+        for i in range(bb.num_layers):
             if provider is not None:
-                x = insert_tokens(x, provider(i, batch, checked), frames)  # [B*T, 1+k+N, D]
-            if self.adapters is not None:
-                x = self.adapters[i](block, x, frames=frames, num_extra=k)
-            else:
-                x = frozen_block_forward(block, x)
-            x = drop_tokens(x, k)  # [B*T, 1+N, D]
-        cls = self.backbone.ln_post(x[:, 0])  # [B*T, D]
-        if self.backbone.proj is not None:
-            cls = cls @ self.backbone.proj  # [B*T, D_out]
-        return cls.view(batch, frames, -1)  # [B, T, D_out]
+                x = bb.insert_tokens(x, provider(i, batch, checked))  # k extra tokens in
+            x = run(bb, i, x, self.adapters[i] if self.adapters is not None else None, k)
+            x = bb.drop_tokens(x, k)  # and out again
+        return bb.features(x)  # [B, F, D_out]
 
     def forward(
         self, video: torch.Tensor, attributes: Mapping[str, torch.Tensor] | None = None
@@ -382,7 +366,7 @@ class VideoClassifier(nn.Module):
         attributes = attributes or {}
         missing = [n for n in names if n not in attributes]
         if missing:
-            raise ValueError(f"attributes {missing} missing: model.method=eva needs {names}")
+            raise ValueError(f"attributes {missing} missing: model.method={self.config.method} needs {names}")
         keyframes = {attributes[n].shape[1] for n in names}
         if len(keyframes) != 1 or any(attributes[n].ndim != 4 for n in names):
             raise ValueError(
@@ -441,5 +425,5 @@ class VideoClassifier(nn.Module):
 def build_model(cfg: ModelConfig) -> VideoClassifier:
     """Load the backbone named by `model.backbone.*` (frozen) and wrap it for `cfg.method`."""
     cfg.validate()
-    bundle = load_open_clip(cfg.backbone, cfg.pretrained, param="model.backbone", image_size=cfg.image_size)
-    return VideoClassifier(cfg, bundle.model.visual, bundle.mean, bundle.std)
+    family = get_family(cfg.backbone_family)
+    return VideoClassifier(cfg, family.load(cfg.backbone, cfg.pretrained, cfg.frames, cfg.image_size))

@@ -1,7 +1,6 @@
-"""Training: the video + attribute loader, the warmup-cosine schedule, the DDP loop and checkpoints."""
+"""Training: the warmup-cosine schedule, the DDP loop and resume checkpoints (inputs: `eva.data.clips`)."""
 
-from eva.train.checkpoint import load_trained_model, save_trained_model
-from eva.train.data import (
+from eva.data.clips import (
     ClipSpec,
     VideoAttributeDataset,
     make_loader,
@@ -9,6 +8,7 @@ from eva.train.data import (
     sample_frame_indices,
     spatial_crops,
 )
+from eva.models.trained import load_trained_model, save_trained_model
 from eva.train.loop import TrainConfig, TrainJob, TrainResult, model_config_from_params, run_training
 
 __all__ = [

@@ -12,17 +12,26 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from eva.models import ModelConfig, VideoClassifier, build_model
-from eva.utils.io import atomic_path
+from eva.models.classifier import VideoClassifier
+from eva.models.trained import load_trained_model, save_torch, save_trained_model
 
 RESUME_FILE = "last.pt"
+__all__ = [
+    "capture_rng_state",
+    "data_fingerprint",
+    "load_resume",
+    "load_trained_model",
+    "restore_rng_state",
+    "resume_path",
+    "save_resume",
+    "save_trained_model",
+]
 
 
 def run_hash(config: Any) -> str:
@@ -39,13 +48,6 @@ def resume_path(root: str | Path, config: Any) -> Path:
 def data_fingerprint(paths: list[str | Path]) -> list[list[Any]]:
     """Names and sizes of the input files, so re-extracted data does not resume a stale run."""
     return [[Path(p).name, Path(p).stat().st_size] for p in paths]
-
-
-def _save(obj: dict[str, Any], path: str | Path) -> None:
-    # Through a file object: given a path, torch.save names the archive's root folder after the
-    # (random) temporary file name, so identical weights would give different bytes each run.
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
 
 
 # ----------------------------------------------------------------------------- RNG
@@ -99,7 +101,7 @@ def save_resume(
     rng: list[dict[str, Any]],
 ) -> None:
     """State after `epoch` finished epochs; `rng` holds one `capture_rng_state()` per rank."""
-    _save(
+    save_torch(
         {
             "epoch": epoch,
             "tunable": model.tunable_state_dict(),
@@ -120,47 +122,3 @@ def load_resume(path: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-# ----------------------------------------------------------------------------- final model
-
-
-def save_trained_model(
-    path: str | Path,
-    model: VideoClassifier,
-    *,
-    classes: list[str],
-    stage: int,
-    params: dict[str, Any],
-    history: list[dict[str, float]],
-) -> None:
-    """`models/<dataset>/model.pt`: config, tunable weights, classes, stage, params and history."""
-    if len(classes) != model.config.num_classes:
-        raise ValueError(f"{len(classes)} class names for a {model.config.num_classes}-way model")
-    _save(
-        {
-            "config": asdict(model.config),
-            "tunable": {k: v.detach().cpu().clone() for k, v in model.tunable_state_dict().items()},
-            "classes": list(classes),
-            "stage": int(stage),
-            "params": params,
-            "history": history,
-        },
-        path,
-    )
-
-
-def load_trained_model(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[VideoClassifier, dict[str, Any]]:
-    """Rebuild the classifier saved by the train stage (backbone from `model.backbone.*`), in eval mode.
-
-    Returns the model and the whole checkpoint dict (`classes`, `stage`, `params`, `history`...).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"trained model {path} not found (run the train stage: dvc repro train)")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(ModelConfig(**checkpoint["config"]))
-    model.load_tunable_state_dict(checkpoint["tunable"])
-    return model.to(device).eval(), checkpoint

@@ -28,7 +28,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from eva.attributes.store import AttributeMeta, attributes_for_stage
+from eva.attributes.store import AttributeMeta, AttributeStore, attributes_for_stage
+from eva.config import section_values
+from eva.data.clips import (
+    ClipSpec,
+    VideoAttributeDataset,
+    derive_seed,
+    make_loader,
+    open_attribute_store,
+    split_size,
+    steps_per_epoch,
+)
+from eva.methods import get_method
 from eva.models import ModelConfig, VideoClassifier, build_model
 from eva.params import param
 from eva.train.checkpoint import (
@@ -39,15 +50,6 @@ from eva.train.checkpoint import (
     resume_path,
     save_resume,
     save_trained_model,
-)
-from eva.train.data import (
-    ClipSpec,
-    VideoAttributeDataset,
-    derive_seed,
-    make_loader,
-    open_attribute_store,
-    split_size,
-    steps_per_epoch,
 )
 from eva.train.recipes import Recipe
 from eva.train.schedule import build_scheduler
@@ -71,7 +73,8 @@ class TrainConfig:
     epochs: int = 6
     batch_size: int = 16  # global batch per forward/backward, over all processes
     grad_accum: int = 1
-    recipe: Recipe = Recipe()  # train.recipes.<model.method>: optimiser, lr, backbone_lr, weight decay
+    # train.recipes.<model.method>: optimiser, lr, backbone_lr, weight decay (read by Recipe.from_params)
+    recipe: Recipe = field(default=Recipe(), metadata={"derived": True})
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     flip: bool = False
@@ -107,50 +110,39 @@ class TrainConfig:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TrainConfig:
         """From the whole params.yaml dict: `train.<name>`, and the recipe of `model.method`."""
-        values = {
-            name: param(params, f"train.{name}") for name in cls.__dataclass_fields__ if name != "recipe"
-        }
+        values = section_values(cls, params, "train", opaque=("recipes",))
         return cls(**values, recipe=Recipe.from_params(params, param(params, "model.method")))
 
 
 def model_config_from_params(
-    params: Mapping[str, Any], *, num_classes: int, attribute_meta: AttributeMeta | None
+    params: Mapping[str, Any],
+    *,
+    num_classes: int,
+    attribute_meta: AttributeMeta | None,
+    stage: int | None = None,
 ) -> ModelConfig:
-    """ModelConfig from `model.*` and `stage`; attribute sizes from the attribute file's metadata."""
+    """ModelConfig from `model.*` and `stage` (read here unless given); attribute sizes from the attribute file."""
     method = param(params, "model.method")
     names: tuple[str, ...] = ()
     layers: dict[str, int] = {}
     dim = 0
-    if method == "eva":
-        names = attributes_for_stage(param(params, "stage"))
+    if get_method(method).uses_attributes:
+        stage = param(params, "stage") if stage is None else stage
+        names = attributes_for_stage(stage)
         if attribute_meta is None:
             raise FileNotFoundError(
-                "model.method=eva needs the attributes stage's output (attributes/<dataset>/)"
+                f"model.method={method} needs the attributes stage's output (attributes/<dataset>/)"
             )
         missing = [n for n in names if n not in attribute_meta.attributes]
         if missing:
             raise ValueError(
-                f"`stage`={param(params, 'stage')} needs attributes {missing} that the attribute file does not "
+                f"`stage`={stage} needs attributes {missing} that the attribute file does not "
                 f"hold (it has {list(attribute_meta.attributes)}); re-run the attributes stage"
             )
         layers = {n: attribute_meta.layers(n) for n in names}
         dim = attribute_meta.dim
-    return ModelConfig(
-        method=method,
-        num_classes=num_classes,
-        backbone=param(params, "model.backbone.name"),
-        pretrained=param(params, "model.backbone.pretrained") or "",
-        frames=param(params, "model.frames"),
-        image_size=param(params, "model.image_size"),
-        adapter_ratio=param(params, "model.adapter.ratio"),
-        adapter_scale=param(params, "model.adapter.scale"),
-        adapter_gate=param(params, "model.adapter.gate"),
-        drop_path=param(params, "model.drop_path"),
-        attribute_projection=param(params, "model.attribute_projection"),
-        prompt_length=param(params, "model.prompt.length"),
-        attributes=names,
-        attribute_layers=layers,
-        attribute_dim=dim,
+    return ModelConfig.from_params(
+        params, num_classes=num_classes, attributes=names, attribute_layers=layers, attribute_dim=dim
     )
 
 
@@ -187,7 +179,6 @@ class TrainResult:
 class DistEnv:
     rank: int
     world_size: int
-    local_rank: int
     device: torch.device
 
     @property
@@ -218,7 +209,7 @@ def init_distributed() -> tuple[DistEnv, bool]:
             "nccl" if device.type == "cuda" else "gloo", rank=slot.rank, world_size=slot.world_size
         )
         created = True
-    return DistEnv(slot.rank, slot.world_size, local_rank, device), created
+    return DistEnv(slot.rank, slot.world_size, device), created
 
 
 def _all_reduce(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
@@ -359,20 +350,52 @@ def run_training(job: TrainJob) -> TrainResult:
             dist.destroy_process_group()
 
 
+@dataclass
+class _Run:
+    """The state one training run carries from epoch to epoch (built by `_set_up`)."""
+
+    job: TrainJob
+    env: DistEnv
+    model: VideoClassifier
+    ddp_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    train_data: VideoAttributeDataset
+    val_data: VideoAttributeDataset
+    logger: _Logger
+    checkpoint: Path | None
+    steps: int  # loader batches per epoch (micro-batches)
+    autocast: dict[str, Any]
+    start_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    step_log: list[dict[str, float]] = field(default_factory=list)
+
+
 def _run(job: TrainJob, env: DistEnv) -> TrainResult:
+    run = _set_up(job, env)
+    for epoch in range(run.start_epoch, job.train.epochs):
+        totals = _train_epoch(run, epoch)
+        _end_epoch(run, epoch, totals)
+    if env.is_main:
+        save_trained_model(
+            job.output,
+            run.model,
+            classes=job.classes,
+            stage=job.stage,
+            params=job.params,
+            history=run.history,
+        )
+        log.info("wrote %s", job.output)
+    run.logger.end()
+    _barrier(env)
+    return TrainResult(model=run.model, history=run.history, steps=run.step_log, resumed_from=run.start_epoch)
+
+
+def _open_splits(job: TrainJob, env: DistEnv) -> tuple[AttributeStore | None, AttributeStore | None, int]:
+    """The attribute stores of both splits and the loader batches per epoch; logs the split sizes."""
     cfg = job.train
-    if cfg.batch_size % env.world_size:
-        raise ValueError(
-            f"train.batch_size={cfg.batch_size} (the global batch) must be divisible by the number of "
-            f"processes ({env.world_size}, train.nproc)"
-        )
     local_batch = cfg.batch_size // env.world_size
-    if job.model.method == "full" and not cfg.recipe.backbone_lr > 0:
-        raise ValueError(
-            f"`train.recipes.{cfg.recipe.name}.backbone_lr` must be > 0 for model.method=full (it trains the backbone)"
-        )
-    if cfg.nproc != env.world_size and env.is_main:
-        log.warning("train.nproc=%d but %d processes were launched", cfg.nproc, env.world_size)
     names = tuple(job.model.attributes)
     train_store = open_attribute_store(job.train_attributes, needed=bool(names), split="train")
     val_store = open_attribute_store(job.val_attributes, needed=bool(names), split="val")
@@ -393,6 +416,47 @@ def _run(job: TrainJob, env: DistEnv) -> TrainResult:
             "train: %d videos, val: %d videos; %d processes x batch %d x accumulation %d; %d steps per epoch",
             train_size.usable, val_size.usable, env.world_size, local_batch, cfg.grad_accum, optimiser_steps,
         )  # fmt: skip
+    return train_store, val_store, steps
+
+
+def _run_identity(job: TrainJob, env: DistEnv) -> dict[str, Any]:
+    """Everything that determines the run: its hash names the resume file, so other params never resume it."""
+    cfg = job.train
+    return {
+        "params": job.params,
+        "model": asdict(job.model),
+        "train": asdict(cfg),
+        "stage": job.stage,
+        "world_size": env.world_size,
+        "data": data_fingerprint(
+            [
+                *job.train_shards,
+                *job.val_shards,
+                *[p for p in (job.train_attributes, job.val_attributes) if p],
+            ]
+        ),
+    }
+
+
+def _set_up(job: TrainJob, env: DistEnv) -> _Run:
+    """Check the job, build model, optimiser, schedule and loaders, and restore a resume file if any."""
+    cfg = job.train
+    if cfg.batch_size % env.world_size:
+        raise ValueError(
+            f"train.batch_size={cfg.batch_size} (the global batch) must be divisible by the number of "
+            f"processes ({env.world_size}, train.nproc)"
+        )
+    local_batch = cfg.batch_size // env.world_size
+    if get_method(job.model.method).trains_backbone and not cfg.recipe.backbone_lr > 0:
+        raise ValueError(
+            f"`train.recipes.{cfg.recipe.name}.backbone_lr` must be > 0 for model.method={job.model.method} "
+            "(it trains the backbone)"
+        )
+    if cfg.nproc != env.world_size and env.is_main:
+        log.warning("train.nproc=%d but %d processes were launched", cfg.nproc, env.world_size)
+    names = tuple(job.model.attributes)
+    train_store, val_store, steps = _open_splits(job, env)
+    optimiser_steps = steps // cfg.grad_accum
 
     torch.manual_seed(cfg.seed)  # identical tunable initialisation on every rank
     model = build_model(job.model).to(env.device)
@@ -411,20 +475,7 @@ def _run(job: TrainJob, env: DistEnv) -> TrainResult:
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
-    identity = {
-        "params": job.params,
-        "model": asdict(job.model),
-        "train": asdict(cfg),
-        "stage": job.stage,
-        "world_size": env.world_size,
-        "data": data_fingerprint(
-            [
-                *job.train_shards,
-                *job.val_shards,
-                *[p for p in (job.train_attributes, job.val_attributes) if p],
-            ]
-        ),
-    }
+    identity = _run_identity(job, env)
     checkpoint = resume_path(job.checkpoint_root, identity) if job.checkpoint_root is not None else None
     history: list[dict[str, float]] = []
     step_log: list[dict[str, float]] = []
@@ -476,101 +527,124 @@ def _run(job: TrainJob, env: DistEnv) -> TrainResult:
     for record in history:
         logger.epoch(record)
 
-    pin = env.device.type == "cuda"
     autocast = dict(device_type=env.device.type, dtype=amp_dtype, enabled=use_amp)
-    for epoch in range(start_epoch, cfg.epochs):
-        train_data.set_epoch(epoch)
-        model.train()
-        window = torch.zeros(3, dtype=torch.float64, device=env.device)  # loss sum, correct, count
-        totals = torch.zeros(3, dtype=torch.float64, device=env.device)
-        batches: Iterator[dict[str, Any]] = iter(make_loader(train_data, pin_memory=pin))
-        if env.is_main:
-            batches = progress(batches, desc=f"train epoch {epoch + 1}/{cfg.epochs}", total=steps)
-        micro = 0
-        for micro, batch in enumerate(batches, 1):
-            video, attributes, labels = _to_device(batch, env.device)
-            update = micro % cfg.grad_accum == 0
-            no_sync = ddp_model.no_sync() if env.world_size > 1 and not update else contextlib.nullcontext()
-            with no_sync:
-                with torch.autocast(**autocast):
-                    logits = ddp_model(video, attributes)  # [b, C]
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
-                scaler.scale(loss / cfg.grad_accum).backward()
-            with torch.no_grad():
-                correct = (logits.argmax(dim=1) == labels).sum()
-                window += torch.stack(
-                    [
-                        loss.detach().double() * labels.numel(),
-                        correct.double(),
-                        window.new_tensor(labels.numel()),
-                    ]
-                )
-            if not update:
-                continue
-            lr = scheduler.get_last_lr()[0]
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            _all_reduce(window, env)
-            loss_sum, hits, count = window.tolist()
-            record = {
-                "step": len(step_log) + 1,
-                "epoch": epoch + 1,
-                "loss": loss_sum / count,
-                "acc": hits / count,
-                "lr": lr,
-            }
-            step_log.append(record)
-            logger.step(record)
-            totals += window
-            window.zero_()
-        if micro != steps:
-            raise RuntimeError(
-                f"rank {env.rank}: the loader gave {micro} batches, expected {steps} per epoch"
-            )
+    return _Run(
+        job=job,
+        env=env,
+        model=model,
+        ddp_model=ddp_model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        train_data=train_data,
+        val_data=val_data,
+        logger=logger,
+        checkpoint=checkpoint,
+        steps=steps,
+        autocast=autocast,
+        start_epoch=start_epoch,
+        history=history,
+        step_log=step_log,
+    )
 
-        val_loss, val_acc = evaluate_top1(model, val_data, env, autocast)
-        loss_sum, hits, count = totals.tolist()
-        record = {
-            "epoch": epoch + 1,
-            "step": len(step_log),
-            "train_loss": loss_sum / count,
-            "train_acc": hits / count,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": step_log[-1]["lr"],
-        }
-        history.append(record)
-        logger.epoch(record)
-        if env.is_main:
-            log.info(
-                "epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f",
-                epoch + 1, cfg.epochs, record["train_loss"], record["train_acc"], val_loss, val_acc,
-            )  # fmt: skip
-        rng = _gather_rng(env)
-        if checkpoint is not None and env.is_main:
-            save_resume(
-                checkpoint,
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                scaler=scaler,
-                epoch=epoch + 1,
-                history=history,
-                steps=step_log,
-                rng=rng,
-            )
-        _barrier(env)
 
+def _train_epoch(run: _Run, epoch: int) -> torch.Tensor:
+    """One pass over the training split; returns the summed (loss, correct, count) of its steps."""
+    cfg, env, steps = run.job.train, run.env, run.steps
+    model, ddp_model, optimizer, scheduler, scaler = (
+        run.model, run.ddp_model, run.optimizer, run.scheduler, run.scaler
+    )  # fmt: skip
+    train_data, step_log, logger, autocast = run.train_data, run.step_log, run.logger, run.autocast
+    pin = env.device.type == "cuda"
+    train_data.set_epoch(epoch)
+    model.train()
+    window = torch.zeros(3, dtype=torch.float64, device=env.device)  # loss sum, correct, count
+    totals = torch.zeros(3, dtype=torch.float64, device=env.device)
+    batches: Iterator[dict[str, Any]] = iter(make_loader(train_data, pin_memory=pin))
     if env.is_main:
-        save_trained_model(
-            job.output, model, classes=job.classes, stage=job.stage, params=job.params, history=history
+        batches = progress(batches, desc=f"train epoch {epoch + 1}/{cfg.epochs}", total=steps)
+    micro = 0
+    for micro, batch in enumerate(batches, 1):
+        video, attributes, labels = _to_device(batch, env.device)
+        update = micro % cfg.grad_accum == 0
+        no_sync = ddp_model.no_sync() if env.world_size > 1 and not update else contextlib.nullcontext()
+        with no_sync:
+            with torch.autocast(**autocast):
+                logits = ddp_model(video, attributes)  # [b, C]
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
+            scaler.scale(loss / cfg.grad_accum).backward()
+        with torch.no_grad():
+            correct = (logits.argmax(dim=1) == labels).sum()
+            window += torch.stack(
+                [
+                    loss.detach().double() * labels.numel(),
+                    correct.double(),
+                    window.new_tensor(labels.numel()),
+                ]
+            )
+        if not update:
+            continue
+        lr = scheduler.get_last_lr()[0]
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        _all_reduce(window, env)
+        loss_sum, hits, count = window.tolist()
+        record = {
+            "step": len(step_log) + 1,
+            "epoch": epoch + 1,
+            "loss": loss_sum / count,
+            "acc": hits / count,
+            "lr": lr,
+        }
+        step_log.append(record)
+        logger.step(record)
+        totals += window
+        window.zero_()
+    if micro != steps:
+        raise RuntimeError(f"rank {env.rank}: the loader gave {micro} batches, expected {steps} per epoch")
+    return totals
+
+
+def _end_epoch(run: _Run, epoch: int, totals: torch.Tensor) -> None:
+    """Validate, log the epoch and write the resume file."""
+    cfg, env, model = run.job.train, run.env, run.model
+    history, step_log, checkpoint = run.history, run.step_log, run.checkpoint
+    val_data, autocast, logger = run.val_data, run.autocast, run.logger
+    optimizer, scheduler, scaler = run.optimizer, run.scheduler, run.scaler
+    val_loss, val_acc = evaluate_top1(model, val_data, env, autocast)
+    loss_sum, hits, count = totals.tolist()
+    record = {
+        "epoch": epoch + 1,
+        "step": len(step_log),
+        "train_loss": loss_sum / count,
+        "train_acc": hits / count,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "lr": step_log[-1]["lr"],
+    }
+    history.append(record)
+    logger.epoch(record)
+    if env.is_main:
+        log.info(
+            "epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f",
+            epoch + 1, cfg.epochs, record["train_loss"], record["train_acc"], val_loss, val_acc,
+        )  # fmt: skip
+    rng = _gather_rng(env)
+    if checkpoint is not None and env.is_main:
+        save_resume(
+            checkpoint,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+            epoch=epoch + 1,
+            history=history,
+            steps=step_log,
+            rng=rng,
         )
-        log.info("wrote %s", job.output)
-    logger.end()
     _barrier(env)
-    return TrainResult(model=model, history=history, steps=step_log, resumed_from=start_epoch)
 
 
 @torch.no_grad()

@@ -1,0 +1,554 @@
+"""Training and evaluation batches: shard clips joined with their attribute rows.
+
+A video enters a batch as `T = model.frames` frames picked from the `T_stored` stored ones (TSN:
+a random offset in each of T equal segments for training, the segment centre for evaluation),
+spatially cropped (random resized crop for training, resize + centre crop for evaluation) and
+normalised with the backbone's mean/std. Its attributes follow one keyframe policy: training
+feeds one random keyframe's `[L, D]` features (the same keyframe for every attribute of the
+video); evaluation hands over all K keyframes, `[K, L, D]`, and the model scores each keyframe
+as an extra view (`VideoClassifier.view_probabilities`), so evaluation only ever feeds the model
+inputs that training produces. Videos without an attribute row are
+skipped (and counted), for every method, so all methods train and evaluate on the same videos.
+
+Partitioning across DDP ranks and DataLoader workers. Every rank must run the same number of
+steps per epoch (a rank that runs out of data first would leave the others waiting forever in
+the gradient all-reduce), so the epoch length is fixed up front from the sample count
+(`steps_per_epoch`) and each (rank, worker) produces exactly its share of batches:
+
+* "samples" mode, when there are fewer shards than readers (rank x worker), e.g. the demo's
+  single shard, or a single reader: every reader walks all shards in the same seeded order through the same seeded
+  shuffle buffer, so all readers see one identical global stream. Sample p of that stream belongs
+  to global batch s = p // B (B = global batch), to rank (p % B) // b (b = B / world) and to
+  worker s % workers; only the owner decodes it. The global batches are therefore the same for any
+  world size or worker count: 2-process DDP sees exactly the batches of 1 process. The stream is
+  cycled (with a fresh shuffle) if it is shorter than the epoch.
+* "shards" mode, otherwise: shards (in a seeded order per epoch) are dealt round-robin to readers
+  and read in order through this reader's own shuffle buffer; each reader cycles its shards until it has
+  produced its quota of batches. Batches then depend on the world size, as in any sharded loader.
+
+Per-sample randomness (frame offsets, crop, flip, keyframe) comes from a generator seeded by
+(seed, epoch, pass, video_id), not by rank or worker: a video is augmented the same way whichever
+process reads it, so runs are reproducible and DDP is comparable to one process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset.tariterators import tarfile_samples
+
+from eva.attributes.store import AttributeStore
+from eva.data.shards import VideoSample, buffer_shuffle, decode_sample
+
+log = logging.getLogger(__name__)
+
+# Samples held by a shuffle buffer (raw JPEG bytes in "samples" mode: ~T x 10 kB each).
+SHUFFLE_BUFFER = 256
+CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+
+
+# ----------------------------------------------------------------------------- seeds
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 63-bit seed from `parts` (Python's `hash` is salted per process, so unusable here)."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def make_generator(*parts: object) -> torch.Generator:
+    generator = torch.Generator()
+    generator.manual_seed(derive_seed(*parts))
+    return generator
+
+
+# ----------------------------------------------------------------------------- temporal sampling
+
+
+def sample_frame_indices(
+    num_stored: int,
+    num_frames: int,
+    *,
+    train: bool,
+    generator: torch.Generator | None = None,
+    clip_index: int = 0,
+    num_clips: int = 1,
+) -> list[int]:
+    """Pick `num_frames` of `num_stored` stored frames, one per equal segment (TSN).
+
+    Segment i is `[floor(i*n/T), floor((i+1)*n/T))`. Training takes a random frame of each segment;
+    evaluation takes the point `(clip_index + 0.5) / num_clips` of the way through each segment, so
+    `num_clips` temporal clips spread their offsets evenly (one clip: the segment centres). With
+    fewer stored frames than requested, segments are empty and frames repeat.
+    """
+    if num_stored < 1:
+        raise ValueError(f"a video needs at least one stored frame, got {num_stored}")
+    if num_frames < 1:
+        raise ValueError(f"`model.frames` must be >= 1, got {num_frames}")
+    if num_clips < 1 or not 0 <= clip_index < num_clips:
+        raise ValueError(
+            f"clip_index must be in 0..num_clips-1 (`evaluate.clips`={num_clips}), got {clip_index}"
+        )
+    indices = []
+    for i in range(num_frames):
+        start = i * num_stored // num_frames
+        length = (i + 1) * num_stored // num_frames - start
+        if length <= 0:
+            offset = 0
+        elif train:
+            offset = int(torch.randint(length, (1,), generator=generator))
+        else:
+            offset = int(length * (clip_index + 0.5) / num_clips)
+        indices.append(min(start + offset, num_stored - 1))
+    return indices
+
+
+# ----------------------------------------------------------------------------- spatial transforms
+
+
+def random_resized_crop_box(
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float] = CROP_RATIO,
+    *,
+    generator: torch.Generator | None = None,
+) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a crop covering a random `scale` fraction of the area at a random aspect ratio.
+
+    The torchvision RandomResizedCrop recipe, drawn from `generator` so the crop is reproducible.
+    """
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        u_area, u_ratio = torch.rand(2, generator=generator).tolist()
+        target = area * (scale[0] + u_area * (scale[1] - scale[0]))
+        aspect = math.exp(log_ratio[0] + u_ratio * (log_ratio[1] - log_ratio[0]))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(height - h + 1, (1,), generator=generator))
+            left = int(torch.randint(width - w + 1, (1,), generator=generator))
+            return top, left, h, w
+    # Fallback: the largest centred crop with an aspect ratio inside `ratio`.
+    aspect = width / height
+    if aspect < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif aspect > ratio[1]:
+        h, w = height, round(height * ratio[1])
+    else:
+        h, w = height, width
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def _resize(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`[T, 3, h, w]` -> float `[T, 3, *size]` (bilinear, antialiased when shrinking)."""
+    return F.interpolate(video.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def train_clip(
+    frames: torch.Tensor,
+    size: int,
+    *,
+    crop_scale: tuple[float, float],
+    flip: bool,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """uint8 `[T, 3, H, W]` -> float `[T, 3, size, size]` (0..255): one random crop (and flip) for all T frames."""
+    height, width = frames.shape[-2:]
+    top, left, h, w = random_resized_crop_box(height, width, crop_scale, generator=generator)
+    clip = _resize(frames[..., top : top + h, left : left + w], (size, size))  # [T, 3, S, S]
+    if flip and bool(torch.rand(1, generator=generator) < 0.5):
+        clip = clip.flip(-1)
+    return clip
+
+
+def resize_short_side(video: torch.Tensor, size: int) -> torch.Tensor:
+    """`[..., 3, H, W]` -> float with the shorter side `size`, aspect ratio kept."""
+    height, width = video.shape[-2:]
+    if height <= width:
+        new = (size, max(size, round(width * size / height)))
+    else:
+        new = (max(size, round(height * size / width)), size)
+    lead = video.shape[:-3]
+    out = _resize(video.reshape(-1, *video.shape[-3:]), new)  # [N, 3, h, w]
+    return out.reshape(*lead, *out.shape[-3:])
+
+
+def spatial_crops(video: torch.Tensor, size: int, crops: int = 1) -> torch.Tensor:
+    """Evaluation views: `[T, 3, H, W]` -> float `[crops, T, 3, size, size]` (0..255).
+
+    Resize the short side to `size`, then take `crops` squares evenly spaced along the long side:
+    1 -> centre; 3 -> left/centre/right (landscape) or top/centre/bottom (portrait).
+    """
+    if crops < 1:
+        raise ValueError(f"`evaluate.crops` must be >= 1, got {crops}")
+    video = resize_short_side(video, size)  # [T, 3, h, w], min(h, w) == size
+    height, width = video.shape[-2:]
+    span = max(height, width) - size
+    offsets = [span // 2] if crops == 1 else [round(i * span / (crops - 1)) for i in range(crops)]
+    views = []
+    for offset in offsets:
+        if width >= height:
+            views.append(video[..., :, offset : offset + size])
+        else:
+            views.append(video[..., offset : offset + size, :])
+    return torch.stack(views)  # [crops, T, 3, S, S]
+
+
+def normalize(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """0..255 float `[..., 3, H, W]` -> `(x / 255 - mean) / std` per channel."""
+    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return (video / 255.0 - m) / s
+
+
+def select_attributes(
+    rows: Mapping[str, torch.Tensor], *, train: bool, generator: torch.Generator | None = None
+) -> dict[str, torch.Tensor]:
+    """float16 `[K, L, D]` per attribute -> float32: one random keyframe `[L, D]` (the same for every
+    attribute of the video) when training, all K keyframes `[K, L, D]` when evaluating (extra views)."""
+    if not rows:
+        return {}
+    if not train:
+        return {name: value.float() for name, value in rows.items()}  # [K, L, D]
+    keyframes = next(iter(rows.values())).shape[0]
+    k = int(torch.randint(keyframes, (1,), generator=generator))
+    return {name: value[k].float() for name, value in rows.items()}  # [L, D]
+
+
+def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Items -> `video` float [B, (V,) T, 3, S, S], `attributes` name -> float32 [B, (K,) L, D], `label` [B]."""
+    names = items[0]["attributes"].keys()
+    return {
+        "video": torch.stack([it["video"] for it in items]),
+        "attributes": {name: torch.stack([it["attributes"][name] for it in items]) for name in names},
+        "label": torch.tensor([it["label"] for it in items], dtype=torch.int64),
+        "video_id": [it["video_id"] for it in items],
+    }
+
+
+# ----------------------------------------------------------------------------- sizes
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """How a stored video becomes a model input (from `model.*`, `train.*` and the backbone)."""
+
+    num_frames: int  # model.frames
+    image_size: int  # model.image_size
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop_scale: tuple[float, float] = (0.7, 1.0)  # train.crop_scale
+    flip: bool = False  # train.flip
+    clips: int = 1  # evaluate.clips (evaluation only)
+    crops: int = 1  # evaluate.crops (evaluation only)
+
+    @property
+    def views(self) -> int:
+        return self.clips * self.crops
+
+
+def steps_per_epoch(num_samples: int, global_batch: int, grad_accum: int = 1) -> int:
+    """Micro-batches per epoch, the same on every rank: whole optimiser steps, at least one.
+
+    The remainder of the (shuffled) epoch is dropped; an epoch shorter than one optimiser step
+    is filled by cycling the data.
+    """
+    if num_samples < 1:
+        raise ValueError("no training samples (empty attribute file or shards)")
+    optimiser_steps = max(1, num_samples // (global_batch * grad_accum))
+    return optimiser_steps * grad_accum
+
+
+def count_shard_samples(urls: Sequence[str]) -> int:
+    """Samples in `urls`, from the tar headers alone (one `.json` member per sample)."""
+    import tarfile
+
+    count = 0
+    for url in urls:
+        with tarfile.open(url) as tar:
+            count += sum(1 for member in tar if member.name.endswith(".json"))
+    return count
+
+
+@dataclass(frozen=True)
+class SplitSize:
+    """How many videos a split has in its shards and how many of them can be used."""
+
+    in_shards: int
+    usable: int  # with an attribute row (all of them when there is no attribute file)
+
+    @property
+    def skipped(self) -> int:
+        return max(self.in_shards - self.usable, 0)
+
+
+def split_size(urls: Sequence[str], store: AttributeStore | None) -> SplitSize:
+    """Count a split before iterating it, so every rank can agree on the epoch length.
+
+    The attribute file has one row per video the attributes stage read from these same shards,
+    so its row count is the number of usable videos; the shards are counted from tar headers only.
+    """
+    in_shards = count_shard_samples(urls)
+    usable = in_shards if store is None else min(len(store), in_shards)
+    return SplitSize(in_shards=in_shards, usable=usable)
+
+
+# ----------------------------------------------------------------------------- dataset
+
+
+class VideoAttributeDataset(IterableDataset):
+    """Batches (already collated; use with `batch_size=None`) of one (rank, worker)'s share of a split.
+
+    `batch_size` is per rank. Training (`steps` set) yields exactly `steps` batches per rank per
+    epoch, spread over the loader workers; evaluation yields every sample exactly once across
+    ranks and workers, the last batch possibly short. `attribute_names` are loaded (empty for
+    methods without attributes); `attributes` (the store) decides which videos exist either way.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        spec: ClipSpec,
+        *,
+        train: bool,
+        batch_size: int,
+        attributes: AttributeStore | None = None,
+        attribute_names: Sequence[str] = (),
+        steps: int | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if not urls:
+            raise ValueError("no shards to read")
+        if batch_size < 1:
+            raise ValueError(f"per-rank batch size must be >= 1, got {batch_size}")
+        if train and steps is None:
+            raise ValueError("training needs `steps` (batches per rank per epoch, see steps_per_epoch)")
+        if train and spec.views != 1:
+            raise ValueError("multi-view (clips x crops) is for evaluation only")
+        if attribute_names and attributes is None:
+            raise ValueError(f"attributes {list(attribute_names)} requested without an attribute file")
+        self.urls = list(urls)
+        self.spec = spec
+        self.train = train
+        self.batch_size = batch_size
+        self.attributes = attributes
+        self.attribute_names = tuple(attribute_names)
+        self.steps = steps
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.workers = max(workers, 1)
+        self.num_workers = workers  # what the DataLoader must be built with
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def mode(self) -> str:
+        """'shards' when there are several readers (rank x worker) and each can get a shard of its own.
+
+        A single reader reads everything either way, so it uses 'samples' mode: its batches are
+        then exactly those of a multi-reader run over few shards.
+        """
+        readers = self.world_size * self.workers
+        return "shards" if 1 < readers <= len(self.urls) else "samples"
+
+    # -- items ---------------------------------------------------------------------------------
+
+    def _item(self, sample: VideoSample, repeat: int) -> dict[str, Any]:
+        spec = self.spec
+        video_id = sample.meta["video_id"]
+        stored = sample.frames.shape[0]
+        generator = make_generator(self.seed, self.epoch, repeat, video_id) if self.train else None
+        if self.train:
+            idx = sample_frame_indices(stored, spec.num_frames, train=True, generator=generator)
+            video = train_clip(
+                sample.frames[idx],
+                spec.image_size,
+                crop_scale=spec.crop_scale,
+                flip=spec.flip,
+                generator=generator,
+            )  # [T, 3, S, S]
+        else:
+            views = []
+            for c in range(spec.clips):
+                idx = sample_frame_indices(
+                    stored, spec.num_frames, train=False, clip_index=c, num_clips=spec.clips
+                )
+                views.append(
+                    spatial_crops(sample.frames[idx], spec.image_size, spec.crops)
+                )  # [crops, T, 3, S, S]
+            video = torch.cat(views)  # [V, T, 3, S, S], clip-major
+            if spec.views == 1:
+                video = video[0]  # [T, 3, S, S]
+        attributes: dict[str, torch.Tensor] = {}
+        if self.attribute_names and self.attributes is not None:  # both or neither (checked in __init__)
+            rows = self.attributes.get(video_id, self.attribute_names)
+            attributes = select_attributes(rows, train=self.train, generator=generator)
+        return {
+            "video": normalize(video, spec.mean, spec.std),
+            "attributes": attributes,
+            "label": int(sample.meta["label"]),
+            "video_id": video_id,
+        }
+
+    def _has_attributes(self, video_id: str) -> bool:
+        return self.attributes is None or video_id in self.attributes
+
+    # -- streams -------------------------------------------------------------------------------
+
+    def _global_stream(self, repeat: int) -> Iterator[dict[str, Any]]:
+        """Raw samples with attributes, in the seeded order every reader shares ("samples" mode)."""
+        urls = list(self.urls)
+        if self.train:
+            random.Random(derive_seed(self.seed, self.epoch, repeat, "shards")).shuffle(urls)
+        raw: Iterator[dict[str, Any]] = tarfile_samples([{"url": u} for u in urls])
+        kept = (s for s in raw if self._has_attributes(json.loads(s["json"])["video_id"]))
+        if self.train:
+            kept = buffer_shuffle(
+                kept, SHUFFLE_BUFFER, random.Random(derive_seed(self.seed, self.epoch, repeat, "buffer"))
+            )
+        return kept
+
+    def _reader_stream(self, slot: int, slots: int, repeat: int) -> Iterator[VideoSample]:
+        """This reader's own shards, decoded, with attributes ("shards" mode)."""
+        urls = list(self.urls)
+        if self.train:
+            random.Random(derive_seed(self.seed, self.epoch, repeat, "shards")).shuffle(urls)
+        mine = urls[slot::slots]
+        raw: Iterator[dict[str, Any]] = tarfile_samples([{"url": u} for u in mine])
+        if self.train:  # shuffled as raw bytes, decoded as they leave the buffer
+            raw = buffer_shuffle(
+                raw, SHUFFLE_BUFFER, random.Random(derive_seed(self.seed, self.epoch, repeat, slot, "buffer"))
+            )
+        decoded = (decode_sample(sample) for sample in raw)
+        return (s for s in decoded if self._has_attributes(s.meta["video_id"]))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if workers != self.workers:
+            raise RuntimeError(
+                f"dataset partitioned for {self.workers} loader workers but iterated by {workers}: "
+                "build the DataLoader with `make_loader`"
+            )
+        if self.mode == "samples":
+            yield from (self._train_by_samples(worker) if self.train else self._eval_by_samples(worker))
+        else:
+            yield from self._by_shards(worker)
+
+    def _train_by_samples(self, worker: int) -> Iterator[dict[str, Any]]:
+        local, world = self.batch_size, self.world_size
+        global_batch = local * world
+        total = self.steps * global_batch  # positions in the epoch's global stream
+        position, repeat, pending = 0, 0, []
+        while position < total:
+            seen = False
+            for raw in self._global_stream(repeat):
+                seen = True
+                step, within = divmod(position, global_batch)
+                if within // local == self.rank and step % self.workers == worker:
+                    pending.append(self._item(decode_sample(raw), repeat))
+                    if len(pending) == local:
+                        yield collate(pending)
+                        pending = []
+                position += 1
+                if position == total:
+                    break
+            if not seen:
+                raise RuntimeError(f"no training video in {len(self.urls)} shards has an attribute row")
+            repeat += 1
+
+    def _eval_by_samples(self, worker: int) -> Iterator[dict[str, Any]]:
+        slot, slots = self.rank * self.workers + worker, self.world_size * self.workers
+        pending = []
+        for position, raw in enumerate(self._global_stream(0)):
+            if position % slots == slot:
+                pending.append(self._item(decode_sample(raw), 0))
+                if len(pending) == self.batch_size:
+                    yield collate(pending)
+                    pending = []
+        if pending:
+            yield collate(pending)
+
+    def _by_shards(self, worker: int) -> Iterator[dict[str, Any]]:
+        slot, slots = self.rank * self.workers + worker, self.world_size * self.workers
+        quota = len(range(worker, self.steps, self.workers)) if self.train else None
+        produced, repeat, pending = 0, 0, []
+        while quota is None or produced < quota:
+            seen = False
+            for sample in self._reader_stream(slot, slots, repeat):
+                seen = True
+                pending.append(self._item(sample, repeat))
+                if len(pending) == self.batch_size:
+                    yield collate(pending)
+                    pending = []
+                    produced += 1
+                    if quota is not None and produced == quota:
+                        return
+            if quota is None:
+                if pending:
+                    yield collate(pending)
+                return
+            if not seen:
+                raise RuntimeError(f"reader {slot} of {slots}: no video with an attribute row in its shards")
+            repeat += 1
+
+
+def make_loader(dataset: VideoAttributeDataset, *, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over already-collated batches, with the worker count the dataset was split for."""
+    workers = dataset.num_workers
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=2 if workers > 0 else None,
+        persistent_workers=False,
+    )
+
+
+def open_attribute_store(path: str | Path | None, *, needed: bool, split: str) -> AttributeStore | None:
+    """The split's attribute file, shared by training and evaluation.
+
+    Required when attribute tensors are `needed` (model.method=eva); otherwise a missing file only
+    means every video in the shards is used (a warning), and a present one still decides which
+    videos exist, so all methods see the same videos.
+    """
+    if path is not None and Path(path).is_file():
+        return AttributeStore(path)
+    if needed:
+        raise FileNotFoundError(
+            f"attribute file {path} not found: model.method=eva needs the attributes stage"
+        )
+    log.warning("no attribute file for %s (%s): using every video in the shards", split, path)
+    return None
+
+
+def read_classes(path: str | Path) -> list[str]:
+    """`data/index/<dataset>.classes.json`: class names, index == label id."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"class list {path} not found (run the index stage for this `dataset.name`)")
+    classes = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(classes, list) or not classes:
+        raise ValueError(f"{path} must be a non-empty JSON list of class names")
+    return [str(c) for c in classes]

@@ -1,0 +1,66 @@
+"""The trained model file `models/<dataset>/model.pt`: written by the trainer, read by inference.
+
+It holds only what inference needs (config, tunable weights, classes, the params and history of
+the run): the frozen backbone is rebuilt from `model.backbone.*`. Written atomically; loads with
+`torch.load(weights_only=True)`. Lives with the models so that evaluation does not import the trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eva.models.classifier import ModelConfig, VideoClassifier, build_model
+from eva.utils.io import atomic_path
+
+
+def save_torch(obj: dict[str, Any], path: str | Path) -> None:
+    """`torch.save` to `path` atomically, with the same bytes for the same object."""
+    # Through a file object: given a path, torch.save names the archive's root folder after the
+    # (random) temporary file name, so identical weights would give different bytes each run.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+
+
+def save_trained_model(
+    path: str | Path,
+    model: VideoClassifier,
+    *,
+    classes: list[str],
+    stage: int,
+    params: dict[str, Any],
+    history: list[dict[str, float]],
+) -> None:
+    """`models/<dataset>/model.pt`: config, tunable weights, classes, stage, params and history."""
+    if len(classes) != model.config.num_classes:
+        raise ValueError(f"{len(classes)} class names for a {model.config.num_classes}-way model")
+    save_torch(
+        {
+            "config": asdict(model.config),
+            "tunable": {k: v.detach().cpu().clone() for k, v in model.tunable_state_dict().items()},
+            "classes": list(classes),
+            "stage": int(stage),
+            "params": params,
+            "history": history,
+        },
+        path,
+    )
+
+
+def load_trained_model(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[VideoClassifier, dict[str, Any]]:
+    """Rebuild the classifier saved by the train stage (backbone from `model.backbone.*`), in eval mode.
+
+    Returns the model and the whole checkpoint dict (`classes`, `stage`, `params`, `history`...).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"trained model {path} not found (run the train stage: dvc repro train)")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(ModelConfig(**checkpoint["config"]))
+    model.load_tunable_state_dict(checkpoint["tunable"])
+    return model.to(device).eval(), checkpoint

@@ -1,0 +1,107 @@
+"""Print the tunable / total parameter count of every method on every backbone family (README table).
+
+    python scripts/param_counts.py            # markdown table, 101 classes (UCF101)
+    python scripts/param_counts.py --classes 51
+
+Backbones are built from their default configs with random weights (no download; counts do not
+depend on the weights): open_clip ViT-B/16 at 224 px, T = 8, and `VideoMAEConfig()` (VideoMAE
+ViT-B, 16 frames, 224 px). Each model is the real `VideoClassifier` of that method with the
+params.yaml defaults; `eva` is shown with stage 1 (label, caption) and stage 2 (six attributes) from
+a ViT-B/16 CLIP attribute encoder (D_enc 512, 12 layers), and with `model.attribute_projection: none`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+from collections.abc import Iterator
+
+import open_clip
+import torch
+from transformers import VideoMAEConfig, VideoMAEModel
+
+from eva.attributes.store import attributes_for_stage
+from eva.methods import METHODS
+from eva.models import ModelConfig, VideoClassifier
+from eva.models.backbone import BlockBackbone
+from eva.models.clip_backbone import OpenClipBackbone
+from eva.models.videomae import VideoMAEBackbone
+from eva.params import load_params
+
+ENCODER_DIM, ENCODER_LAYERS = 512, 12
+
+
+def backbones() -> Iterator[tuple[str, str, BlockBackbone]]:
+    """(label, family, backbone) for the table's two backbones."""
+    torch.manual_seed(0)
+    visual = open_clip.create_model("ViT-B-16").visual
+    yield "CLIP ViT-B/16", "open_clip", OpenClipBackbone(visual, 8, (0.0,) * 3, (1.0,) * 3)
+    yield "VideoMAE ViT-B", "videomae", VideoMAEBackbone(VideoMAEModel(VideoMAEConfig()))
+
+
+def variants() -> Iterator[tuple[str, str, dict]]:
+    """(row label, method, ModelConfig overrides)."""
+    for name, method in METHODS.items():
+        if not method.uses_attributes:
+            yield name, name, {}
+            continue
+        for stage in (1, 2):
+            names = attributes_for_stage(stage)
+            yield f"{name} stage {stage}", name, {"attributes": names}
+        yield (
+            f"{name} stage 2, projection none",
+            name,
+            {
+                "attributes": attributes_for_stage(2),
+                "attribute_projection": "none",
+            },
+        )
+
+
+def model_defaults() -> dict:
+    """The `model.*` defaults of params.yaml that change counts."""
+    model = load_params()["model"]
+    return {
+        "adapter_ratio": model["adapter"]["ratio"],
+        "prompt_length": model["prompt"]["length"],
+        "adaptformer_bottleneck": model["adaptformer"]["bottleneck"],
+        "lora_rank": model["lora"]["rank"],
+        "lora_targets": tuple(model["lora"]["targets"]),
+        "attribute_projection": model["attribute_projection"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--classes", type=int, default=101)
+    args = parser.parse_args()
+    logging.disable(logging.INFO)  # the classifier logs every model it builds
+    defaults = model_defaults()
+    print(f"{args.classes} classes\n")
+    print("| backbone | method | tunable | total | tunable (%) |")
+    print("|---|---|---:|---:|---:|")
+    for label, family, backbone in backbones():
+        for row, method, overrides in variants():
+            fields = {**defaults, **overrides}
+            names = fields.get("attributes", ())
+            config = ModelConfig(
+                method=method,
+                num_classes=args.classes,
+                backbone=label,
+                backbone_family=family,
+                frames=backbone.frames,
+                image_size=backbone.image_size,
+                attribute_layers=dict.fromkeys(names, ENCODER_LAYERS),
+                attribute_dim=ENCODER_DIM,
+                **fields,
+            )
+            model = VideoClassifier(config, copy.deepcopy(backbone))
+            tunable, total = model.parameter_counts()
+            print(f"| {label} | {row} | {tunable:,} | {total:,} | {100 * tunable / total:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
