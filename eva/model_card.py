@@ -11,8 +11,9 @@ from eva import __version__
 from eva.utils.io import atomic_path
 
 DEMO_WARNING = (
-    "This model was trained on the embedded synthetic demo with an untrained, randomly initialised "
-    "backbone and attribute models: its numbers show that the machinery works, not what EVA reaches."
+    "This model was trained on the embedded synthetic demo, on a tiny backbone and attribute models "
+    "pretrained by the pipeline on synthetic stills (the `pretrain` stage): its numbers show EVA learning "
+    "the demo's motions, not what EVA reaches on real video with real weights."
 )
 
 
