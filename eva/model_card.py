@@ -12,8 +12,8 @@ from eva.utils.io import atomic_path
 
 DEMO_WARNING = (
     "This model was trained on the embedded synthetic demo, on a tiny backbone and attribute models "
-    "pretrained by the pipeline on synthetic stills (the `pretrain` stage): its numbers show EVA learning "
-    "the demo's motions, not what EVA reaches on real video with real weights."
+    "pretrained by the pipeline on synthetic stills (the `pretrain` stage): its numbers say how far these "
+    "tiny models get on the demo's synthetic motions, not what EVA reaches on real video with real weights."
 )
 
 
