@@ -12,8 +12,9 @@ from eva.methods import get_method
 from eva.utils.io import atomic_path
 
 DEMO_WARNING = (
-    "This model was trained on the embedded synthetic demo with an untrained, randomly initialised "
-    "backbone and attribute models: its numbers show that the machinery works, not what EVA reaches."
+    "This model was trained on the embedded synthetic demo, on a tiny backbone and attribute models "
+    "pretrained by the pipeline on synthetic stills (the `pretrain` stage): its numbers say how far these "
+    "tiny models get on the demo's synthetic motions, not what EVA reaches on real video with real weights."
 )
 
 

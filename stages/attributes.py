@@ -14,7 +14,7 @@ from eva.attributes.gallery import render_gallery
 from eva.attributes.pipeline import AttributeConfig, decoded_samples, run_attributes
 from eva.attributes.store import AttributeStore
 from eva.data.shards import list_shards
-from eva.models.tiny import is_random_weights
+from eva.models.tiny import demo_pretrained_scores, is_random_weights
 from eva.params import load_params, param
 from eva.utils.dist import worker_slot
 from eva.utils.io import atomic_dir, atomic_path, write_json
@@ -59,6 +59,7 @@ def main() -> None:
         videos=int(param(params, "attributes.gallery_videos")),
         mask_method=cfg.mask_method,
         random_models=random_models,
+        demo_scores=demo_pretrained_scores(cfg.clip_model) or demo_pretrained_scores(cfg.captioner),
         title=f"EVA attributes: {name} / {split}",
     )
     with atomic_path(GALLERY) as tmp:

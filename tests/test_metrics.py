@@ -89,10 +89,10 @@ METRICS = {
 }
 
 
-def test_run_table_says_demo_is_untrained():
+def test_run_table_says_what_the_demo_models_are():
     table = format_run_table(METRICS)
     assert "top-1 (%)" in table and "50.00" in table and "10.00" in table
-    assert "untrained" in table
+    assert "pretrained by the pipeline on synthetic stills" in table
 
 
 def test_aggregate_runs_mean_std_per_method_and_stage():
@@ -139,7 +139,7 @@ def test_model_card_has_yaml_header_with_run_facts():
     assert header["base_model"] == "ViT-B-16 (openai)"
     assert header["parameters"] == {"tunable": 1000, "total": 10000, "tunable_percent": 10.0}
     assert header["metrics"]["top1"] == 0.5 and header["stage"] == 1
-    assert "untrained" not in text
+    assert "synthetic stills" not in text
 
 
 def test_runs_from_exp_show_reads_nested_experiments():

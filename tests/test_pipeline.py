@@ -27,6 +27,12 @@ ENV = os.environ | {
 }
 TINY = {
     "demo": {"train_per_class": 2, "val_per_class": 1, "frames": 12, "size": 64},
+    "pretrain": {
+        "held_out": 16,
+        "workers": 0,
+        "clip": {"steps": 2, "batch_size": 16, "warmup_steps": 1},
+        "captioner": {"steps": 2, "batch_size": 8, "warmup_steps": 1},
+    },
     "extract": {"frames_per_video": 8, "short_side": 64, "workers": 1},
     "attributes": {"keyframes": 2, "caption": {"max_new_tokens": 4}, "gallery_videos": 2},
     "model": {"frames": 4},
@@ -81,7 +87,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_repro_then_noop_then_stage2_experiment(project: Path) -> None:
     ran, _ = _run(["dvc", "repro"], project)
-    assert ran == ["demo_data", "demo_models", "index", "extract", "attributes", "train", "evaluate"]
+    assert ran == ["demo_data", "pretrain", "index", "extract", "attributes", "train", "evaluate"]
 
     metrics = json.loads((project / "metrics/eval.json").read_text())
     assert metrics["dataset"] == "demo" and metrics["stage"] == 1 and metrics["method"] == "eva"
@@ -93,13 +99,16 @@ def test_repro_then_noop_then_stage2_experiment(project: Path) -> None:
     assert len(confusion) == 8 and set(confusion[0]) == {"actual", "predicted"}
     assert len((project / "metrics/per_class.csv").read_text().splitlines()) == 1 + 8
     card = (project / "models/demo/README.md").read_text()
-    assert card.startswith("---\n") and "method: eva" in card and "untrained" in card
+    assert card.startswith("---\n") and "method: eva" in card and "pretrained by the pipeline" in card
     assert pq.read_metadata(project / "attributes/demo/val.parquet").num_rows == 8
     assert sorted(p.name for p in (project / "shards/demo").iterdir()) == [
         "train-000000.tar",
         "val-000000.tar",
     ]
-    assert "demo captions are meaningless" in (project / "metrics/attributes_gallery.html").read_text()
+    assert "pretrained on synthetic stills" in (project / "metrics/attributes_gallery.html").read_text()
+    scores = json.loads((project / "metrics/pretrain.json").read_text())
+    assert scores["held_out_stills"] == 16 and 0.0 <= scores["zero_shot_shape_top1"] <= 1.0
+    assert scores["clip"]["steps"] == 2 and scores["captioner"]["steps"] == 2
     # `dvc plots show` draws each curve once (not again from a stage's `plots:`), the per-step and
     # per-epoch ones on one step axis, and the confusion matrix as counts and normalised.
     shown = subprocess.run(
@@ -113,6 +122,7 @@ def test_repro_then_noop_then_stage2_experiment(project: Path) -> None:
         "epoch",
         "learning_rate",
         "loss",
+        "metrics/plots/pretrain_loss.json",
     ]
     assert all(len(renders) == 1 for renders in plots.values())
     loss_points = plots["loss"][0]["content"]["data"]["values"]

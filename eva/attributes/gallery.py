@@ -42,9 +42,14 @@ def render_gallery(
     videos: int,
     mask_method: str,
     random_models: bool,
+    demo_scores: dict | None = None,
     title: str = "EVA attributes",
 ) -> str:
-    """HTML for the first `videos` samples that have attributes in `store`."""
+    """HTML for the first `videos` samples that have attributes in `store`.
+
+    `random_models` puts up the banner that labels and captions are meaningless; `demo_scores`
+    (the held-out scores of the demo's pretrained models) says what they are instead.
+    """
     meta = store.meta
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -56,6 +61,16 @@ def render_gallery(
             "<p class='note'><b>Demo models: demo captions are meaningless.</b> The CLIP encoder and the "
             "captioner are tiny random-initialised stand-ins, so captions and object labels mean nothing. "
             "The masks and motion images use no model and are real.</p>"
+        )
+    elif demo_scores is not None:
+        parts.append(
+            "<p class='note'><b>Demo models: tiny CLIP and captioner pretrained on synthetic stills.</b> The "
+            "`pretrain` stage trained them on still frames of the demo's own renderer, with captions written "
+            "from each scene's shape, colour, size, position and angle (never from an action class). On "
+            f"{demo_scores.get('held_out_stills', 0)} held-out stills: zero-shot shape label "
+            f"{demo_scores.get('zero_shot_shape_top1', 0.0):.0%} right, caption colour and shape words "
+            f"{demo_scores.get('caption_word_accuracy', 0.0):.0%} right. They know the demo's shapes and "
+            "colours only.</p>"
         )
     parts.append(
         f"<p>Encoder <code>{html.escape(meta.encoder)}</code> ({meta.text_layers} text / {meta.image_layers} "

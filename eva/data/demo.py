@@ -328,6 +328,62 @@ def sample_clip(rng: np.random.Generator, template: str, *, frames: int, size: i
     )
 
 
+# Radius range of a still's main object: every size the main object takes in any clip (a growing
+# object ends at up to 2x its 0.14 start), so pretraining sees every frame the clips can show.
+STILL_RADIUS = (_RADIUS_MIN, 0.28)
+
+
+@dataclass(frozen=True)
+class StillSpec:
+    """One still scene for pretraining: the clip renderer's objects frozen at one instant, no motion.
+
+    It has no template and no motion: what a still shows is drawn independently of any action class.
+    """
+
+    main: ObjectTrack  # T = 1
+    distractors: tuple[ObjectTrack, ...]
+    background: np.ndarray  # [S, S, 3] float32
+    noise_sigma: float
+    noise_seed: int
+
+
+def main_object(
+    rng: np.random.Generator, *, shape: str, colour: str, cx: float, cy: float, radius: float, angle: float
+) -> ObjectTrack:
+    """A one-frame main object (with its rotation marker) at a given place, size and angle."""
+    one = np.ones(1)
+    rgb = _jitter_colour(rng, COLOURS[colour])
+    return ObjectTrack(shape, colour, rgb, cx * one, cy * one, radius * one, angle * one, marker=True)
+
+
+def valid_centre_range(radius: float) -> tuple[float, float]:
+    """Centre coordinates that keep an object of `radius` fully inside the frame (frame units)."""
+    return radius + _MARGIN, 1.0 - radius - _MARGIN
+
+
+def sample_still(rng: np.random.Generator, *, size: int) -> StillSpec:
+    """Draw one still: the clips' shapes, colours, sizes, positions, angles, distractors, backgrounds, noise."""
+    shape = str(rng.choice(list(SHAPES)))
+    colour = str(rng.choice(list(COLOURS)))
+    radius = float(np.exp(rng.uniform(*np.log(STILL_RADIUS))))  # log-uniform: small objects as common as big
+    lo, hi = valid_centre_range(radius)
+    cx, cy = (float(v) for v in rng.uniform(lo, hi, size=2))
+    main = main_object(
+        rng, shape=shape, colour=colour, cx=cx, cy=cy, radius=radius, angle=float(rng.uniform(0.0, 360.0))
+    )
+    others = [c for c in COLOURS if c != colour]
+    distractors = tuple(
+        _distractor_track(rng, 1, str(rng.choice(others))) for _ in range(int(rng.integers(0, 3)))
+    )
+    return StillSpec(
+        main=main,
+        distractors=distractors,
+        background=_background(rng, size),
+        noise_sigma=float(rng.uniform(1.0, 5.0)),
+        noise_seed=int(rng.integers(2**63)),
+    )
+
+
 def _object_alpha(
     obj: ObjectTrack, t: int, size: int
 ) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray | None]:
@@ -362,8 +418,9 @@ def _object_alpha(
     return box, body, _draw(lambda d: d.ellipse((mx - mr, my - mr, mx + mr, my + mr), fill=255))
 
 
-def render_clip(spec: ClipSpec) -> np.ndarray:
-    """Pixels of a clip, [T, S, S, 3] uint8: background, distractors (behind), main object, noise."""
+def render_clip(spec: ClipSpec | StillSpec) -> np.ndarray:
+    """Pixels of a clip (or a still, T = 1), [T, S, S, 3] uint8: background, distractors (behind), main
+    object, noise."""
     frames, size = len(spec.main.cx), spec.background.shape[0]
     noise_rng = np.random.default_rng(spec.noise_seed)
     out = np.empty((frames, size, size, 3), dtype=np.uint8)

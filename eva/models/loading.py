@@ -33,8 +33,8 @@ def missing_weights(param: str, what: str) -> FileNotFoundError:
     """The error every loader raises when a model source cannot be loaded: it names the param to set."""
     return FileNotFoundError(
         f"{what}. Set `{param}` to a hub name whose weights are in the local cache, or to a local "
-        f"path that exists (e.g. `dvc exp run -S {param}=...`); for the demo's tiny models run the "
-        "`demo_models` stage."
+        f"path that exists (e.g. `dvc exp run -S {param}=...`); for the demo's models run the "
+        "`pretrain` stage."
     )
 
 

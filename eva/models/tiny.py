@@ -1,7 +1,9 @@
-"""Tiny random-initialised stand-ins for real weights (demo and tests).
+"""Tiny models in the libraries' own on-disk formats: random stand-ins for tests, and the builders the
+demo's `pretrain` stage trains.
 
-They are written in the libraries' own on-disk formats so that the very same loading code
-(`eva.models.loading`) that reads real checkpoints reads them. Their outputs are meaningless.
+They are written so that the very same loading code (`eva.models.loading`, the transformers Auto
+classes) that reads real checkpoints reads them. The random ones' outputs are meaningless; the
+pretrained ones (`eva.pretrain`) know the demo's synthetic shapes and nothing else.
 """
 
 from __future__ import annotations
@@ -47,24 +49,37 @@ class TinyClipSpec:
         }
 
 
-def save_tiny_open_clip(folder: str | Path, spec: TinyClipSpec = TinyClipSpec(), seed: int = 0) -> str:
-    """Write `open_clip_config.json` + `open_clip_model.safetensors`; return the `local-dir:` model name."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    config = {
+def open_clip_folder_config(spec: TinyClipSpec) -> dict:
+    """`open_clip_config.json` contents for `spec`: what `create_model('local-dir:...')` reads."""
+    return {
         "model_cfg": spec.model_cfg(),
         "preprocess_cfg": {
             "mean": list(open_clip.OPENAI_DATASET_MEAN),
             "std": list(open_clip.OPENAI_DATASET_STD),
         },
     }
+
+
+def build_tiny_open_clip(spec: TinyClipSpec = TinyClipSpec(), seed: int = 0) -> open_clip.CLIP:
+    """A randomly initialised open_clip CLIP of `spec` (open_clip's own initialisation)."""
     torch.manual_seed(seed)
-    model = open_clip.CLIP(**config["model_cfg"])
-    # Random weights with a few non-trivial statistics, so layers differ from one another.
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    return open_clip.CLIP(**spec.model_cfg())
+
+
+def write_open_clip_folder(folder: str | Path, model: open_clip.CLIP, spec: TinyClipSpec) -> str:
+    """Write `open_clip_config.json` + `open_clip_model.safetensors`; return the `local-dir:` model name."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "open_clip_model.safetensors"))
+    config = open_clip_folder_config(spec)
     (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return f"local-dir:{folder}"
+
+
+def save_tiny_open_clip(folder: str | Path, spec: TinyClipSpec = TinyClipSpec(), seed: int = 0) -> str:
+    """A random tiny CLIP in open_clip's local-dir format; return the `local-dir:` model name."""
+    return write_open_clip_folder(folder, build_tiny_open_clip(spec, seed), spec)
 
 
 # Marker file written next to every demo model, so reports can say their outputs are meaningless.
@@ -98,6 +113,17 @@ def is_random_weights(source: str) -> bool:
     return (folder / RANDOM_WEIGHTS_MARKER).is_file()
 
 
+# Written by the `pretrain` stage next to the demo's pretrained models, with their held-out scores.
+DEMO_PRETRAINED_MARKER = "DEMO_PRETRAINED.json"
+
+
+def demo_pretrained_scores(source: str) -> dict | None:
+    """Held-out scores of a model the demo's `pretrain` stage wrote; None for any other model source."""
+    path = Path(source.removeprefix("local-dir:"))
+    marker = (path if path.is_dir() else path.parent) / DEMO_PRETRAINED_MARKER
+    return json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else None
+
+
 @dataclass(frozen=True)
 class TinyCaptionerSpec:
     image_size: int = 64
@@ -108,14 +134,13 @@ class TinyCaptionerSpec:
     max_positions: int = 64
 
 
-def save_tiny_captioner(
+def build_tiny_captioner(
     folder: str | Path, words: list[str], spec: TinyCaptionerSpec = TinyCaptionerSpec(), seed: int = 0
-) -> Path:
-    """Write a random BLIP captioner + processor that the transformers Auto classes load like a hub one.
+):
+    """A random BLIP captioner + processor for `spec`; the processor's vocabulary file is written to `folder`.
 
-    The tokenizer is a BERT WordPiece built from `words` (object nouns) plus `CAPTION_WORDS`. Special
-    tokens are masked out of the output bias and the decoder's cross-attention is given large random
-    weights, so the meaningless captions are at least non-empty and differ between images.
+    The tokenizer is a BERT WordPiece over the words of `words` plus the special tokens (no subword
+    pieces: every caption word is one token). Returns `(model, processor)`, neither saved yet.
     """
     from transformers import (
         BertTokenizer,
@@ -127,15 +152,12 @@ def save_tiny_captioner(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = sorted(
-        {w for phrase in [*words, *CAPTION_WORDS] for w in phrase.lower().split()} - set(_SPECIAL_TOKENS)
-    )
+    vocab = sorted({w for phrase in words for w in phrase.lower().split()} - set(_SPECIAL_TOKENS))
     vocab_file = folder / "vocab.txt"
     vocab_file.write_text("\n".join([*_SPECIAL_TOKENS, *vocab]) + "\n", encoding="utf-8")
     tokenizer = BertTokenizer(vocab=str(vocab_file), bos_token="[DEC]", model_max_length=spec.max_positions)
     image_processor = BlipImageProcessor(size={"height": spec.image_size, "width": spec.image_size})
     processor = BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    special_ids = tokenizer.convert_tokens_to_ids(list(_SPECIAL_TOKENS))
     config = BlipConfig(
         vision_config={
             "hidden_size": spec.width,
@@ -163,7 +185,22 @@ def save_tiny_captioner(
         projection_dim=spec.width,
     )
     torch.manual_seed(seed)
-    model = BlipForConditionalGeneration(config).eval()
+    return BlipForConditionalGeneration(config), processor
+
+
+def save_tiny_captioner(
+    folder: str | Path, words: list[str], spec: TinyCaptionerSpec = TinyCaptionerSpec(), seed: int = 0
+) -> Path:
+    """Write a random BLIP captioner + processor that the transformers Auto classes load like a hub one.
+
+    The vocabulary is `words` (object nouns) plus `CAPTION_WORDS`. Special tokens are masked out of
+    the output bias and the decoder's cross-attention is given large random weights, so the
+    meaningless captions are at least non-empty and differ between images.
+    """
+    folder = Path(folder)
+    model, processor = build_tiny_captioner(folder, [*words, *CAPTION_WORDS], spec, seed)
+    model.eval()
+    special_ids = processor.tokenizer.convert_tokens_to_ids(list(_SPECIAL_TOKENS))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         model.text_decoder.cls.predictions.bias[special_ids] = -1e4

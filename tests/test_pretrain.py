@@ -1,0 +1,151 @@
+"""The demo's pretraining: captioned stills, hard-negative groups, and models read back by the real loaders."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from eva.attributes.caption import Captioner
+from eva.data.demo import CLASS_MOTIONS, COLOURS, SHAPES, main_object, sample_still
+from eva.models.loading import load_open_clip
+from eva.models.tiny import demo_pretrained_scores
+from eva.pretrain.evaluate import caption_word_accuracy
+from eva.pretrain.run import PretrainConfig, run_pretraining
+from eva.pretrain.stills import (
+    FACTORS,
+    StillBatches,
+    caption_text,
+    caption_vocabulary,
+    sample_group,
+    still_words,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _batches(**overrides) -> StillBatches:
+    settings = dict(seed=0, batch_size=24, size=32, group=4, factor_weights=(1, 1, 1, 1, 1), steps=3)
+    settings |= overrides
+    return StillBatches(**settings)
+
+
+def test_caption_words_come_from_the_scene() -> None:
+    rng = np.random.default_rng(0)
+    spec = sample_still(rng, size=32)
+    # Pin the main object: top-left quadrant corner, small, spot pointing down (90 degrees clockwise).
+    spec = type(spec)(
+        main=main_object(rng, shape="star", colour="blue", cx=0.2, cy=0.15, radius=0.1, angle=92.0),
+        distractors=(),
+        background=spec.background,
+        noise_sigma=spec.noise_sigma,
+        noise_seed=spec.noise_seed,
+    )
+    words = still_words(spec)
+    assert caption_text(words) == "a small blue star at the top far left pointing down"
+    assert set(caption_text(words).split()) <= set(caption_vocabulary())
+
+
+def test_no_action_word_reaches_a_caption() -> None:
+    """Stills have no class: no word of any class template may appear in a caption."""
+    template_words = {w.lower() for t in CLASS_MOTIONS for w in re.findall(r"[a-z]+", t.lower())}
+    template_words |= set(CLASS_MOTIONS.values())
+    allowed = {"from", "to", "the", "left", "right", "up", "down", "something"}  # also place/direction words
+    forbidden = template_words - allowed
+    assert {"pushing", "moving", "turning", "clockwise", "towards", "away", "camera"} <= forbidden
+    for index in range(3):
+        batch = _batches().batch(index)
+        for caption in [*batch.captions, *(caption_text(w) for w in batch.words)]:
+            assert not set(re.findall(r"[a-z]+", caption.lower())) & forbidden, caption
+
+
+@pytest.mark.parametrize("factor", FACTORS)
+def test_a_group_differs_in_exactly_its_factor(factor: str) -> None:
+    weights = [1.0 if f == factor else 0.0 for f in FACTORS]
+    got, stills = sample_group(np.random.default_rng(1), 32, 4, weights)
+    assert got == factor and len(stills) == (3 if factor == "size" else 4)
+    words = [still_words(s) for s in stills]
+    assert len({w.factor(factor) for w in words}) == len(words)  # every variant says a different word
+    for other in set(FACTORS) - {factor, "position"}:  # a resized object may shift into another cell
+        if factor != "size":
+            assert len({w.factor(other) for w in words}) == 1, other
+    assert all((s.background == stills[0].background).all() for s in stills)
+
+
+def test_still_batches_are_seeded_per_index_and_worker_independent() -> None:
+    a, b = _batches().batch(1), _batches().batch(1)
+    assert torch.equal(a.images, b.images) and a.captions == b.captions
+    assert a.images.shape == (24, 3, 32, 32) and a.images.dtype == torch.uint8
+    assert not torch.equal(a.images, _batches().batch(2).images)
+    loader = torch.utils.data.DataLoader(_batches(), batch_size=None, num_workers=2, collate_fn=lambda x: x)
+    assert [torch.equal(x.images, _batches().batch(i).images) for i, x in enumerate(loader)] == [True] * 3
+
+
+def test_caption_word_accuracy_counts_first_colour_and_shape() -> None:
+    words = [still_words(sample_still(np.random.default_rng(s), size=32)) for s in range(2)]
+    right = [caption_text(w) for w in words]
+    assert caption_word_accuracy(right, words)["caption_word_accuracy"] == 1.0
+    wrong_shape = [
+        c.replace(w.shape, next(s for s in SHAPES if s != w.shape)) for c, w in zip(right, words, strict=True)
+    ]
+    scores = caption_word_accuracy(wrong_shape, words)
+    assert scores["caption_colour_accuracy"] == 1.0 and scores["caption_shape_accuracy"] == 0.0
+    assert caption_word_accuracy(["", "a"], words)["caption_word_accuracy"] == 0.0
+
+
+def _params() -> dict:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    tiny = params["pretrain"]
+    tiny.update(held_out=8, workers=0, image_size=32)
+    tiny["clip"].update(steps=2, batch_size=8, warmup_steps=1, width=32, embed_dim=16, text_width=16, heads=2)
+    tiny["captioner"].update(steps=2, batch_size=4, warmup_steps=1, width=32, heads=2, layers=1)
+    return params
+
+
+@pytest.mark.slow
+def test_pretraining_writes_models_the_real_loaders_read(tmp_path: Path) -> None:
+    params = _params()
+    params["pretrain"]["out"] = str(tmp_path / "zoo")
+    result = run_pretraining(PretrainConfig.from_params(params))
+    metrics = result["metrics"]
+    assert metrics["held_out_stills"] == 8 and len(result["curves"]["clip"]) == 2
+    assert 0.0 <= metrics["zero_shot_shape_top1"] <= 1.0 and 0.0 <= metrics["caption_word_accuracy"] <= 1.0
+    bundle = load_open_clip(f"local-dir:{tmp_path / 'zoo' / 'clip'}", param="model.backbone")
+    assert bundle.image_size == 32 and bundle.model.visual.transformer.width == 32
+    captioner = Captioner(str(tmp_path / "zoo" / "captioner"))
+    assert len(captioner.generate([torch.zeros(3, 32, 32, dtype=torch.uint8)], max_new_tokens=4)) == 1
+    scores = demo_pretrained_scores(str(tmp_path / "zoo" / "captioner"))
+    assert scores is not None and scores["held_out_stills"] == 8
+    assert demo_pretrained_scores(str(tmp_path)) is None
+    assert not list(tmp_path.glob(".zoo.*"))  # the temporary build folder is gone
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("clip.steps", 0, "pretrain.clip.steps"),
+        ("captioner.lr", 0.0, "pretrain.captioner.lr"),
+        ("clip.factor_weights", [1, 1], "pretrain.clip.factor_weights"),
+        ("clip.patch_size", 7, "pretrain.image_size"),
+        ("captioner.heads", 5, "pretrain.captioner.width"),
+    ],
+)
+def test_bad_pretrain_params_name_their_key(key: str, value: object, message: str) -> None:
+    params = copy.deepcopy(_params())
+    node = params["pretrain"]
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PretrainConfig.from_params(params)
+
+
+def test_colours_and_shapes_are_single_caption_words() -> None:
+    """The captioner's WordPiece has one token per vocabulary word; multi-word names would split."""
+    assert all(" " not in name for name in [*COLOURS, *SHAPES])
