@@ -64,7 +64,32 @@ class DeepPrompts(LayerTokens):
         return self.tokens[layer].unsqueeze(0).expand(batch_size, -1, -1)  # [B, k, D]
 
 
-class AttributeTokens(LayerTokens):
+class AttributeLayerTokens(LayerTokens):
+    """Tokens made from the attributes' summary features at the encoder layer aligned with each backbone layer."""
+
+    def __init__(
+        self,
+        names: tuple[str, ...],
+        encoder_layers: Mapping[str, int],
+        encoder_dim: int,
+        backbone_layers: int,
+    ) -> None:
+        super().__init__()
+        self.names = tuple(names)
+        self.encoder_layers = {name: int(encoder_layers[name]) for name in self.names}
+        self.encoder_dim = encoder_dim
+        # Which encoder layer feeds backbone layer i, per attribute.
+        self.layer_map = {
+            name: [aligned_encoder_layer(i, n, backbone_layers) for i in range(backbone_layers)]
+            for name, n in self.encoder_layers.items()
+        }
+
+    def aligned(self, layer: int, attributes: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Per attribute in `names` order, its feature `[B, D_enc]` at the encoder layer aligned with `layer`."""
+        return [attributes[name][:, self.layer_map[name][layer]] for name in self.names]
+
+
+class AttributeTokens(AttributeLayerTokens):
     """EVA hierarchical attribute tokens: one token per active attribute at every layer.
 
     The token of attribute a at layer i is `W_a @ A_a[l(i)] + b_a + o_{i,a}`: the attribute's
@@ -82,28 +107,20 @@ class AttributeTokens(LayerTokens):
         backbone_layers: int,
         width: int,
     ) -> None:
-        super().__init__()
-        self.names = tuple(names)
+        super().__init__(names, encoder_layers, encoder_dim, backbone_layers)
         self.num_tokens = len(self.names)
-        self.encoder_layers = {name: int(encoder_layers[name]) for name in self.names}
-        self.encoder_dim = encoder_dim
-        # Which encoder layer feeds backbone layer i, per attribute.
-        self.layer_map = {
-            name: [aligned_encoder_layer(i, n, backbone_layers) for i in range(backbone_layers)]
-            for name, n in self.encoder_layers.items()
-        }
         self.projections = nn.ModuleDict({name: nn.Linear(encoder_dim, width) for name in self.names})
         self.offsets = nn.Parameter(torch.zeros(backbone_layers, self.num_tokens, width))
 
     def forward(self, layer: int, batch_size: int, attributes: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        features = self.aligned(layer, attributes)  # n x [B, D_enc]
         tokens = [
-            self.projections[name](attributes[name][:, self.layer_map[name][layer]])  # [B, D]
-            for name in self.names
-        ]
+            self.projections[name](f) for name, f in zip(self.names, features, strict=True)
+        ]  # n x [B, D]
         return torch.stack(tokens, dim=1) + self.offsets[layer]  # [B, k, D]
 
 
-class ConcatAttributeTokens(LayerTokens):
+class ConcatAttributeTokens(AttributeLayerTokens):
     """Parameter-free attribute tokens (`model.attribute_projection: none`), the EVA authors' mapping.
 
     The authors' code does not project attribute features: it concatenates the features of the
@@ -123,21 +140,12 @@ class ConcatAttributeTokens(LayerTokens):
         backbone_layers: int,
         width: int,
     ) -> None:
-        super().__init__()
-        self.names = tuple(names)
-        self.encoder_layers = {name: int(encoder_layers[name]) for name in self.names}
-        self.encoder_dim = encoder_dim
+        super().__init__(names, encoder_layers, encoder_dim, backbone_layers)
         self.width = width
-        self.layer_map = {
-            name: [aligned_encoder_layer(i, n, backbone_layers) for i in range(backbone_layers)]
-            for name, n in self.encoder_layers.items()
-        }
         self.num_tokens = math.ceil(len(self.names) * encoder_dim / width)
 
     def forward(self, layer: int, batch_size: int, attributes: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        flat = torch.cat(
-            [attributes[name][:, self.layer_map[name][layer]] for name in self.names], dim=1
-        )  # [B, n*D_enc]
+        flat = torch.cat(self.aligned(layer, attributes), dim=1)  # [B, n*D_enc]
         pad = self.num_tokens * self.width - flat.shape[1]
         flat = torch.nn.functional.pad(flat, (0, pad))  # [B, k*D]
         return flat.view(batch_size, self.num_tokens, self.width)  # [B, k, D]
