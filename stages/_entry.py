@@ -13,9 +13,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
 USER_ERROR_EXIT = 2
+# Set by a launcher of ours (stages/train.py): workers write their user error there instead of logging it.
+USER_ERROR_DIR = "EVA_USER_ERROR_DIR"
 
 log = logging.getLogger("eva.stages")
 
@@ -33,7 +36,13 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     except USER_ERRORS as err:
         if os.environ.get("EVA_TRACEBACK"):
             raise
-        if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0:
+        rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+        if report_dir := os.environ.get(USER_ERROR_DIR):
+            # Started by a launcher of ours: it prints the line once, whichever rank failed first
+            # (the others may be stopped by a signal before they could print anything).
+            (Path(report_dir) / f"rank{rank}.txt").write_text(user_error_message(err), encoding="utf-8")
+            sys.exit(USER_ERROR_EXIT)
+        if rank == 0:
             if not logging.getLogger().handlers:
                 logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
             log.error("%s stage: %s", name, user_error_message(err))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from eva.params import load_params, param
 from eva.train.loop import TrainConfig, TrainJob, model_config_from_params, run_training
 from eva.utils.dist import worker_slot
 from eva.utils.log import setup_logging
-from stages._entry import USER_ERROR_EXIT, run_stage
+from stages._entry import USER_ERROR_DIR, USER_ERROR_EXIT, run_stage
 
 log = logging.getLogger("eva.stages.train")
 
@@ -61,9 +62,11 @@ def build_job(params: dict[str, Any]) -> TrainJob:
 def launch_workers(nproc: int) -> None:
     """Run `python -m stages.train` in `nproc` DDP workers (torchrun --standalone); exit as they did.
 
-    A worker that stops on a user error has printed its line (rank 0) and exits USER_ERROR_EXIT;
-    then this process exits with the same status and prints nothing more. Any other failure is
-    summarised in one line; the worker's traceback is above it.
+    A worker that stops on a user error writes its message to a report folder and exits
+    USER_ERROR_EXIT; this process then prints the lowest failing rank's message as the one line and
+    exits with the same status. (Rank 0 cannot be relied on to print it: once one worker fails, the
+    agent stops the others with a signal.) Any other failure is summarised in one line; the
+    worker's traceback is above it.
     """
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -80,18 +83,21 @@ def launch_workers(nproc: int) -> None:
         max_restarts=0,
         monitor_interval=0.5,
     )
-    try:
-        elastic_launch(config, entrypoint=sys.executable)("-m", "stages.train")
-    except ChildFailedError as err:
-        codes = {rank: failure.exitcode for rank, failure in err.failures.items()}
-        user = sorted(rank for rank, code in codes.items() if code == USER_ERROR_EXIT)
-        # The agent stops the other workers with a signal (negative code) once one has failed.
-        if user and all(code == USER_ERROR_EXIT or code < 0 for code in codes.values()):
-            if 0 not in user:
-                log.error("train stage: rank(s) %s stopped on a user error (reported above)", user)
-            sys.exit(USER_ERROR_EXIT)
-        log.error("train stage: worker rank(s) %s failed with exit code(s) %s", sorted(codes), codes)
-        sys.exit(1)
+    with tempfile.TemporaryDirectory(prefix="eva-train-errors-") as report_dir:
+        os.environ[USER_ERROR_DIR] = report_dir  # the workers inherit it (see stages/_entry.py)
+        try:
+            elastic_launch(config, entrypoint=sys.executable)("-m", "stages.train")
+        except ChildFailedError as err:
+            codes = {rank: failure.exitcode for rank, failure in err.failures.items()}
+            reports = sorted(Path(report_dir).glob("rank*.txt"), key=lambda f: int(f.stem[4:]))
+            # The agent stops the other workers with a signal (negative code) once one has failed.
+            if reports and all(code == USER_ERROR_EXIT or code < 0 for code in codes.values()):
+                log.error("train stage: %s", reports[0].read_text(encoding="utf-8"))
+                sys.exit(USER_ERROR_EXIT)
+            log.error("train stage: worker rank(s) %s failed with exit code(s) %s", sorted(codes), codes)
+            sys.exit(1)
+        finally:
+            del os.environ[USER_ERROR_DIR]
 
 
 def main() -> None:
