@@ -1,9 +1,11 @@
-"""Tiny models in the libraries' own on-disk formats: random stand-ins for tests, and the builders the
-demo's `pretrain` stage trains.
+"""Tiny models in the libraries' own on-disk formats, and the builders the demo's models start from.
 
-They are written so that the very same loading code (`eva.models.loading`, the transformers Auto
-classes) that reads real checkpoints reads them. The random ones' outputs are meaningless; the
-pretrained ones (`eva.pretrain`) know the demo's synthetic shapes and nothing else.
+The `save_tiny_*` writers make random-initialised stand-ins for unit tests: their outputs are
+meaningless (`mark_random_weights` tags their folders so galleries and reports can say so). The demo's
+real models are not these: the `pretrain` stage (`eva.pretrain`) trains a CLIP and a captioner of these
+shapes on the demo's synthetic stills, and they know those shapes and nothing else. Both kinds are
+written so that the very same loading code (`eva.models.loading`, the transformers Auto classes) that
+reads real checkpoints reads them.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ One run = `run_training(job)`, called by every torchrun process. What makes it r
 
 * `train.batch_size` is the GLOBAL batch of one forward/backward (split evenly over the
   processes), `train.grad_accum` of them make an optimiser step; with the loader's "samples" mode
-  (see `eva.train.data`) the same params give the same batches whatever `train.nproc` is.
+  (see `eva.data.clips`) the same params give the same batches whatever `train.nproc` is.
 * The tunable weights are initialised from `train.seed` on every rank; dropout draws from a
   per-rank seed; data randomness is per video (seed, epoch, video id).
 * After every epoch the resume file `checkpoints/<hash>/last.pt` captures weights, optimiser,
