@@ -438,15 +438,14 @@ def _run_identity(job: TrainJob, env: DistEnv) -> dict[str, Any]:
     }
 
 
-def _set_up(job: TrainJob, env: DistEnv) -> _Run:
-    """Check the job, build model, optimiser, schedule and loaders, and restore a resume file if any."""
+def _check_job(job: TrainJob, env: DistEnv) -> None:
+    """What only the launched processes can check: the batch split, and a backbone lr where it trains."""
     cfg = job.train
     if cfg.batch_size % env.world_size:
         raise ValueError(
             f"train.batch_size={cfg.batch_size} (the global batch) must be divisible by the number of "
             f"processes ({env.world_size}, train.nproc)"
         )
-    local_batch = cfg.batch_size // env.world_size
     if get_method(job.model.method).trains_backbone and not cfg.recipe.backbone_lr > 0:
         raise ValueError(
             f"`train.recipes.{cfg.recipe.name}.backbone_lr` must be > 0 for model.method={job.model.method} "
@@ -454,15 +453,26 @@ def _set_up(job: TrainJob, env: DistEnv) -> _Run:
         )
     if cfg.nproc != env.world_size and env.is_main:
         log.warning("train.nproc=%d but %d processes were launched", cfg.nproc, env.world_size)
-    names = tuple(job.model.attributes)
-    train_store, val_store, steps = _open_splits(job, env)
-    optimiser_steps = steps // cfg.grad_accum
 
+
+@dataclass
+class _Optimisation:
+    """Model, optimiser, schedule, grad scaler and autocast settings: what a resume file restores."""
+
+    model: VideoClassifier
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    autocast: dict[str, Any]
+
+
+def _build_optimisation(job: TrainJob, env: DistEnv, optimiser_steps: int) -> _Optimisation:
+    """The model (same tunable init on every rank), the recipe's optimiser, warmup-cosine and AMP."""
+    cfg = job.train
     torch.manual_seed(cfg.seed)  # identical tunable initialisation on every rank
     model = build_model(job.model).to(env.device)
     torch.manual_seed(derive_seed(cfg.seed, "rank", env.rank))  # independent dropout per rank
     # (build_model logs the tunable vs total parameter counts and the tunable tensor names.)
-
     optimizer = build_optimizer(model, cfg.recipe)
     if env.is_main:
         log.info("recipe train.recipes.%s: %s", cfg.recipe.name, cfg.recipe.as_params())
@@ -474,33 +484,56 @@ def _set_up(job: TrainJob, env: DistEnv) -> _Run:
     use_amp = cfg.amp and env.device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    autocast = dict(device_type=env.device.type, dtype=amp_dtype, enabled=use_amp)
+    return _Optimisation(model, optimizer, scheduler, scaler, autocast)
 
-    identity = _run_identity(job, env)
-    checkpoint = resume_path(job.checkpoint_root, identity) if job.checkpoint_root is not None else None
-    history: list[dict[str, float]] = []
-    step_log: list[dict[str, float]] = []
-    start_epoch = 0
-    state = load_resume(checkpoint) if checkpoint is not None else None
-    if state is not None:
-        model.load_tunable_state_dict(state["tunable"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, history, step_log = int(state["epoch"]), list(state["history"]), list(state["steps"])
-        restore_rng_state(state["rng"][env.rank])
-        if env.is_main:
-            log.info("resuming from %s after epoch %d of %d", checkpoint, start_epoch, cfg.epochs)
 
-    ddp_model: nn.Module = model
-    if env.world_size > 1:
-        unused = unused_tunable_parameters(model, env.device)
-        ddp_model = DistributedDataParallel(
-            model,
-            device_ids=[env.device.index] if env.device.type == "cuda" else None,
-            find_unused_parameters=bool(unused),
-            forward_sync_buffers=False,  # mean/std are constants: no per-forward broadcast
-        )
+def _resume(
+    job: TrainJob, env: DistEnv, opt: _Optimisation
+) -> tuple[Path | None, int, list[dict[str, float]], list[dict[str, float]]]:
+    """This run's resume file and, when it exists, its state restored into `opt` and this rank's RNG.
 
+    Returns (resume file or None, finished epochs, epoch history, step log).
+    """
+    if job.checkpoint_root is None:
+        return None, 0, [], []
+    checkpoint = resume_path(job.checkpoint_root, _run_identity(job, env))
+    state = load_resume(checkpoint)
+    if state is None:
+        return checkpoint, 0, [], []
+    opt.model.load_tunable_state_dict(state["tunable"])
+    opt.optimizer.load_state_dict(state["optimizer"])
+    opt.scheduler.load_state_dict(state["scheduler"])
+    opt.scaler.load_state_dict(state["scaler"])
+    restore_rng_state(state["rng"][env.rank])
+    start_epoch = int(state["epoch"])
+    if env.is_main:
+        log.info("resuming from %s after epoch %d of %d", checkpoint, start_epoch, job.train.epochs)
+    return checkpoint, start_epoch, list(state["history"]), list(state["steps"])
+
+
+def _wrap_ddp(model: VideoClassifier, env: DistEnv) -> nn.Module:
+    """DDP over several processes (told about tunable tensors without a gradient); the model itself on one."""
+    if env.world_size == 1:
+        return model
+    unused = unused_tunable_parameters(model, env.device)
+    return DistributedDataParallel(
+        model,
+        device_ids=[env.device.index] if env.device.type == "cuda" else None,
+        find_unused_parameters=bool(unused),
+        forward_sync_buffers=False,  # mean/std are constants: no per-forward broadcast
+    )
+
+
+def _build_datasets(
+    job: TrainJob,
+    env: DistEnv,
+    model: VideoClassifier,
+    stores: tuple[AttributeStore | None, AttributeStore | None],
+    steps: int,
+) -> tuple[VideoAttributeDataset, VideoAttributeDataset]:
+    """Train and val datasets: clips normalised with the backbone's mean/std, this rank's share of the batch."""
+    cfg = job.train
     spec = ClipSpec(
         num_frames=job.model.frames,
         image_size=job.model.image_size,
@@ -510,8 +543,13 @@ def _set_up(job: TrainJob, env: DistEnv) -> _Run:
         flip=cfg.flip,
     )
     common = dict(
-        batch_size=local_batch, attribute_names=names, seed=cfg.seed, rank=env.rank, world_size=env.world_size
+        batch_size=cfg.batch_size // env.world_size,
+        attribute_names=tuple(job.model.attributes),
+        seed=cfg.seed,
+        rank=env.rank,
+        world_size=env.world_size,
     )
+    train_store, val_store = stores
     train_data = VideoAttributeDataset(
         job.train_shards, spec, train=True, attributes=train_store, steps=steps, workers=cfg.workers, **common
     )
@@ -520,28 +558,36 @@ def _set_up(job: TrainJob, env: DistEnv) -> _Run:
     )
     if env.is_main:
         log.info("loader: train split by %s, val split by %s", train_data.mode, val_data.mode)
+    return train_data, val_data
 
+
+def _set_up(job: TrainJob, env: DistEnv) -> _Run:
+    """Check the job; open the data; build model and optimiser; restore a resume file if any."""
+    _check_job(job, env)
+    train_store, val_store, steps = _open_splits(job, env)
+    opt = _build_optimisation(job, env, optimiser_steps=steps // job.train.grad_accum)
+    checkpoint, start_epoch, history, step_log = _resume(job, env, opt)
+    ddp_model = _wrap_ddp(opt.model, env)
+    train_data, val_data = _build_datasets(job, env, opt.model, (train_store, val_store), steps)
     logger = _Logger(job.live_dir, env.is_main)
     for record in step_log:  # a resumed run re-logs what the interrupted one had, so logs match
         logger.step(record)
     for record in history:
         logger.epoch(record)
-
-    autocast = dict(device_type=env.device.type, dtype=amp_dtype, enabled=use_amp)
     return _Run(
         job=job,
         env=env,
-        model=model,
+        model=opt.model,
         ddp_model=ddp_model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        scaler=scaler,
+        optimizer=opt.optimizer,
+        scheduler=opt.scheduler,
+        scaler=opt.scaler,
         train_data=train_data,
         val_data=val_data,
         logger=logger,
         checkpoint=checkpoint,
         steps=steps,
-        autocast=autocast,
+        autocast=opt.autocast,
         start_epoch=start_epoch,
         history=history,
         step_log=step_log,
