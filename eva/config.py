@@ -1,16 +1,130 @@
-"""One way from a params.yaml section to a frozen config: `section_values` + the config's `from_params`.
+"""One way from a params.yaml section to a frozen config, and one way to check its values.
 
-A config dataclass names, per field, the key it reads inside its section (`field(metadata=
-{"key": "adapter.ratio"})`; by default the field name). `section_values` reads exactly those keys
-and rejects every other key of the section, so a typo such as `-S model.adaptr.ratio=0.5` fails
-instead of being silently ignored. Every message names the full dotted key in backquotes.
+A config dataclass names, per field, the key it reads inside its section (`setting("adapter.ratio")`;
+by default the field name) and the rule its value must meet (`setting(rule=integer(1))`).
+`section_values` reads exactly those keys and rejects every other key of the section, so a typo such
+as `-S model.adaptr.ratio=0.5` fails instead of being silently ignored; `check_fields` applies the
+rules. A section may be nested (`section_values(cls, params, "pretrain.clip")`). Every message names
+the full dotted key in backquotes:
+
+    params.yaml has no key `extract.frames_per_video`
+    unknown keys ['extract.frames_per_vido'] in params.yaml `extract`; expected some of [...]
+    `extract.jpeg_quality` must be an integer in 1..100; got 101
+
+Only the stages read params.yaml; the library receives the whole params dict in `from_params`
+classmethods alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from numbers import Integral, Real
 from typing import Any
+
+# ----------------------------------------------------------------------------- value rules
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a value must be: `ok(value)`, described by `expected` ("an integer >= 1")."""
+
+    expected: str
+    ok: Callable[[Any], bool]
+
+
+def invalid(key: str, expected: str, value: Any) -> ValueError:
+    """The one bad-value message: "`section.key` must be <expected>; got <value>"."""
+    return ValueError(f"`{key}` must be {expected}; got {value!r}")
+
+
+def check(key: str, value: Any, rule: Rule) -> None:
+    """Raise `invalid(key, ...)` unless `value` meets `rule`."""
+    if not rule.ok(value):
+        raise invalid(key, rule.expected, value)
+
+
+def _bounds(lo: float | None, hi: float | None) -> str:
+    if lo is not None and hi is not None:
+        return f" in {lo}..{hi}"
+    if lo is not None:
+        return f" >= {lo}"
+    return f" <= {hi}" if hi is not None else ""
+
+
+def _within(value: Any, lo: float | None, hi: float | None) -> bool:
+    return (lo is None or value >= lo) and (hi is None or value <= hi)
+
+
+def integer(lo: int | None = None, hi: int | None = None, what: str = "") -> Rule:
+    """An int (not a bool) in lo..hi; `what` says what it counts ("(worker processes)")."""
+    return Rule(
+        f"an integer{_bounds(lo, hi)}{f' {what}' if what else ''}",
+        lambda v: isinstance(v, Integral) and not isinstance(v, bool) and _within(v, lo, hi),
+    )
+
+
+def number(
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    above: float | None = None,
+    below: float | None = None,
+) -> Rule:
+    """A real number (not a bool) in lo..hi, and > `above` / < `below` where given."""
+    parts = [_bounds(lo, hi).strip()]
+    parts += [f"> {above}"] if above is not None else []
+    parts += [f"< {below}"] if below is not None else []
+    parts = [p for p in parts if p]
+    return Rule(
+        "a number" + (f" {' and '.join(parts)}" if parts else ""),
+        lambda v: (
+            isinstance(v, Real)
+            and not isinstance(v, bool)
+            and _within(v, lo, hi)
+            and (above is None or v > above)
+            and (below is None or v < below)
+        ),
+    )
+
+
+BOOLEAN = Rule("true or false", lambda v: isinstance(v, bool))
+TEXT = Rule("a string", lambda v: isinstance(v, str))
+OPTIONAL_TEXT = Rule('a string ("" for none)', lambda v: v is None or isinstance(v, str))
+
+
+def one_of(*choices: Any) -> Rule:
+    """One of `choices` (compared with ==, bools never equal to 0/1)."""
+    return Rule(
+        f"one of {', '.join(map(str, choices))}",
+        lambda v: any(v == c and isinstance(v, bool) == isinstance(c, bool) for c in choices),
+    )
+
+
+def setting(key: str | None = None, *, rule: Rule | None = None, **kwargs: Any) -> Any:
+    """A config field read from params.yaml key `key` (default: the field name), checked by `rule`."""
+    metadata: dict[str, Any] = {}
+    if key is not None:
+        metadata["key"] = key
+    if rule is not None:
+        metadata["rule"] = rule
+    return field(metadata=metadata, **kwargs)
+
+
+def derived(**kwargs: Any) -> Any:
+    """A config field filled from other inputs (the data, another section), not from its own section."""
+    return field(metadata={"derived": True}, **kwargs)
+
+
+def check_fields(config: Any, section: str) -> None:
+    """Apply every field's `rule` to its value; the message names `section.key`."""
+    for f in fields(config):
+        rule = f.metadata.get("rule")
+        if rule is not None:
+            check(f"{section}.{f.metadata.get('key', f.name)}", getattr(config, f.name), rule)
+
+
+# ----------------------------------------------------------------------------- reading sections
 
 
 def section_keys(cls: type) -> dict[str, str]:
@@ -31,16 +145,27 @@ def _leaves(node: Mapping[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
+def value_at(params: Mapping[str, Any], dotted: str) -> Any:
+    """The value of one dotted key (`attributes.caption.max_new_tokens`); a missing key names itself."""
+    node: Any = params
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise KeyError(f"params.yaml has no key `{dotted}`")
+        node = node[part]
+    return node
+
+
 def section_values(
     cls: type, params: Mapping[str, Any], section: str, *, opaque: tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    """The values of `cls`'s keys in `params[section]`; a missing or unknown key names itself.
+    """The values of `cls`'s keys in `params[section]` (dotted for a nested section); a missing or
+    unknown key names itself.
 
-    `opaque`: sub-keys whose whole subtree one field (or another config) reads, e.g. `recipes`.
+    `opaque`: sub-keys whose whole subtree another config reads, e.g. `recipes`.
     """
-    if not isinstance(params.get(section), Mapping):
+    node = value_at(params, section) if "." in section else params.get(section)
+    if not isinstance(node, Mapping):
         raise KeyError(f"params.yaml has no section `{section}`")
-    node = params[section]
     keys = section_keys(cls)
     values: dict[str, Any] = {}
     for name, key in keys.items():

@@ -11,16 +11,34 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from eva.attributes.store import AttributeStore
+from eva.config import check_fields, integer, section_values, setting
 from eva.data.clips import ClipSpec, VideoAttributeDataset, make_loader
 from eva.metrics import ClassificationReport, classification_report
 from eva.models import VideoClassifier
 from eva.utils.log import progress
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """The `evaluate` section of params.yaml: views per video and the batch size."""
+
+    clips: int = setting(default=2, rule=integer(1))  # temporal clips per video
+    crops: int = setting(default=3, rule=integer(1))  # spatial crops per clip
+    batch_size: int = setting(default=16, rule=integer(1))
+
+    def __post_init__(self) -> None:
+        check_fields(self, "evaluate")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> EvaluateConfig:
+        return cls(**section_values(cls, params, "evaluate"))
 
 
 @dataclass(frozen=True)
@@ -60,10 +78,7 @@ def evaluate_views(
     device: str | torch.device = "cpu",
 ) -> EvalResult:
     """Score every video of `shards` (those with an attribute row when `store` is given)."""
-    if clips < 1 or crops < 1:
-        raise ValueError(f"`evaluate.clips` and `evaluate.crops` must be >= 1; got {clips} and {crops}")
-    if batch_size < 1:
-        raise ValueError(f"`evaluate.batch_size` must be >= 1; got {batch_size}")
+    EvaluateConfig(clips=clips, crops=crops, batch_size=batch_size)  # a bad value names its key
     device = torch.device(device)
     model = model.to(device).eval()
     cfg = model.config

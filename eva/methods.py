@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from eva.config import check_fields, derived, invalid, number, one_of, section_values, setting
+
 OPTIMIZERS = ("adamw", "sgd")
 LAYER_KINDS = ("frozen", "aim", "adaptformer", "lora")
 TOKEN_KINDS = ("none", "prompts", "attributes")
@@ -32,46 +34,29 @@ TOKEN_KINDS = ("none", "prompts", "attributes")
 class Recipe:
     """How one method is optimised: the new parameters at `lr`, pretrained backbone weights at `backbone_lr`."""
 
-    name: str = "default"  # the method it belongs to (`train.recipes.<name>`)
-    optimizer: str = "adamw"  # adamw | sgd (momentum `momentum`)
-    lr: float = 1e-3  # adapters, prompts, attribute projections, time embedding, head
-    backbone_lr: float = 0.0  # pretrained backbone weights; only methods that train the backbone use it
-    weight_decay: float = 0.05  # on weight matrices only (biases, norms, embeddings, prompts: none)
-    momentum: float = 0.9  # sgd only
+    name: str = derived(default="default")  # the method it belongs to (`train.recipes.<name>`)
+    optimizer: str = setting(default="adamw", rule=one_of(*OPTIMIZERS))  # adamw | sgd (momentum `momentum`)
+    lr: float = setting(default=1e-3, rule=number(above=0))  # adapters, prompts, attribute projections, head
+    # pretrained backbone weights; only methods that train the backbone use it
+    backbone_lr: float = setting(default=0.0, rule=number(0))
+    # on weight matrices only (biases, norms, embeddings, prompts: none)
+    weight_decay: float = setting(default=0.05, rule=number(0))
+    momentum: float = setting(default=0.9, rule=number(0))  # sgd only
 
     def __post_init__(self) -> None:
-        key = f"train.recipes.{self.name}"
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"`{key}.optimizer` must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}"
-            )
+        check_fields(self, f"train.recipes.{self.name}")
         for name in ("lr", "backbone_lr", "weight_decay", "momentum"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"`{key}.{name}` must be a number >= 0; got {value!r}")
-            object.__setattr__(self, name, float(value))
-        if not self.lr > 0:
-            raise ValueError(f"`{key}.lr` must be > 0; got {self.lr}")
+            object.__setattr__(self, name, float(getattr(self, name)))
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], method: str) -> Recipe:
         """`train.recipes.<method>` of the whole params.yaml dict; unknown keys name themselves."""
-        recipes = (params.get("train") or {}).get("recipes")
-        if not isinstance(recipes, Mapping) or method not in recipes:
-            raise KeyError(
-                f"params.yaml has no key 'train.recipes.{method}' (the recipe of model.method={method})"
-            )
-        entry = dict(recipes[method] or {})
-        known = {f.name for f in fields(cls)} - {"name"}
-        unknown = sorted(set(entry) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown keys {unknown} in `train.recipes.{method}`; expected some of {sorted(known)}"
-            )
-        recipe = cls(name=method, **entry)
+        recipe = cls(name=method, **section_values(cls, params, f"train.recipes.{method}"))
         if get_method(method).trains_backbone and not recipe.backbone_lr > 0:
-            raise ValueError(
-                f"`train.recipes.{method}.backbone_lr` must be > 0: model.method={method} trains the backbone"
+            raise invalid(
+                f"train.recipes.{method}.backbone_lr",
+                f"> 0: model.method={method} trains the backbone",
+                recipe.backbone_lr,
             )
         return recipe
 
@@ -216,7 +201,7 @@ METHODS: dict[str, Method] = {entry.name: entry for entry in _ENTRIES}
 def get_method(name: str) -> Method:
     """The registry entry of `model.method`; an unknown name is a user error naming the param."""
     if name not in METHODS:
-        raise ValueError(f"`model.method` must be one of {', '.join(METHODS)}; got '{name}'")
+        raise invalid("model.method", f"one of {', '.join(METHODS)}", name)
     return METHODS[name]
 
 

@@ -16,9 +16,11 @@ import argparse
 import copy
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import open_clip
 import torch
+import yaml
 from transformers import VideoMAEConfig, VideoMAEModel
 
 from eva.attributes.store import attributes_for_stage
@@ -27,7 +29,6 @@ from eva.models import ModelConfig, VideoClassifier
 from eva.models.backbone import BlockBackbone
 from eva.models.clip_backbone import OpenClipBackbone
 from eva.models.videomae import VideoMAEBackbone
-from eva.params import load_params
 
 ENCODER_DIM, ENCODER_LAYERS = 512, 12
 
@@ -60,16 +61,11 @@ def variants() -> Iterator[tuple[str, str, dict]]:
 
 
 def model_defaults() -> dict:
-    """The `model.*` defaults of params.yaml that change counts."""
-    model = load_params()["model"]
-    return {
-        "adapter_ratio": model["adapter"]["ratio"],
-        "prompt_length": model["prompt"]["length"],
-        "adaptformer_bottleneck": model["adaptformer"]["bottleneck"],
-        "lora_rank": model["lora"]["rank"],
-        "lora_targets": tuple(model["lora"]["targets"]),
-        "attribute_projection": model["attribute_projection"],
-    }
+    """The `model.*` defaults of params.yaml that change counts, read as the train stage reads them."""
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text(encoding="utf-8"))
+    config = ModelConfig.from_params(params, num_classes=1)
+    names = ("adapter_ratio", "prompt_length", "adaptformer_bottleneck", "lora_rank", "lora_targets")
+    return {name: getattr(config, name) for name in (*names, "attribute_projection")}
 
 
 def main() -> None:

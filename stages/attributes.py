@@ -15,11 +15,11 @@ from eva.attributes.pipeline import AttributeConfig, decoded_samples, run_attrib
 from eva.attributes.store import AttributeStore
 from eva.data.shards import list_shards
 from eva.models.tiny import demo_pretrained_scores, is_random_weights
-from eva.params import load_params, param
 from eva.utils.dist import worker_slot
 from eva.utils.io import atomic_dir, atomic_path, write_json
 from eva.utils.log import setup_logging
 from stages._entry import run_stage
+from stages._params import dataset_name, load_params
 
 log = logging.getLogger("eva.stages.attributes")
 
@@ -30,18 +30,8 @@ GALLERY = Path("metrics/attributes_gallery.html")
 def main() -> None:
     setup_logging()
     params = load_params()
-    name = param(params, "dataset.name")
-    cfg = AttributeConfig(
-        clip_model=param(params, "attributes.clip.model"),
-        clip_pretrained=param(params, "attributes.clip.pretrained") or "",
-        captioner=param(params, "attributes.captioner"),
-        vocabulary=param(params, "attributes.label.vocabulary"),
-        keyframes=param(params, "attributes.keyframes"),
-        max_new_tokens=param(params, "attributes.caption.max_new_tokens"),
-        mask_method=param(params, "attributes.mask.method"),
-        batch_size=param(params, "attributes.batch_size"),
-        device=param(params, "attributes.device"),
-    )
+    name = dataset_name(params)
+    cfg = AttributeConfig.from_params(params)
     shard_root = Path("shards") / name
     out = Path("attributes") / name
     if worker_slot().rank != 0:
@@ -56,7 +46,7 @@ def main() -> None:
     page = render_gallery(
         decoded_samples(list_shards(shard_root, split)),
         AttributeStore(outputs[split]),
-        videos=int(param(params, "attributes.gallery_videos")),
+        videos=cfg.gallery_videos,
         mask_method=cfg.mask_method,
         random_models=random_models,
         demo_scores=demo_pretrained_scores(cfg.clip_model) or demo_pretrained_scores(cfg.captioner),

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 
-from eva.data.demo import generate_demo_dataset
-from eva.params import load_params, param
+from eva.data.demo import DemoConfig, generate_demo_dataset
 from eva.utils.log import setup_logging
 from stages._entry import run_stage
+from stages._params import load_params
 
 log = logging.getLogger("eva.stages.demo_data")
 
@@ -20,15 +21,7 @@ def main() -> None:
     setup_logging()
     params = load_params()
     start = time.monotonic()
-    summary = generate_demo_dataset(
-        OUT_DIR,
-        seed=param(params, "demo.seed"),
-        train_per_class=param(params, "demo.train_per_class"),
-        val_per_class=param(params, "demo.val_per_class"),
-        frames=param(params, "demo.frames"),
-        size=param(params, "demo.size"),
-        fps=param(params, "demo.fps"),
-    )
+    summary = generate_demo_dataset(OUT_DIR, **asdict(DemoConfig.from_params(params)))
     log.info(
         "demo_data: %d videos (%d train, %d val) of %d classes, %.1f MB in %s, %.1f s",
         summary.num_videos,

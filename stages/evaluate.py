@@ -8,16 +8,16 @@ from pathlib import Path
 
 from eva.data.clips import open_attribute_store
 from eva.data.shards import list_shards
-from eva.evaluate import eval_metrics, evaluate_views
+from eva.evaluate import EvaluateConfig, eval_metrics, evaluate_views
 from eva.metrics import confusion_records, write_per_class_csv
 from eva.model_card import render_model_card, write_model_card
 from eva.models.loading import resolve_device
 from eva.models.trained import load_trained_model
-from eva.params import load_params, param
 from eva.report import format_run_table
 from eva.utils.io import write_json
 from eva.utils.log import setup_logging
 from stages._entry import run_stage
+from stages._params import dataset_name, load_params
 
 log = logging.getLogger("eva.stages.evaluate")
 
@@ -25,8 +25,9 @@ log = logging.getLogger("eva.stages.evaluate")
 def main() -> None:
     setup_logging()
     params = load_params()
-    name = param(params, "dataset.name")
-    clips, crops = param(params, "evaluate.clips"), param(params, "evaluate.crops")
+    name = dataset_name(params)
+    cfg = EvaluateConfig.from_params(params)
+    clips, crops = cfg.clips, cfg.crops
     device = resolve_device("auto")
     model, checkpoint = load_trained_model(Path("models") / name / "model.pt", device)
     classes = checkpoint["classes"]
@@ -35,7 +36,7 @@ def main() -> None:
         list_shards(Path("shards") / name, "val"),
         clips=clips,
         crops=crops,
-        batch_size=param(params, "evaluate.batch_size"),
+        batch_size=cfg.batch_size,
         store=open_attribute_store(
             Path("attributes") / name / "val.parquet", needed=model.method.uses_attributes, split="val"
         ),

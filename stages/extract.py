@@ -13,11 +13,11 @@ from pathlib import Path
 
 from eva.data.extract import ExtractConfig, extract_shards
 from eva.data.index import read_index
-from eva.params import load_params, param
 from eva.utils.dist import worker_slot
 from eva.utils.io import atomic_dir, write_json
 from eva.utils.log import setup_logging
 from stages._entry import run_stage
+from stages._params import dataset_name, load_params
 
 log = logging.getLogger("eva.stages.extract")
 
@@ -25,17 +25,8 @@ log = logging.getLogger("eva.stages.extract")
 def main() -> None:
     setup_logging()
     params = load_params()
-    name = param(params, "dataset.name")
-    cfg = ExtractConfig(
-        frames_per_video=param(params, "extract.frames_per_video"),
-        short_side=param(params, "extract.short_side"),
-        jpeg_quality=param(params, "extract.jpeg_quality"),
-        samples_per_shard=param(params, "extract.samples_per_shard"),
-        workers=param(params, "extract.workers"),
-        timeout_s=param(params, "extract.timeout_s"),
-        min_frames=param(params, "extract.min_frames"),
-        keep_truncated=param(params, "extract.keep_truncated"),
-    )
+    name = dataset_name(params)
+    cfg = ExtractConfig.from_params(params)
     index_path = Path("data/index") / f"{name}.parquet"
     if not index_path.exists():
         raise FileNotFoundError(f"{index_path} not found (dataset.name={name!r}): run the index stage first")

@@ -1,8 +1,9 @@
-"""Stage `pretrain`: params `pretrain.*` -> a tiny CLIP and BLIP captioner pretrained on the demo's stills.
+"""Stage `pretrain`: params `pretrain.*` -> a tiny CLIP and BLIP captioner pretrained on the demo's stills,
+and a random VideoMAE stand-in.
 
-Writes `${pretrain.out}/{clip,captioner,README.md}` (open_clip local-dir and transformers
-`save_pretrained` formats), `metrics/pretrain.json` (held-out zero-shot shape accuracy, caption word
-accuracy, losses, seconds) and `metrics/plots/pretrain_loss.json` (one loss per step).
+Writes `${pretrain.out}/{clip,captioner,videomae,README.md}` (open_clip local-dir and transformers
+`save_pretrained` formats; `videomae/` is random-initialised, not trained), `metrics/pretrain.json`
+(held-out zero-shot shape accuracy, caption word accuracy, losses, seconds) and `metrics/plots/pretrain_loss.json` (one loss per step).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import time
 
 import torch
 
-from eva.params import load_params
 from eva.pretrain.run import PretrainConfig, run_pretraining
 from eva.utils.io import write_json
 from eva.utils.log import setup_logging
+from stages._entry import run_stage
+from stages._params import load_params
 
 log = logging.getLogger("eva.stages.pretrain")
 
@@ -46,4 +48,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("pretrain", main)

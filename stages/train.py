@@ -18,27 +18,28 @@ from pathlib import Path
 from typing import Any
 
 from eva.attributes.store import read_meta
+from eva.config import value_at
 from eva.data.clips import read_classes
 from eva.data.shards import list_shards
-from eva.models import build_model
-from eva.params import load_params, param
-from eva.train.loop import TrainConfig, TrainJob, model_config_from_params, run_training
+from eva.models import ModelConfig, build_model
+from eva.train.loop import TrainConfig, TrainJob, run_training
 from eva.utils.dist import worker_slot
 from eva.utils.log import setup_logging
 from stages._entry import USER_ERROR_DIR, USER_ERROR_EXIT, run_stage
+from stages._params import dataset_name, load_params, stage_number
 
 log = logging.getLogger("eva.stages.train")
 
 
 def build_job(params: dict[str, Any]) -> TrainJob:
     """Everything the run reads, validated: a bad param or a missing input fails here, before any worker."""
-    name = param(params, "dataset.name")
-    stage = param(params, "stage")  # read once: the attributes it selects, and model.pt's record
+    name = dataset_name(params)
+    stage = stage_number(params)  # read once: the attributes it selects, and model.pt's record
     train_attributes = Path("attributes") / name / "train.parquet"
     val_attributes = Path("attributes") / name / "val.parquet"
     meta = read_meta(train_attributes) if train_attributes.is_file() else None
     classes = read_classes(Path("data/index") / f"{name}.classes.json")
-    model = model_config_from_params(params, num_classes=len(classes), attribute_meta=meta, stage=stage)
+    model = ModelConfig.from_params(params, num_classes=len(classes), stage=stage, attribute_meta=meta)
     model.validate()  # `model.method` before the recipe it selects
     job = TrainJob(
         model=model,
@@ -52,8 +53,8 @@ def build_job(params: dict[str, Any]) -> TrainJob:
         output=Path("models") / name / "model.pt",
         params={  # `stage` is recorded once, as model.pt's own `stage`
             "dataset": {"name": name},
-            "model": param(params, "model"),
-            "train": param(params, "train"),
+            "model": value_at(params, "model"),
+            "train": value_at(params, "train"),
         },
     )
     return job

@@ -3,51 +3,155 @@
 from __future__ import annotations
 
 import copy
+import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from eva.attributes.pipeline import AttributeConfig
+from eva.data.demo import DemoConfig
+from eva.data.extract import ExtractConfig
+from eva.data.index import DatasetConfig
+from eva.evaluate import EvaluateConfig
+from eva.methods import Recipe
 from eva.models import ModelConfig
-from eva.params import load_params
+from eva.pretrain.run import PretrainConfig
 from eva.train.loop import TrainConfig
+from stages._params import load_params
 
 PARAMS = load_params(Path(__file__).parents[1] / "params.yaml")
 
+# section -> how its stage builds the config from the whole params dict
+BUILDERS: dict[str, Callable[[dict], Any]] = {
+    "dataset": DatasetConfig.from_params,
+    "demo": DemoConfig.from_params,
+    "pretrain": PretrainConfig.from_params,
+    "extract": ExtractConfig.from_params,
+    "attributes": AttributeConfig.from_params,
+    "model": lambda p: ModelConfig.from_params(p, num_classes=3),
+    "train": TrainConfig.from_params,
+    "evaluate": EvaluateConfig.from_params,
+}
 
-def test_the_shipped_params_build_both_configs() -> None:
+
+def _set(params: dict, dotted: str, value: object) -> dict:
+    params = copy.deepcopy(params)
+    *parents, leaf = dotted.split(".")
+    node = params
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return params
+
+
+def test_every_section_of_params_yaml_has_a_config() -> None:
+    assert set(PARAMS) - {"stage"} == set(BUILDERS)
+    for section, build in BUILDERS.items():
+        assert build(PARAMS) is not None, section
+
+
+def test_the_shipped_params_build_the_configs() -> None:
     model = ModelConfig.from_params(PARAMS, num_classes=7)
     assert (model.method, model.num_classes, model.backbone_family) == ("eva", 7, "open_clip")
     assert model.lora_targets == tuple(PARAMS["model"]["lora"]["targets"])
     assert model.adaptformer_bottleneck == PARAMS["model"]["adaptformer"]["bottleneck"]
     train = TrainConfig.from_params(PARAMS)
     assert train.epochs == PARAMS["train"]["epochs"] and train.recipe.name == "eva"
+    extract = ExtractConfig.from_params(PARAMS)
+    assert extract.frames_per_video == PARAMS["extract"]["frames_per_video"]
+    attributes = AttributeConfig.from_params(PARAMS)
+    assert attributes.clip_model == PARAMS["attributes"]["clip"]["model"]
+    assert attributes.mask_method == PARAMS["attributes"]["mask"]["method"]
+    pretrain = PretrainConfig.from_params(PARAMS)
+    videomae = PARAMS["pretrain"]["videomae"]
+    assert pretrain.clip.vision_width == PARAMS["pretrain"]["clip"]["width"]
+    assert (pretrain.videomae.frames, pretrain.videomae.image_size) == (
+        videomae["frames"],
+        PARAMS["pretrain"]["image_size"],
+    )
+    assert pretrain.max_new_tokens == PARAMS["attributes"]["caption"]["max_new_tokens"]
 
 
 @pytest.mark.parametrize(
-    ("section", "path", "value", "named"),
+    "key",
     [
-        ("model", ("adaptr", "ratio"), 0.5, "model.adaptr.ratio"),  # a typo in a nested key
-        ("model", ("lora", "ranks"), 4, "model.lora.ranks"),
-        ("train", ("lr",), 0.1, "train.lr"),  # lr lives in train.recipes.<method>
+        "dataset.nmae",
+        "demo.train_per_clas",
+        "pretrain.held_outt",
+        "pretrain.clip.stepz",  # nested sections reject typos too
+        "pretrain.captioner.lrr",
+        "pretrain.videomae.frame",
+        "extract.frames_per_vido",
+        "attributes.clip.modle",
+        "attributes.keyframe",
+        "model.adaptr.ratio",
+        "model.lora.ranks",
+        "train.lr",  # lr lives in train.recipes.<method>
+        "train.recipes.eva.betas",
+        "evaluate.clip",
     ],
 )
-def test_an_unknown_key_is_an_error_naming_it(section: str, path: tuple, value: object, named: str) -> None:
-    params = copy.deepcopy(PARAMS)
-    node = params[section]
-    for part in path[:-1]:
-        node = node.setdefault(part, {})
-    node[path[-1]] = value
-    build = (
-        (lambda: ModelConfig.from_params(params, num_classes=3))
-        if section == "model"
-        else (lambda: TrainConfig.from_params(params))
-    )
-    with pytest.raises(ValueError, match=rf"unknown keys \['{named}'\]"):
+def test_an_unknown_key_is_an_error_naming_it(key: str) -> None:
+    with pytest.raises(ValueError, match=rf"unknown keys \['{re.escape(key)}'\]"):
+        BUILDERS[key.split(".")[0]](_set(PARAMS, key, 1))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("dataset.name", "kinetics", "one of demo, ucf101"),
+        ("dataset.val_fraction", 1.0, "a number >= 0 and < 1"),
+        ("demo.frames", 3, "an integer >= 4"),
+        ("demo.size", 63, "even"),
+        ("pretrain.seed", -1, "an integer >= 0"),
+        ("pretrain.clip.steps", 0, "an integer >= 1"),
+        ("pretrain.captioner.lr", 0.0, "a number > 0"),
+        ("pretrain.videomae.frames", 7, "a multiple of `pretrain.videomae.tubelet` (2)"),
+        ("extract.jpeg_quality", 101, "an integer in 1..100"),
+        ("extract.keep_truncated", "yes", "true or false"),
+        ("attributes.keyframes", 0, "an integer >= 1"),
+        ("attributes.mask.method", "blur", "one of median, center"),
+        ("model.frames", 0, "an integer >= 1"),
+        ("model.drop_path", 1.0, "a number >= 0 and < 1"),
+        ("model.method", "adapters", "one of linear"),
+        ("train.epochs", 0, "an integer >= 1"),
+        ("train.crop_scale", [0.9, 0.5], "[min, max] area fractions"),
+        ("train.recipes.eva.optimizer", "adam", "one of adamw, sgd"),
+        ("evaluate.crops", 0, "an integer >= 1"),
+    ],
+)
+def test_a_bad_value_is_an_error_naming_its_key(key: str, value: object, expected: str) -> None:
+    params = _set(PARAMS, key, value)
+
+    def build() -> Any:
+        config = BUILDERS[key.split(".")[0]](params)
+        if isinstance(config, ModelConfig):
+            config.validate()  # the train stage validates the model before building it
+        return config
+
+    with pytest.raises(
+        ValueError,
+        match=rf"^`{re.escape(key)}` must be {re.escape(expected)}.*; got {re.escape(repr(value))}$",
+    ):
         build()
 
 
 def test_a_missing_key_names_itself() -> None:
     params = copy.deepcopy(PARAMS)
     del params["model"]["backbone"]["family"]
-    with pytest.raises(KeyError, match=r"model\.backbone\.family"):
+    with pytest.raises(KeyError, match=r"`model\.backbone\.family`"):
         ModelConfig.from_params(params, num_classes=3)
+    del params["train"]["recipes"]["eva"]
+    with pytest.raises(KeyError, match=r"`train\.recipes\.eva`"):
+        TrainConfig.from_params(params)
+    params = copy.deepcopy(PARAMS)
+    del params["pretrain"]["videomae"]["tubelet"]
+    with pytest.raises(KeyError, match=r"`pretrain\.videomae\.tubelet`"):
+        PretrainConfig.from_params(params)
+
+
+def test_a_recipe_keeps_its_method_name_in_messages() -> None:
+    with pytest.raises(ValueError, match=r"^`train\.recipes\.full\.lr` must be a number > 0; got 0$"):
+        Recipe(name="full", lr=0)

@@ -398,13 +398,13 @@ def test_folder_lists(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset_name() -> None:
-    with pytest.raises(ValueError, match=r"dataset\.name must be one of .*ucf101.*got 'kinetics'"):
+    with pytest.raises(ValueError, match=r"`dataset\.name` must be one of .*ucf101.*; got 'kinetics'"):
         build_index("kinetics", "videos", "annotations")
 
 
 @pytest.mark.parametrize("split", [4, 0, "x", 2.5, True])
 def test_split_out_of_range(generated: Meta, split: object) -> None:
-    with pytest.raises(ValueError, match=r"dataset\.split must be 1, 2 or 3 for ucf101"):
+    with pytest.raises(ValueError, match=r"`dataset\.split` must be 1, 2 or 3 for ucf101"):
         build_index("ucf101", "videos", generated / "ucf101", split)  # type: ignore[arg-type]
 
 

@@ -32,6 +32,7 @@ TINY = {
         "workers": 0,
         "clip": {"steps": 2, "batch_size": 16, "warmup_steps": 1},
         "captioner": {"steps": 2, "batch_size": 8, "warmup_steps": 1},
+        "videomae": {"frames": 4},  # = model.frames below
     },
     "extract": {"frames_per_video": 8, "short_side": 64, "workers": 1},
     "attributes": {"keyframes": 2, "caption": {"max_new_tokens": 4}, "gallery_videos": 2},
@@ -153,3 +154,19 @@ def test_repro_then_noop_then_stage2_experiment(project: Path) -> None:
     ).stdout
     changed = json.loads(diff)["metrics/eval.json"]
     assert changed["stage"] == {"old": 1, "new": 2, "diff": 1}
+
+    # The demo's random VideoMAE stand-in, written by `pretrain`, runs through the real VideoMAE loader.
+    videomae = project / "models/pretrained/videomae"
+    assert (videomae / "config.json").is_file() and "stand-in" in (videomae / "README.md").read_text()
+    ran, _ = _run(
+        [
+            "dvc", "exp", "run", "-S", "model.backbone.family=videomae",
+            "-S", "model.backbone.name=models/pretrained/videomae", "-S", "model.backbone.pretrained=",
+        ],
+        project,
+    )  # fmt: skip
+    assert ran == ["train", "evaluate"]
+    metrics = json.loads((project / "metrics/eval.json").read_text())
+    assert metrics["videos"] == 8 and 0.0 <= metrics["top1"] <= 1.0
+    card = (project / "models/demo/README.md").read_text()
+    assert "backbone_family: videomae" in card and "base_model: models/pretrained/videomae" in card

@@ -39,18 +39,17 @@ from eva.data.extract import ExtractConfig, extract_shards
 from eva.data.shards import list_shards
 from eva.models import METHODS, ModelConfig, VideoClassifier, build_model
 from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
-from eva.params import load_params
-from eva.train import load_trained_model
+from eva.models.trained import load_trained_model
 from eva.train.loop import (
     TrainConfig,
     TrainJob,
     build_optimizer,
-    model_config_from_params,
     param_groups,
     run_training,
 )
 from eva.train.recipes import PUBLISHED_RECIPES, Recipe
 from eva.train.schedule import cosine_with_warmup
+from stages._params import load_params
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -362,8 +361,8 @@ def test_params_yaml_recipes_are_the_published_ones_and_settable() -> None:
     params["train"]["recipes"]["full"]["backbone_lr"] = 0.0
     with pytest.raises(ValueError, match=r"train\.recipes\.full\.backbone_lr"):
         TrainConfig.from_params(params)
-    params["train"]["recipes"]["full"] = {"lr": 1e-3, "backbone_lr": 1e-5, "betas": [0.9, 0.99]}
-    with pytest.raises(ValueError, match=r"betas.*train\.recipes\.full"):
+    params["train"]["recipes"]["full"] |= {"backbone_lr": 1e-5, "betas": [0.9, 0.99]}
+    with pytest.raises(ValueError, match=r"unknown keys \['train\.recipes\.full\.betas'\]"):
         TrainConfig.from_params(params)
     del params["train"]["recipes"]["full"]
     with pytest.raises(KeyError, match=r"train\.recipes\.full"):
@@ -508,10 +507,11 @@ def test_params_map_to_configs_and_bad_values_name_their_key() -> None:
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="train.crop_scale"):
         TrainConfig(crop_scale=(0.9, 0.5))
-    with pytest.raises(ValueError, match=r"train\.batch_size=6.*train\.nproc \(4"):
+    with pytest.raises(
+        ValueError, match=r"`train\.batch_size` must be .*train\.nproc \(4 processes\); got 6"
+    ):
         TrainConfig(batch_size=6, nproc=4)
-    params["stage"] = 2
-    model = model_config_from_params(params, num_classes=3, attribute_meta=META)
+    model = ModelConfig.from_params(params, num_classes=3, stage=2, attribute_meta=META)
     assert model.attributes == ("label", "caption", "foreground", "background", "original", "dynamic")
     assert (
         model.attribute_layers["label"] == 3
@@ -519,10 +519,10 @@ def test_params_map_to_configs_and_bad_values_name_their_key() -> None:
         and model.attribute_dim == 16
     )
     params["model"]["method"] = "aim"
-    assert model_config_from_params(params, num_classes=3, attribute_meta=None).attributes == ()
-    params["model"]["method"], params["stage"] = "eva", 3
+    assert ModelConfig.from_params(params, num_classes=3, stage=2, attribute_meta=None).attributes == ()
+    params["model"]["method"] = "eva"
     with pytest.raises(ValueError, match="stage"):
-        model_config_from_params(params, num_classes=3, attribute_meta=META)
+        ModelConfig.from_params(params, num_classes=3, stage=3, attribute_meta=META)
 
 
 def test_model_file_bytes_depend_only_on_its_contents(data: TinyData, tmp_path: Path) -> None:
@@ -697,9 +697,17 @@ def test_a_user_error_in_the_train_stage_is_one_line_naming_the_param(data: Tiny
 @pytest.mark.parametrize(
     ("stage", "override", "expected"),
     [
-        ("index", {"dataset": {"name": "kinetics"}}, "dataset.name must be one of"),
-        ("extract", {"extract": {"jpeg_quality": 0}}, "extract.jpeg_quality=0"),
-        ("attributes", {"attributes": {"keyframes": 0}}, "`attributes.keyframes` must be a positive integer"),
+        ("index", {"dataset": {"name": "kinetics"}}, "`dataset.name` must be one of"),
+        (
+            "extract",
+            {"extract": {"jpeg_quality": 0}},
+            "`extract.jpeg_quality` must be an integer in 1..100; got 0",
+        ),
+        (
+            "attributes",
+            {"attributes": {"keyframes": 0}},
+            "`attributes.keyframes` must be an integer >= 1; got 0",
+        ),
         ("evaluate", {}, "run the train stage"),  # no model file yet
     ],
 )

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -41,6 +41,7 @@ from eva.attributes.store import (
     write_table,
 )
 from eva.attributes.visual import MASK_METHODS, KeyframeImages, choose_keyframes, keyframe_images
+from eva.config import OPTIONAL_TEXT, TEXT, check_fields, integer, one_of, section_values, setting
 from eva.data.shards import VideoSample, decode_sample, list_shards
 from eva.models.loading import LOCAL_DIR, load_open_clip, resolve_device
 from eva.utils.dist import WorkerSlot, worker_slot
@@ -60,30 +61,26 @@ _FINGERPRINT_BYTES = 1 << 20
 
 @dataclass(frozen=True)
 class AttributeConfig:
-    """The `attributes.*` params (see params.yaml) as plain values."""
+    """The `attributes` section of params.yaml; a bad value names its key."""
 
-    clip_model: str
-    captioner: str
-    vocabulary: str
-    clip_pretrained: str = ""
-    keyframes: int = 4
-    max_new_tokens: int = 12
-    mask_method: str = "median"
-    batch_size: int = 32
-    device: str = "auto"
+    clip_model: str = setting("clip.model", rule=TEXT)
+    captioner: str = setting(rule=TEXT)
+    vocabulary: str = setting("label.vocabulary", rule=TEXT)
+    clip_pretrained: str = setting("clip.pretrained", default="", rule=OPTIONAL_TEXT)
+    keyframes: int = setting(default=4, rule=integer(1))
+    max_new_tokens: int = setting("caption.max_new_tokens", default=12, rule=integer(1))
+    mask_method: str = setting("mask.method", default="median", rule=one_of(*MASK_METHODS))
+    batch_size: int = setting(default=32, rule=integer(1))
+    device: str = setting(default="auto", rule=TEXT)  # auto | cpu | cuda | cuda:N
+    gallery_videos: int = setting(default=6, rule=integer(0))  # videos in the HTML gallery (stage only)
 
-    def validate(self) -> None:
-        for key, value in (
-            ("attributes.keyframes", self.keyframes),
-            ("attributes.caption.max_new_tokens", self.max_new_tokens),
-            ("attributes.batch_size", self.batch_size),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{key}` must be a positive integer, got {value!r}")
-        if self.mask_method not in MASK_METHODS:
-            raise ValueError(
-                f"`attributes.mask.method` must be one of {MASK_METHODS}, got {self.mask_method!r}"
-            )
+    def __post_init__(self) -> None:
+        check_fields(self, "attributes")
+        object.__setattr__(self, "clip_pretrained", self.clip_pretrained or "")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> AttributeConfig:
+        return cls(**section_values(cls, params, "attributes"))
 
     def cache_key(self) -> str:
         """Hash of what decides the attribute values (not batch size or device)."""
@@ -410,7 +407,6 @@ def run_attributes(
     wait_timeout_s: float = 24 * 3600.0,
 ) -> AttributesRun:
     """Compute (or reuse) the parts this rank owns; rank 0 then merges `<out_dir>/<split>.parquet`."""
-    cfg.validate()
     slot = slot or worker_slot()
     device = resolve_device(cfg.device)
     shards: dict[str, list[str]] = {}

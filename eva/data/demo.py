@@ -20,11 +20,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import av
 import numpy as np
 from PIL import Image, ImageDraw
 
+from eva.config import check_fields, integer, invalid, section_values, setting
 from eva.data.index import SSV2_LABELS, SSV2_SPLIT_FILES
 from eva.data.index import ssv2_template_key as template_key
 from eva.utils.log import progress
@@ -168,23 +170,25 @@ class DemoSummary:
     total_bytes: int
 
 
-def validate_demo_params(
-    *, seed: int, train_per_class: int, val_per_class: int, frames: int, size: int, fps: int
-) -> None:
-    """Reject bad `demo.*` params up front, naming the key, before anything is written."""
+@dataclass(frozen=True)
+class DemoConfig:
+    """The `demo` section of params.yaml; checked before anything is written."""
 
-    def _int(name: str, value: object, minimum: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-            raise ValueError(f"demo.{name} must be an integer >= {minimum}, got {value!r}")
+    seed: int = setting(rule=integer(0))
+    train_per_class: int = setting(rule=integer(1))
+    val_per_class: int = setting(rule=integer(1))
+    frames: int = setting(rule=integer(4))
+    size: int = setting(rule=integer(32, what="(even: H.264 yuv420p needs even sides)"))
+    fps: int = setting(rule=integer(1))
 
-    _int("seed", seed, 0)
-    _int("train_per_class", train_per_class, 1)
-    _int("val_per_class", val_per_class, 1)
-    _int("frames", frames, 4)
-    _int("fps", fps, 1)
-    _int("size", size, 32)
-    if size % 2:
-        raise ValueError(f"demo.size must be even (H.264 yuv420p needs even sides), got {size!r}")
+    def __post_init__(self) -> None:
+        check_fields(self, "demo")
+        if self.size % 2:
+            raise invalid("demo.size", "even (H.264 yuv420p needs even sides)", self.size)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> DemoConfig:
+        return cls(**section_values(cls, params, "demo"))
 
 
 def _progress_curve(rng: np.random.Generator, frames: int) -> np.ndarray:
@@ -534,7 +538,7 @@ def generate_demo_dataset(
     Same arguments give the same bytes in every file (the mp4s included). The dataset is built in
     a temporary directory beside `out_dir` and renamed into place only when complete.
     """
-    validate_demo_params(
+    DemoConfig(
         seed=seed,
         train_per_class=train_per_class,
         val_per_class=val_per_class,

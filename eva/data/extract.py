@@ -27,13 +27,14 @@ import multiprocessing.connection
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from eva.config import BOOLEAN, check_fields, integer, number, section_values, setting
 from eva.data.index import INDEX_SCHEMA
 from eva.data.segments import segment_centres
 from eva.utils.dist import WorkerSlot
@@ -50,37 +51,24 @@ WORKER_START_TIMEOUT_S = 120.0
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    """The `extract.*` params; validated here so a bad value names its key."""
+    """The `extract` section of params.yaml; a bad value names its key."""
 
-    frames_per_video: int = 16
-    short_side: int = 128
-    jpeg_quality: int = 90
-    samples_per_shard: int = 512
-    workers: int = 2
-    timeout_s: float = 120.0
-    min_frames: int = 8  # fewer decodable frames: skipped (T frames from 1 would be 16 copies of it)
-    keep_truncated: bool = True  # a cut file with >= min_frames frames is kept (and listed)
+    frames_per_video: int = setting(default=16, rule=integer(1, 999))
+    short_side: int = setting(default=128, rule=integer(8, 4096, "(pixels)"))
+    jpeg_quality: int = setting(default=90, rule=integer(1, 100))
+    samples_per_shard: int = setting(default=512, rule=integer(1))
+    workers: int = setting(default=2, rule=integer(1, 1024, "(worker processes)"))
+    timeout_s: float = setting(default=120.0, rule=number(above=0))  # seconds per video
+    # fewer decodable frames: skipped (T frames from 1 would be 16 copies of it)
+    min_frames: int = setting(default=8, rule=integer(1, what="(decodable frames)"))
+    keep_truncated: bool = setting(default=True, rule=BOOLEAN)  # a cut file with >= min_frames frames is kept
 
     def __post_init__(self) -> None:
-        checks = {
-            "frames_per_video": (self.frames_per_video, 1, 999, "an integer in 1..999"),
-            "short_side": (self.short_side, 8, 4096, "an integer in 8..4096 (pixels)"),
-            "jpeg_quality": (self.jpeg_quality, 1, 100, "an integer in 1..100"),
-            "samples_per_shard": (self.samples_per_shard, 1, 10**7, "a positive integer"),
-            "workers": (self.workers, 1, 1024, "a positive integer (worker processes)"),
-            "min_frames": (self.min_frames, 1, 10**6, "a positive integer (decodable frames)"),
-        }
-        for name, (value, lo, hi, expected) in checks.items():
-            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-                raise ValueError(f"params.yaml extract.{name}={value!r}: expected {expected}")
-        if isinstance(self.timeout_s, bool) or not (
-            isinstance(self.timeout_s, int | float) and self.timeout_s > 0
-        ):
-            raise ValueError(f"params.yaml extract.timeout_s={self.timeout_s!r}: expected seconds > 0")
-        if not isinstance(self.keep_truncated, bool):
-            raise ValueError(
-                f"params.yaml extract.keep_truncated={self.keep_truncated!r}: expected true or false"
-            )
+        check_fields(self, "extract")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> ExtractConfig:
+        return cls(**section_values(cls, params, "extract"))
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,25 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from eva.config import (
+    OPTIONAL_TEXT,
+    TEXT,
+    check,
+    check_fields,
+    invalid,
+    number,
+    one_of,
+    section_values,
+    setting,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +71,28 @@ INDEX_SCHEMA = pa.schema(
         pa.field("end", pa.float64()),
     ]
 )
+
+
+VAL_FRACTION = number(0, below=1)
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """The `dataset` section of params.yaml: which benchmark, where its videos and annotation files are."""
+
+    name: str = setting(rule=one_of(*DATASETS))
+    root: str = setting(rule=TEXT)  # folder holding the videos
+    annotations: str | None = setting(rule=OPTIONAL_TEXT)  # official annotation files ("" for plain folders)
+    split: int | str | None = 1  # official split of ucf101 / hmdb51 (checked there); ignored elsewhere
+    class_list: str | None = setting(default="", rule=OPTIONAL_TEXT)  # activitynet only
+    val_fraction: float = setting(default=0.2, rule=VAL_FRACTION)  # folder data without train/val lists
+
+    def __post_init__(self) -> None:
+        check_fields(self, "dataset")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> DatasetConfig:
+        return cls(**section_values(cls, params, "dataset"))
 
 
 @dataclass(frozen=True)
@@ -116,14 +150,8 @@ def build_index(
 ) -> IndexResult:
     """Index dataset `name` (params `dataset.*`). `check_exists=False` keeps every annotated clip without
     looking at the disk (paths then use the dataset's default file name), for counting annotations alone."""
-    if name not in DATASETS:
-        raise ValueError(f"dataset.name must be one of {', '.join(DATASETS)}; got {name!r}")
-    if (
-        isinstance(val_fraction, bool)
-        or not isinstance(val_fraction, int | float)
-        or not 0 <= val_fraction < 1
-    ):
-        raise ValueError(f"dataset.val_fraction must be a number in [0, 1); got {val_fraction!r}")
+    check("dataset.name", name, one_of(*DATASETS))
+    check("dataset.val_fraction", val_fraction, VAL_FRACTION)
     root = Path(root)
     annotations = Path(annotations) if str(annotations or "") else None
     class_list = Path(class_list) if str(class_list or "") else None
@@ -240,7 +268,7 @@ def _official_split(split: int | str | None, name: str) -> int:
     # Accept 2 and "2" (both come out of params.yaml / `-S`), nothing else: 2.5 or True is a typo.
     value = int(split) if isinstance(split, int | str) and str(split).strip().isdigit() else None
     if isinstance(split, bool) or value not in OFFICIAL_SPLITS:
-        raise ValueError(f"dataset.split must be 1, 2 or 3 for {name} (its official splits); got {split!r}")
+        raise invalid("dataset.split", f"1, 2 or 3 for {name} (its official splits)", split)
     return value
 
 

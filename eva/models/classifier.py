@@ -28,13 +28,27 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from eva.config import section_values
+from eva.attributes.store import AttributeMeta, attributes_for_stage
+from eva.config import (
+    OPTIONAL_TEXT,
+    TEXT,
+    Rule,
+    check,
+    check_fields,
+    derived,
+    integer,
+    invalid,
+    number,
+    one_of,
+    section_values,
+    setting,
+)
 from eva.methods import METHODS, get_method
 from eva.models.adaptformer import AdaptFormerAdapter, adaptformer_block
 from eva.models.backbone import BlockBackbone, lora_block
@@ -47,7 +61,6 @@ from eva.models.tokens import AttributeTokens, ConcatAttributeTokens, DeepPrompt
 log = logging.getLogger(__name__)
 
 ATTRIBUTE_PROJECTIONS = ("linear", "none")
-_DERIVED = {"derived": True}  # a ModelConfig field that does not come from the `model` section
 
 
 def resolve_adapter_layout(
@@ -61,92 +74,109 @@ def resolve_adapter_layout(
         default_gate, default_scale = layout.gate, layout.scale
     if gate == "auto":
         gate = default_gate
-    if not isinstance(gate, bool):
-        raise ValueError(f"`model.adapter.gate` must be true, false or auto; got {gate!r}")
+    check("model.adapter.gate", gate, Rule("true, false or auto", lambda v: isinstance(v, bool)))
     if scale == "auto":
         scale = default_scale
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise ValueError(f"`model.adapter.scale` must be a number or auto; got {scale!r}")
+    check("model.adapter.scale", scale, Rule("a number or auto", number().ok))
     return gate, float(scale)
 
 
-@dataclass
+def attribute_fields(method: str, stage: int, meta: AttributeMeta | None) -> dict[str, Any]:
+    """ModelConfig's attribute fields for `stage`: names (store order), encoder depth and width from `meta`."""
+    if not get_method(method).uses_attributes:
+        return {}
+    names = attributes_for_stage(stage)
+    if meta is None:
+        raise FileNotFoundError(
+            f"model.method={method} needs the attributes stage's output (attributes/<dataset>/)"
+        )
+    missing = [n for n in names if n not in meta.attributes]
+    if missing:
+        raise ValueError(
+            f"`stage`={stage} needs attributes {missing} that the attribute file does not "
+            f"hold (it has {list(meta.attributes)}); re-run the attributes stage"
+        )
+    return {
+        "attributes": names,
+        "attribute_layers": {n: meta.layers(n) for n in names},
+        "attribute_dim": meta.dim,
+    }
+
+
+@dataclass(frozen=True)
 class ModelConfig:
-    """Everything that determines the network; saved in the checkpoint (`dataclasses.asdict`)."""
+    """The `model` section of params.yaml plus what the data decides; saved in the checkpoint (`asdict`)."""
 
     method: str  # model.method: a key of eva.methods.METHODS
-    num_classes: int = field(metadata=_DERIVED)  # the dataset's class list
-    backbone: str = field(default="", metadata={"key": "backbone.name"})
-    pretrained: str = field(default="", metadata={"key": "backbone.pretrained"})
-    backbone_family: str = field(default="open_clip", metadata={"key": "backbone.family"})
-    frames: int = 8  # model.frames (T)
-    image_size: int = 224  # model.image_size
-    adapter_ratio: float = field(default=0.25, metadata={"key": "adapter.ratio"})
+    num_classes: int = derived()  # the dataset's class list
+    backbone: str = setting("backbone.name", default="", rule=TEXT)
+    pretrained: str = setting("backbone.pretrained", default="", rule=OPTIONAL_TEXT)
+    backbone_family: str = setting("backbone.family", default="open_clip", rule=TEXT)
+    frames: int = setting(default=8, rule=integer(1))  # T
+    image_size: int = setting(default=224, rule=integer(1))
+    adapter_ratio: float = setting("adapter.ratio", default=0.25, rule=number(above=0))
     # `auto`: the method's layout on this backbone family
-    adapter_scale: float | str = field(default="auto", metadata={"key": "adapter.scale"})
-    adapter_gate: bool | str = field(default="auto", metadata={"key": "adapter.gate"})
-    drop_path: float = 0.0  # model.drop_path: stochastic depth of the deepest adapted block
-    attribute_projection: str = "linear"  # model.attribute_projection: linear | none
-    prompt_length: int = field(default=8, metadata={"key": "prompt.length"})
-    adaptformer_bottleneck: int = field(default=64, metadata={"key": "adaptformer.bottleneck"})
-    adaptformer_scale: float = field(default=0.1, metadata={"key": "adaptformer.scale"})
-    lora_rank: int = field(default=8, metadata={"key": "lora.rank"})
-    lora_alpha: float = field(default=8.0, metadata={"key": "lora.alpha"})
-    lora_targets: tuple[str, ...] = field(default=("q", "v"), metadata={"key": "lora.targets"})
-    lora_dropout: float = field(default=0.0, metadata={"key": "lora.dropout"})
+    adapter_scale: float | str = setting("adapter.scale", default="auto")
+    adapter_gate: bool | str = setting("adapter.gate", default="auto")
+    # stochastic depth of the deepest adapted block
+    drop_path: float = setting(default=0.0, rule=number(0, below=1))
+    attribute_projection: str = setting(default="linear", rule=one_of(*ATTRIBUTE_PROJECTIONS))
+    prompt_length: int = setting("prompt.length", default=8, rule=integer(1))
+    adaptformer_bottleneck: int = setting("adaptformer.bottleneck", default=64, rule=integer(1))
+    adaptformer_scale: float = setting("adaptformer.scale", default=0.1, rule=number())
+    lora_rank: int = setting("lora.rank", default=8, rule=integer(1))
+    lora_alpha: float = setting("lora.alpha", default=8.0, rule=number(above=0))
+    lora_targets: tuple[str, ...] = setting("lora.targets", default=("q", "v"))
+    lora_dropout: float = setting("lora.dropout", default=0.0, rule=number(0, below=1))
     # eva: active attribute names (from `stage`, store order), their encoder depth and width
-    attributes: tuple[str, ...] = field(default=(), metadata=_DERIVED)
-    attribute_layers: dict[str, int] = field(default_factory=dict, metadata=_DERIVED)
-    attribute_dim: int = field(default=0, metadata=_DERIVED)
-    head_dropout: float = field(default=0.5, metadata=_DERIVED)  # AIM's I3D head uses 0.5; not a param
+    attributes: tuple[str, ...] = derived(default=())
+    attribute_layers: dict[str, int] = derived(default_factory=dict)
+    attribute_dim: int = derived(default=0)
+    head_dropout: float = derived(default=0.5)  # AIM's I3D head uses 0.5; not a param
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any], **derived: Any) -> ModelConfig:
-        """From the `model` section (unknown keys rejected) plus the `derived` fields (num_classes, attributes...)."""
+    def from_params(
+        cls,
+        params: Mapping[str, Any],
+        *,
+        stage: int | None = None,
+        attribute_meta: AttributeMeta | None = None,
+        **derived_fields: Any,
+    ) -> ModelConfig:
+        """From the `model` section (unknown keys rejected) plus the derived fields (`num_classes`...).
+
+        With `stage` (read once, by the train stage) an attribute method gets the attributes it selects
+        from `attribute_meta` (the attribute file's metadata).
+        """
         values = section_values(cls, params, "model")
         values["pretrained"] = values["pretrained"] or ""
         values["lora_targets"] = tuple(values["lora_targets"] or ())
-        return cls(**values, **derived)
+        if stage is not None:
+            derived_fields = attribute_fields(values["method"], stage, attribute_meta) | derived_fields
+        return cls(**values, **derived_fields)
 
     def __post_init__(self) -> None:
         # Accept the JSON round trip of a checkpoint (lists, string keys).
-        self.attributes = tuple(self.attributes)
-        self.lora_targets = tuple(self.lora_targets)
-        self.attribute_layers = {str(k): int(v) for k, v in self.attribute_layers.items()}
-        self.adapter_gate, self.adapter_scale = resolve_adapter_layout(
+        set_field = object.__setattr__  # frozen: normalised once, here
+        set_field(self, "attributes", tuple(self.attributes))
+        set_field(self, "lora_targets", tuple(self.lora_targets))
+        set_field(self, "attribute_layers", {str(k): int(v) for k, v in self.attribute_layers.items()})
+        gate, scale = resolve_adapter_layout(
             self.method, self.adapter_gate, self.adapter_scale, self.backbone_family
         )
+        set_field(self, "adapter_gate", gate)
+        set_field(self, "adapter_scale", scale)
 
     def validate(self) -> None:
         """Raise ValueError naming the params.yaml key of the first inconsistent field."""
-        method = get_method(self.method)
+        get_method(self.method)
         get_family(self.backbone_family)
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1 (the dataset's class list); got {self.num_classes}")
-        if self.frames < 1:
-            raise ValueError(f"`model.frames` must be >= 1; got {self.frames}")
-        if self.adapter_ratio <= 0:
-            raise ValueError(f"`model.adapter.ratio` must be > 0; got {self.adapter_ratio}")
-        if not 0.0 <= self.drop_path < 1.0:
-            raise ValueError(f"`model.drop_path` must be in [0, 1); got {self.drop_path}")
-        if self.attribute_projection not in ATTRIBUTE_PROJECTIONS:
-            raise ValueError(
-                f"`model.attribute_projection` must be one of {', '.join(ATTRIBUTE_PROJECTIONS)}; "
-                f"got '{self.attribute_projection}'"
-            )
-        if method.tokens == "prompts" and self.prompt_length < 1:
-            raise ValueError(
-                f"`model.prompt.length` must be >= 1 for model.method={self.method}; got {self.prompt_length}"
-            )
-        if method.layer == "adaptformer" and self.adaptformer_bottleneck < 1:
-            raise ValueError(
-                f"`model.adaptformer.bottleneck` must be >= 1; got {self.adaptformer_bottleneck}"
-            )
-        if not 0.0 <= self.head_dropout < 1.0:
-            raise ValueError(f"head_dropout must be in [0, 1); got {self.head_dropout}")
-        if method.uses_attributes:
+        check_fields(self, "model")
+        check("num_classes (the dataset's class list)", self.num_classes, integer(1))
+        check("head_dropout", self.head_dropout, number(0, below=1))
+        if get_method(self.method).uses_attributes:
             if len(set(self.attributes)) != len(self.attributes):
-                raise ValueError(f"duplicate attribute names (set from `stage`): {self.attributes}")
+                raise invalid("stage", "a stage whose attribute names are distinct", self.attributes)
             if self.attributes and self.attribute_dim < 1:
                 raise ValueError(
                     "attribute_dim (encoder width, from the attribute store's metadata) must be >= 1"

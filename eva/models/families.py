@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from eva.config import invalid
 from eva.models.backbone import BlockBackbone
 from eva.models.clip_backbone import OpenClipBackbone
 from eva.models.loading import load_open_clip
@@ -28,9 +29,10 @@ def _load_open_clip(name: str, pretrained: str, frames: int, image_size: int) ->
 
 def _load_videomae(name: str, pretrained: str, frames: int, image_size: int) -> BlockBackbone:
     if pretrained:
-        raise ValueError(
-            "`model.backbone.pretrained` must be empty for model.backbone.family=videomae "
-            f"(`model.backbone.name` is the hub name or folder); got '{pretrained}'"
+        raise invalid(
+            "model.backbone.pretrained",
+            'empty ("") for model.backbone.family=videomae (`model.backbone.name` is the hub name or folder)',
+            pretrained,
         )
     return load_videomae(name, param="model.backbone.name")
 
@@ -57,7 +59,5 @@ BACKBONE_FAMILIES: dict[str, BackboneFamily] = {
 
 def get_family(name: str) -> BackboneFamily:
     if name not in BACKBONE_FAMILIES:
-        raise ValueError(
-            f"`model.backbone.family` must be one of {', '.join(BACKBONE_FAMILIES)}; got '{name}'"
-        )
+        raise invalid("model.backbone.family", f"one of {', '.join(BACKBONE_FAMILIES)}", name)
     return BACKBONE_FAMILIES[name]

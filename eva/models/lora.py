@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from eva.config import invalid
+
 LORA_TARGETS = ("q", "k", "v", "out")
 
 
@@ -66,16 +68,14 @@ class AttentionLoRA(nn.Module):
     ) -> None:
         super().__init__()
         if rank < 1:
-            raise ValueError(f"`model.lora.rank` must be >= 1; got {rank}")
+            raise invalid("model.lora.rank", "an integer >= 1", rank)
         if alpha <= 0:
-            raise ValueError(f"`model.lora.alpha` must be > 0; got {alpha}")
+            raise invalid("model.lora.alpha", "a number > 0", alpha)
         unknown = [t for t in targets if t not in LORA_TARGETS]
         if not targets or unknown or len(set(targets)) != len(targets):
-            raise ValueError(
-                f"`model.lora.targets` must be distinct names from {list(LORA_TARGETS)}; got {list(targets)}"
-            )
+            raise invalid("model.lora.targets", f"distinct names from {list(LORA_TARGETS)}", list(targets))
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"`model.lora.dropout` must be in [0, 1); got {dropout}")
+            raise invalid("model.lora.dropout", "a number >= 0 and < 1", dropout)
         self.targets = tuple(targets)
         self.deltas = nn.ModuleDict(
             {name: LowRankDelta(width, width, rank, alpha, dropout) for name in self.targets}

@@ -349,3 +349,33 @@ def save_tiny_videomae(folder: str | Path, spec: TinyVideoMAESpec = TinyVideoMAE
         crop_size={"height": spec.image_size, "width": spec.image_size},
     ).save_pretrained(folder)
     return str(folder)
+
+
+DEMO_VIDEOMAE_README = """# Demo VideoMAE: a random stand-in, not a pretrained model
+
+Written by the `pretrain` stage (`params.yaml: pretrain.videomae`, image size `pretrain.image_size`)
+with `save_pretrained`, so `model.backbone.family=videomae` can run on the demo offline, loaded by the
+same code (`eva.models.videomae.load_videomae`) as `MCG-NJU/videomae-base`. Its weights are random
+(config: {frames} frames, tubelet {tubelet}, {size} px, patch {patch}, width {width}, {layers} layers,
+{heads} heads): nothing was trained, so a demo run on it shows that the machinery works, never what
+VideoMAE reaches. Run it with `model.frames={frames}` and `model.image_size={size}`.
+"""
+
+
+def save_demo_videomae(folder: str | Path, spec: TinyVideoMAESpec, seed: int = 0) -> str:
+    """The demo's VideoMAE stand-in: `save_tiny_videomae` + a README and the random-weights marker."""
+    from eva.models.tiny import mark_random_weights  # tiny.py imports open_clip; only the demo needs it
+
+    out = save_tiny_videomae(folder, spec, seed)
+    readme = DEMO_VIDEOMAE_README.format(
+        frames=spec.frames,
+        tubelet=spec.tubelet,
+        size=spec.image_size,
+        patch=spec.patch_size,
+        width=spec.hidden_size,
+        layers=spec.layers,
+        heads=spec.heads,
+    )
+    (Path(out) / "README.md").write_text(readme, encoding="utf-8")
+    mark_random_weights(out)
+    return out

@@ -17,8 +17,20 @@ from typing import Any
 
 import torch
 
+from eva.config import (
+    TEXT,
+    check,
+    check_fields,
+    derived,
+    integer,
+    invalid,
+    number,
+    section_values,
+    setting,
+    value_at,
+)
 from eva.models.tiny import DEMO_PRETRAINED_MARKER, TinyCaptionerSpec, TinyClipSpec, write_open_clip_folder
-from eva.params import param
+from eva.models.videomae import TinyVideoMAESpec, save_demo_videomae
 from eva.pretrain.captioner import pretrain_captioner
 from eva.pretrain.clip import OptimConfig, pretrain_clip
 from eva.pretrain.evaluate import captioner_accuracy, zero_shot_shape_accuracy
@@ -28,99 +40,189 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
-    """The `pretrain.*` params (see params.yaml)."""
+class _Schedule:
+    """The optimiser keys `pretrain.clip` and `pretrain.captioner` share: AdamW, warmup + cosine."""
 
-    seed: int
-    out: str
-    image_size: int
-    held_out: int
-    workers: int
-    clip: TinyClipSpec
-    clip_optim: OptimConfig
-    group: int
-    factor_weights: tuple[float, ...]
-    captioner: TinyCaptionerSpec
-    captioner_optim: OptimConfig
-    max_new_tokens: int
+    steps: int = setting(rule=integer(1))
+    batch_size: int = setting(rule=integer(1))
+    lr: float = setting(rule=number(above=0))
+    weight_decay: float = setting(rule=number(0))
+    warmup_steps: int = setting(rule=integer(0))
+
+    def _check(self, section: str) -> None:
+        check_fields(self, section)
+        if self.warmup_steps > self.steps:
+            raise invalid(
+                f"{section}.warmup_steps", f"in 0..{section}.steps ({self.steps})", self.warmup_steps
+            )
+        _check_heads(section, self.width, self.heads)
+
+    def optim(self) -> OptimConfig:
+        return OptimConfig(self.steps, self.batch_size, self.lr, self.weight_decay, self.warmup_steps)
+
+
+def _check_heads(section: str, width: int, heads: int) -> None:
+    if width % heads:
+        raise invalid(f"{section}.width", f"divisible by `{section}.heads` ({heads})", width)
+
+
+@dataclass(frozen=True)
+class ClipPretrainConfig(_Schedule):
+    """`pretrain.clip`: the tiny open_clip CLIP, its schedule and its still batches."""
+
+    embed_dim: int = setting(default=128, rule=integer(1))
+    width: int = setting(default=96, rule=integer(1))  # image tower
+    layers: int = setting(default=4, rule=integer(1))
+    patch_size: int = setting(default=8, rule=integer(1))
+    heads: int = setting(default=4, rule=integer(1))
+    text_width: int = setting(default=96, rule=integer(1))
+    text_layers: int = setting(default=3, rule=integer(1))
+    context_length: int = setting(default=24, rule=integer(1))
+    group: int = setting(default=4, rule=integer(1))  # stills per batch group differing in one factor
+    factor_weights: tuple[float, ...] = (4.0, 2.0, 2.0, 1.0, 1.0)  # one per eva.pretrain.stills.FACTORS
+
+    def __post_init__(self) -> None:
+        self._check("pretrain.clip")
+        _check_heads("pretrain.clip", self.width, self.heads)
+        weights = self.factor_weights
+        if (
+            not isinstance(weights, list | tuple)
+            or len(weights) != len(FACTORS)
+            or not all(number(0).ok(w) for w in weights)
+            or sum(weights) <= 0
+        ):
+            raise invalid(
+                "pretrain.clip.factor_weights",
+                f"{len(FACTORS)} non-negative weights for {list(FACTORS)}",
+                weights,
+            )
+        object.__setattr__(self, "factor_weights", tuple(float(w) for w in weights))
+
+    def spec(self, image_size: int) -> TinyClipSpec:
+        return TinyClipSpec(
+            embed_dim=self.embed_dim,
+            image_size=image_size,
+            patch_size=self.patch_size,
+            vision_width=self.width,
+            vision_layers=self.layers,
+            text_width=self.text_width,
+            text_layers=self.text_layers,
+            heads=self.heads,
+            context_length=self.context_length,
+        )
+
+
+@dataclass(frozen=True)
+class CaptionerPretrainConfig(_Schedule):
+    """`pretrain.captioner`: the tiny transformers BLIP captioner and its schedule."""
+
+    width: int = setting(default=96, rule=integer(1))
+    layers: int = setting(default=3, rule=integer(1))
+    heads: int = setting(default=4, rule=integer(1))
+    patch_size: int = setting(default=8, rule=integer(1))
+
+    def __post_init__(self) -> None:
+        self._check("pretrain.captioner")
+        _check_heads("pretrain.captioner", self.width, self.heads)
+
+    def spec(self, image_size: int) -> TinyCaptionerSpec:
+        return TinyCaptionerSpec(
+            image_size=image_size,
+            patch_size=self.patch_size,
+            width=self.width,
+            layers=self.layers,
+            heads=self.heads,
+            max_positions=32,
+        )
+
+
+@dataclass(frozen=True)
+class VideoMAEStandInConfig:
+    """`pretrain.videomae`: the shape of the demo's random VideoMAE stand-in (not trained)."""
+
+    frames: int = setting(default=8, rule=integer(1))  # = model.frames: VideoMAE takes exactly these
+    width: int = setting(default=96, rule=integer(1))
+    layers: int = setting(default=4, rule=integer(1))
+    heads: int = setting(default=4, rule=integer(1))
+    patch_size: int = setting(default=8, rule=integer(1))
+    tubelet: int = setting(default=2, rule=integer(1))
+
+    def __post_init__(self) -> None:
+        check_fields(self, "pretrain.videomae")
+        _check_heads("pretrain.videomae", self.width, self.heads)
+        if self.frames % self.tubelet:
+            raise invalid(
+                "pretrain.videomae.frames",
+                f"a multiple of `pretrain.videomae.tubelet` ({self.tubelet})",
+                self.frames,
+            )
+
+    def spec(self, image_size: int) -> TinyVideoMAESpec:
+        return TinyVideoMAESpec(
+            hidden_size=self.width,
+            layers=self.layers,
+            heads=self.heads,
+            intermediate_size=4 * self.width,
+            image_size=image_size,
+            patch_size=self.patch_size,
+            frames=self.frames,
+            tubelet=self.tubelet,
+        )
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The `pretrain` section of params.yaml (and `attributes.caption.max_new_tokens`, for scoring captions)."""
+
+    seed: int = setting(rule=integer(0))
+    out: str = setting(rule=TEXT)
+    image_size: int = setting(
+        rule=integer(1)
+    )  # = model.image_size: the CLIP image tower is the demo's backbone
+    held_out: int = setting(rule=integer(1))  # held-out stills scored in metrics/pretrain.json
+    workers: int = setting(rule=integer(0))  # DataLoader processes rendering stills
+    clip: TinyClipSpec = derived()
+    clip_optim: OptimConfig = derived()
+    group: int = derived()
+    factor_weights: tuple[float, ...] = derived()
+    captioner: TinyCaptionerSpec = derived()
+    captioner_optim: OptimConfig = derived()
+    videomae: TinyVideoMAESpec = derived()
+    max_new_tokens: int = derived()
+
+    def __post_init__(self) -> None:
+        check_fields(self, "pretrain")
+        for section, patch in (("clip", self.clip.patch_size), ("captioner", self.captioner.patch_size),
+                               ("videomae", self.videomae.patch_size)):  # fmt: skip
+            if self.image_size % patch:
+                raise invalid(
+                    "pretrain.image_size",
+                    f"a multiple of `pretrain.{section}.patch_size` ({patch})",
+                    self.image_size,
+                )
+        check("attributes.caption.max_new_tokens", self.max_new_tokens, integer(1))
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> PretrainConfig:
-        def p(key: str) -> Any:
-            return param(params, f"pretrain.{key}")
-
-        size = p("image_size")
-        cfg = cls(
-            seed=p("seed"),
-            out=p("out"),
-            image_size=size,
-            held_out=p("held_out"),
-            workers=p("workers"),
-            clip=TinyClipSpec(
-                embed_dim=p("clip.embed_dim"),
-                image_size=size,
-                patch_size=p("clip.patch_size"),
-                vision_width=p("clip.width"),
-                vision_layers=p("clip.layers"),
-                text_width=p("clip.text_width"),
-                text_layers=p("clip.text_layers"),
-                heads=p("clip.heads"),
-                context_length=p("clip.context_length"),
-            ),
-            clip_optim=OptimConfig(**{k: p(f"clip.{k}") for k in OptimConfig.__dataclass_fields__}),
-            group=p("clip.group"),
-            factor_weights=tuple(float(w) for w in p("clip.factor_weights")),
-            captioner=TinyCaptionerSpec(
-                image_size=size,
-                patch_size=p("captioner.patch_size"),
-                width=p("captioner.width"),
-                layers=p("captioner.layers"),
-                heads=p("captioner.heads"),
-                max_positions=32,
-            ),
-            captioner_optim=OptimConfig(**{k: p(f"captioner.{k}") for k in OptimConfig.__dataclass_fields__}),
-            max_new_tokens=param(params, "attributes.caption.max_new_tokens"),
+        values = section_values(cls, params, "pretrain", opaque=("clip", "captioner", "videomae"))
+        clip = ClipPretrainConfig(**section_values(ClipPretrainConfig, params, "pretrain.clip"))
+        captioner = CaptionerPretrainConfig(
+            **section_values(CaptionerPretrainConfig, params, "pretrain.captioner")
         )
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
-        for key in ("seed", "held_out", "workers", "image_size"):
-            value = getattr(self, key)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int)
-                or value < (1 if key == "held_out" else 0)
-            ):
-                raise ValueError(
-                    f"`pretrain.{key}` must be a non-negative integer (held_out >= 1), got {value!r}"
-                )
-        if self.image_size % self.clip.patch_size or self.image_size % self.captioner.patch_size:
-            raise ValueError(
-                f"`pretrain.image_size`={self.image_size} must be a multiple of `pretrain.clip.patch_size` and "
-                "`pretrain.captioner.patch_size`"
-            )
-        for section, width, heads in (
-            ("clip", self.clip.vision_width, self.clip.heads),
-            ("captioner", self.captioner.width, self.captioner.heads),
-        ):
-            if width % heads:
-                raise ValueError(
-                    f"`pretrain.{section}.width`={width} must be divisible by `pretrain.{section}.heads`"
-                )
-        if isinstance(self.group, bool) or not isinstance(self.group, int) or self.group < 1:
-            raise ValueError(f"`pretrain.clip.group` must be a positive integer, got {self.group!r}")
-        if (
-            len(self.factor_weights) != len(FACTORS)
-            or min(self.factor_weights) < 0
-            or sum(self.factor_weights) <= 0
-        ):
-            raise ValueError(
-                f"`pretrain.clip.factor_weights` must be {len(FACTORS)} non-negative weights for {list(FACTORS)}, "
-                f"got {list(self.factor_weights)}"
-            )
-        self.clip_optim.validate("pretrain.clip")
-        self.captioner_optim.validate("pretrain.captioner")
+        videomae = VideoMAEStandInConfig(**section_values(VideoMAEStandInConfig, params, "pretrain.videomae"))
+        size = values["image_size"]
+        check("pretrain.image_size", size, integer(1))
+        return cls(
+            **values,
+            clip=clip.spec(size),
+            clip_optim=clip.optim(),
+            group=clip.group,
+            factor_weights=clip.factor_weights,
+            captioner=captioner.spec(size),
+            captioner_optim=captioner.optim(),
+            videomae=videomae.spec(size),
+            max_new_tokens=value_at(params, "attributes.caption.max_new_tokens"),
+        )
 
 
 README = """# Demo models: tiny CLIP and BLIP captioner pretrained on synthetic stills
@@ -136,6 +238,8 @@ demo's actions reaches these models.
   both towers are the attribute encoders (`attributes.clip.model`).
 - `captioner/`: transformers `BlipForConditionalGeneration` + `BlipProcessor` (`save_pretrained`),
   loaded by `AutoProcessor` / `AutoModelForImageTextToText` (`attributes.captioner`).
+- `videomae/`: transformers `VideoMAEModel` (`save_pretrained`) with RANDOM weights, not pretrained:
+  a stand-in so `model.backbone.family=videomae` runs on the demo (`pretrain.videomae`; see its README).
 
 Held-out stills ({held_out} of them, never trained on): zero-shot shape top-1 {shape:.1%} (chance
 {chance:.1%}), zero-shot colour top-1 {colour:.1%}; captions name the right colour {cap_colour:.1%}
@@ -169,6 +273,7 @@ def run_pretraining(cfg: PretrainConfig) -> dict[str, Any]:
         )
         captioner.model.save_pretrained(tmp / "captioner")
         captioner.processor.save_pretrained(tmp / "captioner")
+        save_demo_videomae(tmp / "videomae", cfg.videomae, seed=cfg.seed)  # random: a stand-in, not trained
 
         images, words = held_out_stills(cfg.seed, cfg.held_out, cfg.image_size)
         with torch.inference_mode():

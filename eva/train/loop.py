@@ -28,8 +28,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from eva.attributes.store import AttributeMeta, AttributeStore, attributes_for_stage
-from eva.config import section_values
+from eva.attributes.store import AttributeStore
+from eva.config import (
+    BOOLEAN,
+    check_fields,
+    derived,
+    integer,
+    invalid,
+    number,
+    section_values,
+    setting,
+    value_at,
+)
 from eva.data.clips import (
     ClipSpec,
     VideoAttributeDataset,
@@ -41,7 +51,6 @@ from eva.data.clips import (
 )
 from eva.methods import get_method
 from eva.models import ModelConfig, VideoClassifier, build_model
-from eva.params import param
 from eva.train.checkpoint import (
     capture_rng_state,
     data_fingerprint,
@@ -68,82 +77,55 @@ DECAYED_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MultiheadAttent
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The `train.*` params, validated so that a bad value names its key."""
+    """The `train` section of params.yaml (the recipe: `train.recipes.<model.method>`); a bad value names its key."""
 
-    epochs: int = 6
-    batch_size: int = 16  # global batch per forward/backward, over all processes
-    grad_accum: int = 1
+    epochs: int = setting(default=6, rule=integer(1))
+    batch_size: int = setting(
+        default=16, rule=integer(1)
+    )  # global batch per forward/backward, over all processes
+    grad_accum: int = setting(default=1, rule=integer(1))
     # train.recipes.<model.method>: optimiser, lr, backbone_lr, weight decay (read by Recipe.from_params)
-    recipe: Recipe = field(default=Recipe(), metadata={"derived": True})
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    flip: bool = False
+    recipe: Recipe = derived(default=Recipe())
+    warmup_epochs: float = setting(default=1.0, rule=number(0))
+    label_smoothing: float = setting(default=0.1, rule=number(0, below=1))
+    flip: bool = setting(default=False, rule=BOOLEAN)
     crop_scale: tuple[float, float] = (0.7, 1.0)
-    workers: int = 1
-    amp: bool = True
-    seed: int = 0
-    nproc: int = 1
+    workers: int = setting(default=1, rule=integer(0, what="(DataLoader worker processes per rank)"))
+    amp: bool = setting(default=True, rule=BOOLEAN)
+    seed: int = setting(default=0, rule=integer())
+    nproc: int = setting(default=1, rule=integer(1))
 
     def __post_init__(self) -> None:
-        def bad(key: str, expected: str) -> ValueError:
-            return ValueError(f"params.yaml train.{key}={getattr(self, key)!r}: expected {expected}")
-
-        for key in ("epochs", "batch_size", "grad_accum", "nproc"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise bad(key, "a positive integer")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
-            raise bad("workers", "an integer >= 0 (DataLoader worker processes per rank)")
+        check_fields(self, "train")
         if not isinstance(self.recipe, Recipe):
             object.__setattr__(self, "recipe", Recipe(**self.recipe))  # the JSON round trip of a checkpoint
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            raise bad("warmup_epochs", f"a number of epochs in 0..train.epochs ({self.epochs})")
+        if self.warmup_epochs > self.epochs:
+            raise invalid(
+                "train.warmup_epochs",
+                f"a number of epochs in 0..train.epochs ({self.epochs})",
+                self.warmup_epochs,
+            )
         if self.batch_size % self.nproc:
-            raise bad("batch_size", f"a global batch divisible by train.nproc ({self.nproc} processes)")
-        if not 0 <= self.label_smoothing < 1:
-            raise bad("label_smoothing", "a number in [0, 1)")
-        scale = tuple(self.crop_scale)
-        if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
-            raise bad("crop_scale", "[min, max] area fractions with 0 < min <= max <= 1")
+            raise invalid(
+                "train.batch_size",
+                f"a global batch divisible by train.nproc ({self.nproc} processes)",
+                self.batch_size,
+            )
+        scale = self.crop_scale
+        if (
+            not isinstance(scale, list | tuple)
+            or len(scale) != 2
+            or not all(number().ok(v) for v in scale)
+            or not 0 < scale[0] <= scale[1] <= 1
+        ):
+            raise invalid("train.crop_scale", "[min, max] area fractions with 0 < min <= max <= 1", scale)
         object.__setattr__(self, "crop_scale", (float(scale[0]), float(scale[1])))
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TrainConfig:
         """From the whole params.yaml dict: `train.<name>`, and the recipe of `model.method`."""
         values = section_values(cls, params, "train", opaque=("recipes",))
-        return cls(**values, recipe=Recipe.from_params(params, param(params, "model.method")))
-
-
-def model_config_from_params(
-    params: Mapping[str, Any],
-    *,
-    num_classes: int,
-    attribute_meta: AttributeMeta | None,
-    stage: int | None = None,
-) -> ModelConfig:
-    """ModelConfig from `model.*` and `stage` (read here unless given); attribute sizes from the attribute file."""
-    method = param(params, "model.method")
-    names: tuple[str, ...] = ()
-    layers: dict[str, int] = {}
-    dim = 0
-    if get_method(method).uses_attributes:
-        stage = param(params, "stage") if stage is None else stage
-        names = attributes_for_stage(stage)
-        if attribute_meta is None:
-            raise FileNotFoundError(
-                f"model.method={method} needs the attributes stage's output (attributes/<dataset>/)"
-            )
-        missing = [n for n in names if n not in attribute_meta.attributes]
-        if missing:
-            raise ValueError(
-                f"`stage`={stage} needs attributes {missing} that the attribute file does not "
-                f"hold (it has {list(attribute_meta.attributes)}); re-run the attributes stage"
-            )
-        layers = {n: attribute_meta.layers(n) for n in names}
-        dim = attribute_meta.dim
-    return ModelConfig.from_params(
-        params, num_classes=num_classes, attributes=names, attribute_layers=layers, attribute_dim=dim
-    )
+        return cls(**values, recipe=Recipe.from_params(params, value_at(params, "model.method")))
 
 
 @dataclass

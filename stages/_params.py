@@ -1,0 +1,35 @@
+"""params.yaml for the stages: the only code that reads the file (the library gets configs built from it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from eva.config import Rule, check, one_of, value_at
+
+PARAMS_FILE = Path("params.yaml")
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+# The index stage checks it against eva.data.index.DATASETS; the later stages only name folders after it.
+FOLDER_NAME = Rule("a folder name (no '/')", lambda v: isinstance(v, str) and v.strip() != "" and "/" not in v)
+
+
+def dataset_name(params: dict[str, Any]) -> str:
+    """`dataset.name` alone, for the stages that only name their folders after it."""
+    name = value_at(params, "dataset.name")
+    check("dataset.name", name, FOLDER_NAME)
+    return name
+
+
+def stage_number(params: dict[str, Any]) -> int:
+    """The top-level `stage` (1: text attributes, 2: + visual); read once, by the train stage."""
+    stage = value_at(params, "stage")
+    check("stage", stage, one_of(1, 2))
+    return stage
