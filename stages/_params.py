@@ -18,7 +18,9 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
 
 
 # The index stage checks it against eva.data.index.DATASETS; the later stages only name folders after it.
-FOLDER_NAME = Rule("a folder name (no '/')", lambda v: isinstance(v, str) and v.strip() != "" and "/" not in v)
+FOLDER_NAME = Rule(
+    "a folder name (no '/')", lambda v: isinstance(v, str) and v.strip() != "" and "/" not in v
+)
 
 
 def dataset_name(params: dict[str, Any]) -> str:
