@@ -16,6 +16,10 @@ DEMO_WARNING = (
     "pretrained by the pipeline on synthetic stills (the `pretrain` stage): its numbers say how far these "
     "tiny models get on the demo's synthetic motions, not what EVA reaches on real video with real weights."
 )
+RANDOM_BACKBONE_WARNING = (
+    "Its backbone has random weights (a stand-in such as the demo's `models/pretrained/videomae`): "
+    "the numbers show that the machinery runs, nothing about the architecture."
+)
 
 
 def render_model_card(
@@ -27,6 +31,7 @@ def render_model_card(
     classes: list[str],
     train_params: dict[str, Any],
     demo: bool,
+    random_backbone: bool = False,
 ) -> str:
     tunable, total = metrics["tunable_params"], metrics["total_params"]
     header = {
@@ -62,6 +67,8 @@ def render_model_card(
     ]
     if demo:
         lines += [f"> **Note.** {DEMO_WARNING}", ""]
+    if random_backbone:
+        lines += [f"> **Note.** {RANDOM_BACKBONE_WARNING}", ""]
     lines += [
         "A frozen pretrained vision transformer adapted with small tunable modules"
         + (" and hierarchical video-attribute tokens" if get_method(config["method"]).uses_attributes else "")

@@ -12,6 +12,7 @@ from eva.evaluate import EvaluateConfig, eval_metrics, evaluate_views
 from eva.metrics import confusion_records, write_per_class_csv
 from eva.model_card import render_model_card, write_model_card
 from eva.models.loading import resolve_device
+from eva.models.tiny import is_random_weights
 from eva.models.trained import load_trained_model
 from eva.report import format_run_table
 from eva.utils.io import write_json
@@ -56,6 +57,7 @@ def main() -> None:
         classes=classes,
         train_params=checkpoint["params"],
         demo=name == "demo",
+        random_backbone=is_random_weights(checkpoint["config"]["backbone"]),
     )
     write_model_card(Path("models") / name / "README.md", card)
     log.info("evaluation:\n%s", format_run_table(metrics))

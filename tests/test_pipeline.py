@@ -170,3 +170,4 @@ def test_repro_then_noop_then_stage2_experiment(project: Path) -> None:
     assert metrics["videos"] == 8 and 0.0 <= metrics["top1"] <= 1.0
     card = (project / "models/demo/README.md").read_text()
     assert "backbone_family: videomae" in card and "base_model: models/pretrained/videomae" in card
+    assert "backbone has random weights" in card
