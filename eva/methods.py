@@ -51,8 +51,9 @@ class Recipe:
     @classmethod
     def from_params(cls, params: Mapping[str, Any], method: str) -> Recipe:
         """`train.recipes.<method>` of the whole params.yaml dict; unknown keys name themselves."""
+        entry = get_method(method)  # an unknown `model.method` is named before the recipe it selects
         recipe = cls(name=method, **section_values(cls, params, f"train.recipes.{method}"))
-        if get_method(method).trains_backbone and not recipe.backbone_lr > 0:
+        if entry.trains_backbone and not recipe.backbone_lr > 0:
             raise invalid(
                 f"train.recipes.{method}.backbone_lr",
                 f"> 0: model.method={method} trains the backbone",

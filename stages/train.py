@@ -35,6 +35,7 @@ def build_job(params: dict[str, Any]) -> TrainJob:
     """Everything the run reads, validated: a bad param or a missing input fails here, before any worker."""
     name = dataset_name(params)
     stage = stage_number(params)  # read once: the attributes it selects, and model.pt's record
+    train = TrainConfig.from_params(params)  # params first: a typo is named before any missing file
     train_attributes = Path("attributes") / name / "train.parquet"
     val_attributes = Path("attributes") / name / "val.parquet"
     meta = read_meta(train_attributes) if train_attributes.is_file() else None
@@ -43,7 +44,7 @@ def build_job(params: dict[str, Any]) -> TrainJob:
     model.validate()  # `model.method` before the recipe it selects
     job = TrainJob(
         model=model,
-        train=TrainConfig.from_params(params),
+        train=train,
         stage=stage,
         classes=classes,
         train_shards=list_shards(Path("shards") / name, "train"),

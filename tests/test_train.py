@@ -676,7 +676,8 @@ def test_a_user_error_in_the_train_stage_is_one_line_naming_the_param(data: Tiny
     done = _run_stage(_stage_project(data, tmp_path / "b", nproc=2, batch_size=3))
     errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
     assert done.returncode == 2 and len(errors) == 1, done.stderr
-    assert "train.batch_size=3" in errors[0] and "train.nproc" in errors[0], done.stderr
+    assert "`train.batch_size` must be" in errors[0] and "train.nproc" in errors[0], done.stderr
+    assert errors[0].endswith("; got 3"), done.stderr
     assert "starting 2 training processes" not in done.stderr
 
     # Caught inside the two DDP workers: the val attribute file is missing (only they open it).
@@ -698,6 +699,14 @@ def test_a_user_error_in_the_train_stage_is_one_line_naming_the_param(data: Tiny
     ("stage", "override", "expected"),
     [
         ("index", {"dataset": {"name": "kinetics"}}, "`dataset.name` must be one of"),
+        (
+            "demo_data",
+            {"demo": {"size": 63}},
+            "`demo.size` must be even (H.264 yuv420p needs even sides); got 63",
+        ),
+        ("pretrain", {"pretrain": {"seed": -1}}, "`pretrain.seed` must be an integer >= 0; got -1"),
+        ("extract", {"extract": {"frames_per_vido": 8}}, "unknown keys ['extract.frames_per_vido']"),
+        ("train", {"train": {"epochz": 2}}, "unknown keys ['train.epochz']"),
         (
             "extract",
             {"extract": {"jpeg_quality": 0}},
