@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from eva.config import invalid
+
 TEXT_ATTRIBUTES = ("label", "caption")
 VISUAL_ATTRIBUTES = ("foreground", "background", "original", "dynamic")
 ATTRIBUTES = TEXT_ATTRIBUTES + VISUAL_ATTRIBUTES
@@ -37,7 +39,7 @@ def attributes_for_stage(stage: int) -> tuple[str, ...]:
         return TEXT_ATTRIBUTES
     if stage == 2:
         return ATTRIBUTES
-    raise ValueError(f"`stage` must be 1 (text attributes) or 2 (text + visual), got {stage!r}")
+    raise invalid("stage", "1 (text attributes) or 2 (text + visual)", stage)
 
 
 @dataclass(frozen=True)

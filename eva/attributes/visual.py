@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from eva.config import invalid
 from eva.data.segments import segment_centres
 
 MASK_METHODS = ("median", "center")
@@ -143,7 +144,7 @@ def keyframe_images(
     Vectorised over the keyframes: a video costs a handful of small tensor ops, not K times as many.
     """
     if method not in MASK_METHODS:
-        raise ValueError(f"`attributes.mask.method` must be one of {MASK_METHODS}, got {method!r}")
+        raise invalid("attributes.mask.method", f"one of {', '.join(MASK_METHODS)}", method)
     h, w = frames.shape[-2:]
     keyframes = frames[positions]  # [K, 3, H, W]
     prior = center_prior(h, w, frames.device)  # [H, W]

@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import tarfile_samples
 
 from eva.attributes.store import AttributeStore
+from eva.config import invalid
 from eva.data.shards import VideoSample, buffer_shuffle, decode_sample
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def sample_frame_indices(
     if num_stored < 1:
         raise ValueError(f"a video needs at least one stored frame, got {num_stored}")
     if num_frames < 1:
-        raise ValueError(f"`model.frames` must be >= 1, got {num_frames}")
+        raise invalid("model.frames", "an integer >= 1", num_frames)
     if num_clips < 1 or not 0 <= clip_index < num_clips:
         raise ValueError(
             f"clip_index must be in 0..num_clips-1 (`evaluate.clips`={num_clips}), got {clip_index}"
@@ -193,7 +194,7 @@ def spatial_crops(video: torch.Tensor, size: int, crops: int = 1) -> torch.Tenso
     1 -> centre; 3 -> left/centre/right (landscape) or top/centre/bottom (portrait).
     """
     if crops < 1:
-        raise ValueError(f"`evaluate.crops` must be >= 1, got {crops}")
+        raise invalid("evaluate.crops", "an integer >= 1", crops)
     video = resize_short_side(video, size)  # [T, 3, h, w], min(h, w) == size
     height, width = video.shape[-2:]
     span = max(height, width) - size

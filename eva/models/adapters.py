@@ -9,11 +9,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from eva.config import invalid
+
 
 def adapter_hidden(width: int, ratio: float) -> int:
     """Bottleneck width for a `width`-wide adapter (`model.adapter.ratio`); at least 1."""
     if ratio <= 0:
-        raise ValueError(f"`model.adapter.ratio` must be > 0, got {ratio}")
+        raise invalid("model.adapter.ratio", "a number > 0", ratio)
     return max(1, int(width * ratio))
 
 

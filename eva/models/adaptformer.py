@@ -23,6 +23,7 @@ import math
 import torch
 from torch import nn
 
+from eva.config import invalid
 from eva.models.backbone import BlockBackbone
 
 ADAPTFORMER_BOTTLENECK = 64
@@ -41,7 +42,7 @@ class AdaptFormerAdapter(nn.Module):
     ) -> None:
         super().__init__()
         if bottleneck < 1:
-            raise ValueError(f"`model.adaptformer.bottleneck` must be >= 1; got {bottleneck}")
+            raise invalid("model.adaptformer.bottleneck", "an integer >= 1", bottleneck)
         self.down = nn.Linear(width, bottleneck)
         self.act = nn.ReLU()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()

@@ -172,8 +172,10 @@ class ModelConfig:
         get_method(self.method)
         get_family(self.backbone_family)
         check_fields(self, "model")
-        check("num_classes (the dataset's class list)", self.num_classes, integer(1))
-        check("head_dropout", self.head_dropout, number(0, below=1))
+        check(
+            "num_classes", self.num_classes, Rule("an integer >= 1 (the dataset's class list)", integer(1).ok)
+        )
+        check("head_dropout", self.head_dropout, number(0, below=1))  # not a param: set by code only
         if get_method(self.method).uses_attributes:
             if len(set(self.attributes)) != len(self.attributes):
                 raise invalid("stage", "a stage whose attribute names are distinct", self.attributes)

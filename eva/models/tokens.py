@@ -14,6 +14,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from eva.config import invalid
+
 
 def insert_tokens(x: torch.Tensor, tokens: torch.Tensor, frames: int) -> torch.Tensor:
     """`[B*T, 1+N, D]` frame tokens + `[B, k, D]` video tokens -> `[B*T, 1+k+N, D]`."""
@@ -53,7 +55,7 @@ class DeepPrompts(LayerTokens):
     def __init__(self, layers: int, length: int, width: int, patch_area: int) -> None:
         super().__init__()
         if length < 1:
-            raise ValueError(f"`model.prompt.length` must be >= 1 for model.method=vpt, got {length}")
+            raise invalid("model.prompt.length", "an integer >= 1 for model.method=vpt", length)
         self.num_tokens = length
         self.tokens = nn.Parameter(torch.empty(layers, length, width))
         # VPT's initialisation: Xavier-uniform bound for a patch embedding of fan-in 3 * patch area.

@@ -55,7 +55,6 @@ class _Schedule:
             raise invalid(
                 f"{section}.warmup_steps", f"in 0..{section}.steps ({self.steps})", self.warmup_steps
             )
-        _check_heads(section, self.width, self.heads)
 
     def optim(self) -> OptimConfig:
         return OptimConfig(self.steps, self.batch_size, self.lr, self.weight_decay, self.warmup_steps)
@@ -70,16 +69,16 @@ def _check_heads(section: str, width: int, heads: int) -> None:
 class ClipPretrainConfig(_Schedule):
     """`pretrain.clip`: the tiny open_clip CLIP, its schedule and its still batches."""
 
-    embed_dim: int = setting(default=128, rule=integer(1))
-    width: int = setting(default=96, rule=integer(1))  # image tower
-    layers: int = setting(default=4, rule=integer(1))
-    patch_size: int = setting(default=8, rule=integer(1))
-    heads: int = setting(default=4, rule=integer(1))
-    text_width: int = setting(default=96, rule=integer(1))
-    text_layers: int = setting(default=3, rule=integer(1))
-    context_length: int = setting(default=24, rule=integer(1))
-    group: int = setting(default=4, rule=integer(1))  # stills per batch group differing in one factor
-    factor_weights: tuple[float, ...] = (4.0, 2.0, 2.0, 1.0, 1.0)  # one per eva.pretrain.stills.FACTORS
+    embed_dim: int = setting(rule=integer(1))
+    width: int = setting(rule=integer(1))  # image tower
+    layers: int = setting(rule=integer(1))
+    patch_size: int = setting(rule=integer(1))
+    heads: int = setting(rule=integer(1))
+    text_width: int = setting(rule=integer(1))
+    text_layers: int = setting(rule=integer(1))
+    context_length: int = setting(rule=integer(1))
+    group: int = setting(rule=integer(1))  # stills per batch group differing in one factor
+    factor_weights: tuple[float, ...] = setting()  # one weight per eva.pretrain.stills.FACTORS
 
     def __post_init__(self) -> None:
         self._check("pretrain.clip")
@@ -116,10 +115,10 @@ class ClipPretrainConfig(_Schedule):
 class CaptionerPretrainConfig(_Schedule):
     """`pretrain.captioner`: the tiny transformers BLIP captioner and its schedule."""
 
-    width: int = setting(default=96, rule=integer(1))
-    layers: int = setting(default=3, rule=integer(1))
-    heads: int = setting(default=4, rule=integer(1))
-    patch_size: int = setting(default=8, rule=integer(1))
+    width: int = setting(rule=integer(1))
+    layers: int = setting(rule=integer(1))
+    heads: int = setting(rule=integer(1))
+    patch_size: int = setting(rule=integer(1))
 
     def __post_init__(self) -> None:
         self._check("pretrain.captioner")
@@ -140,12 +139,12 @@ class CaptionerPretrainConfig(_Schedule):
 class VideoMAEStandInConfig:
     """`pretrain.videomae`: the shape of the demo's random VideoMAE stand-in (not trained)."""
 
-    frames: int = setting(default=8, rule=integer(1))  # = model.frames: VideoMAE takes exactly these
-    width: int = setting(default=96, rule=integer(1))
-    layers: int = setting(default=4, rule=integer(1))
-    heads: int = setting(default=4, rule=integer(1))
-    patch_size: int = setting(default=8, rule=integer(1))
-    tubelet: int = setting(default=2, rule=integer(1))
+    frames: int = setting(rule=integer(1))  # = model.frames: VideoMAE takes exactly these
+    width: int = setting(rule=integer(1))
+    layers: int = setting(rule=integer(1))
+    heads: int = setting(rule=integer(1))
+    patch_size: int = setting(rule=integer(1))
+    tubelet: int = setting(rule=integer(1))
 
     def __post_init__(self) -> None:
         check_fields(self, "pretrain.videomae")
@@ -176,9 +175,8 @@ class PretrainConfig:
 
     seed: int = setting(rule=integer(0))
     out: str = setting(rule=TEXT)
-    image_size: int = setting(
-        rule=integer(1)
-    )  # = model.image_size: the CLIP image tower is the demo's backbone
+    # = model.image_size: the CLIP image tower is the demo's backbone
+    image_size: int = setting(rule=integer(1))
     held_out: int = setting(rule=integer(1))  # held-out stills scored in metrics/pretrain.json
     workers: int = setting(rule=integer(0))  # DataLoader processes rendering stills
     clip: TinyClipSpec = derived()
@@ -192,8 +190,8 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, "pretrain")
-        for section, patch in (("clip", self.clip.patch_size), ("captioner", self.captioner.patch_size),
-                               ("videomae", self.videomae.patch_size)):  # fmt: skip
+        patches = {"clip": self.clip.patch_size, "captioner": self.captioner.patch_size}
+        for section, patch in (patches | {"videomae": self.videomae.patch_size}).items():
             if self.image_size % patch:
                 raise invalid(
                     "pretrain.image_size",

@@ -424,14 +424,16 @@ def _check_job(job: TrainJob, env: DistEnv) -> None:
     """What only the launched processes can check: the batch split, and a backbone lr where it trains."""
     cfg = job.train
     if cfg.batch_size % env.world_size:
-        raise ValueError(
-            f"train.batch_size={cfg.batch_size} (the global batch) must be divisible by the number of "
-            f"processes ({env.world_size}, train.nproc)"
+        raise invalid(
+            "train.batch_size",
+            f"a global batch divisible by the {env.world_size} launched processes",
+            cfg.batch_size,
         )
     if get_method(job.model.method).trains_backbone and not cfg.recipe.backbone_lr > 0:
-        raise ValueError(
-            f"`train.recipes.{cfg.recipe.name}.backbone_lr` must be > 0 for model.method={job.model.method} "
-            "(it trains the backbone)"
+        raise invalid(
+            f"train.recipes.{cfg.recipe.name}.backbone_lr",
+            f"> 0: model.method={job.model.method} trains the backbone",
+            cfg.recipe.backbone_lr,
         )
     if cfg.nproc != env.world_size and env.is_main:
         log.warning("train.nproc=%d but %d processes were launched", cfg.nproc, env.world_size)
