@@ -20,7 +20,7 @@ schedule (warmup, cosine, epochs) is shared by all methods and lives in `train.*
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from eva.config import check_fields, derived, invalid, number, one_of, section_values, setting
@@ -60,6 +60,10 @@ class Recipe:
                 recipe.backbone_lr,
             )
         return recipe
+
+    def scaled(self, factor: float) -> Recipe:
+        """This recipe with `lr` and `backbone_lr` multiplied by `factor` (`train.lr_scale`)."""
+        return replace(self, lr=self.lr * factor, backbone_lr=self.backbone_lr * factor)
 
     def as_params(self) -> dict[str, Any]:
         """The params.yaml entry (without the name, which is the entry's key)."""

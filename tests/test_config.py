@@ -90,6 +90,7 @@ def test_the_shipped_params_build_the_configs() -> None:
         "model.lora.ranks",
         "train.lr",  # lr lives in train.recipes.<method>
         "train.recipes.eva.betas",
+        "train.lr_scale.adam",
         "evaluate.clip",
     ],
 )
@@ -119,6 +120,7 @@ def test_an_unknown_key_is_an_error_naming_it(key: str) -> None:
         ("train.epochs", 0, "an integer >= 1"),
         ("train.crop_scale", [0.9, 0.5], "[min, max] area fractions"),
         ("train.recipes.eva.optimizer", "adam", "one of adamw, sgd"),
+        ("train.lr_scale.adamw", 0, "a number > 0"),
         ("evaluate.crops", 0, "an integer >= 1"),
     ],
 )
@@ -155,3 +157,15 @@ def test_a_missing_key_names_itself() -> None:
 def test_a_recipe_keeps_its_method_name_in_messages() -> None:
     with pytest.raises(ValueError, match=r"^`train\.recipes\.full\.lr` must be a number > 0; got 0$"):
         Recipe(name="full", lr=0)
+
+
+@pytest.mark.parametrize(("method", "optimizer"), [("eva", "adamw"), ("linear", "sgd"), ("full", "adamw")])
+def test_lr_scale_multiplies_the_recipe_of_its_optimiser_only(method: str, optimizer: str) -> None:
+    params = _set(_set(_set(PARAMS, "model.method", method), "train.lr_scale.adamw", 10.0), "train.lr_scale.sgd", 0.5)
+    train = TrainConfig.from_params(params)
+    published = params["train"]["recipes"][method]
+    factor = {"adamw": 10.0, "sgd": 0.5}[optimizer]
+    assert train.recipe.lr == published["lr"]  # the record keeps the recipe as written
+    assert train.scaled_recipe.lr == pytest.approx(published["lr"] * factor)
+    assert train.scaled_recipe.backbone_lr == pytest.approx(published["backbone_lr"] * factor)
+    assert train.scaled_recipe.optimizer == optimizer
