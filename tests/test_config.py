@@ -161,7 +161,9 @@ def test_a_recipe_keeps_its_method_name_in_messages() -> None:
 
 @pytest.mark.parametrize(("method", "optimizer"), [("eva", "adamw"), ("linear", "sgd"), ("full", "adamw")])
 def test_lr_scale_multiplies_the_recipe_of_its_optimiser_only(method: str, optimizer: str) -> None:
-    params = _set(_set(_set(PARAMS, "model.method", method), "train.lr_scale.adamw", 10.0), "train.lr_scale.sgd", 0.5)
+    params = _set(
+        _set(_set(PARAMS, "model.method", method), "train.lr_scale.adamw", 10.0), "train.lr_scale.sgd", 0.5
+    )
     train = TrainConfig.from_params(params)
     published = params["train"]["recipes"][method]
     factor = {"adamw": 10.0, "sgd": 0.5}[optimizer]
