@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -419,3 +420,21 @@ def test_sequence_first_attention_gives_the_same_output(backbone_name: str, meth
         for block in model.backbone.blocks:
             block.attn.batch_first = False
         torch.testing.assert_close(model.frame_features(video), ref, atol=1e-5, rtol=0)
+
+
+def test_fixed_sin_cos_position_embedding_loads_and_runs_as_the_frozen_backbone(tmp_path: Path) -> None:
+    """`pretrain.clip.pos_embed: sin_cos_2d` (the demo CLIP): open_clip's fixed table survives the round trip."""
+    from open_clip.pos_embed import get_2d_sincos_pos_embed
+
+    spec = dataclasses.replace(SPEC, pos_embed="sin_cos_2d")
+    name = save_tiny_open_clip(tmp_path / "clip", spec)
+    visual = load_open_clip(name, param="model.backbone", image_size=spec.image_size).model.visual
+    table = get_2d_sincos_pos_embed(spec.vision_width, spec.image_size // spec.patch_size, cls_token=True)
+    torch.testing.assert_close(visual.positional_embedding.detach(), torch.from_numpy(table).float())
+    assert not visual.positional_embedding.requires_grad  # fixed, as open_clip builds it
+    model = build_model(make_config(name, "aim")).eval()
+    video, _ = make_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.frame_features(video), frozen_clip_features(name, video), atol=1e-5, rtol=0
+        )

@@ -30,6 +30,7 @@ class TinyClipSpec:
     text_layers: int = 3
     heads: int = 4
     context_length: int = 32
+    pos_embed: str = "learnable"  # open_clip's `pos_embed_type`: learnable | sin_cos_2d (fixed)
 
     def model_cfg(self) -> dict:
         return {
@@ -40,6 +41,7 @@ class TinyClipSpec:
                 "width": self.vision_width,
                 "patch_size": self.patch_size,
                 "head_width": self.vision_width // self.heads,
+                "pos_embed_type": self.pos_embed,
             },
             "text_cfg": {
                 "context_length": self.context_length,

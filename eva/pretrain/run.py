@@ -25,6 +25,7 @@ from eva.config import (
     integer,
     invalid,
     number,
+    one_of,
     section_values,
     setting,
     value_at,
@@ -77,6 +78,9 @@ class ClipPretrainConfig(_Schedule):
     text_width: int = setting(rule=integer(1))
     text_layers: int = setting(rule=integer(1))
     context_length: int = setting(rule=integer(1))
+    # the image tower's position embedding (open_clip `pos_embed_type`): sin_cos_2d is fixed, so the
+    # place of a patch is known from the first step instead of being learned (README, "The demo's models")
+    pos_embed: str = setting(rule=one_of("learnable", "sin_cos_2d"))
     group: int = setting(rule=integer(1))  # stills per batch group differing in one factor
     factor_weights: tuple[float, ...] = setting()  # one weight per eva.pretrain.stills.FACTORS
 
@@ -108,6 +112,7 @@ class ClipPretrainConfig(_Schedule):
             text_layers=self.text_layers,
             heads=self.heads,
             context_length=self.context_length,
+            pos_embed=self.pos_embed,
         )
 
 
