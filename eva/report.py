@@ -86,27 +86,36 @@ def aggregate_runs(runs: Iterable[Mapping[str, Any]]) -> str:
             f"| {name} | {seeds} | {_mean_std([r['top1'] for r in group])} "
             f"| {_mean_std([r.get('top5') for r in group])} "
             f"| {_mean_std([r['mean_class_accuracy'] for r in group])} | {tunable:,} | {100 * tunable / total:.2f} "
-            f"| {format_recipe(group[0].get('recipe'))} |"
+            f"| {format_recipe(group[0].get('recipe'), group[0].get('lr_scale'))} |"
         )
     if any(r.get("top5") is None for group in groups.values() for r in group):
         lines += ["", f"top-5 n/a: {TOP5_ABSENT_REASON}."]
     return "\n".join(lines)
 
 
-def format_recipe(recipe: Mapping[str, Any] | None) -> str:
-    """`adamw lr 0.0003, wd 0.05` (+ `backbone lr` when the backbone trains) from a `train.recipes` entry."""
+def format_recipe(recipe: Mapping[str, Any] | None, lr_scale: Mapping[str, float] | None = None) -> str:
+    """`adamw lr 0.0003 x10, wd 0.05` (+ `backbone lr` when the backbone trains) from a `train.recipes` entry.
+
+    `lr_scale` is `train.lr_scale` (optimiser -> factor); a factor other than 1 is printed after the rates.
+    """
     if not recipe:
         return "?"
-    text = f"{recipe.get('optimizer', '?')} lr {recipe.get('lr', 0):g}"
+    optimizer = recipe.get("optimizer", "?")
+    factor = (lr_scale or {}).get(optimizer, 1)
+    times = f" x{factor:g}" if factor != 1 else ""
+    text = f"{optimizer} lr {recipe.get('lr', 0):g}{times}"
     if recipe.get("backbone_lr"):
-        text += f", backbone lr {recipe['backbone_lr']:g}"
+        text += f", backbone lr {recipe['backbone_lr']:g}{times}"
     return text + f", wd {recipe.get('weight_decay', 0):g}"
 
 
 def runs_from_exp_show(states: list[Mapping[str, Any]], name_prefix: str = "") -> list[dict[str, Any]]:
     """Flatten `dvc exp show --json` into one dict per finished experiment (params + eval metrics).
 
-    Only experiments whose name starts with `name_prefix` and that have `metrics/eval.json` are kept.
+    Only finished experiments whose name starts with `name_prefix` and that have `metrics/eval.json`
+    are kept. A queued or running experiment is listed with its own params but its baseline's metrics
+    (measured with dvc 3: a running `vpt` showed the baseline `eva`'s top-1), so an experiment whose
+    executor state is anything but `success` is skipped.
     """
     runs: list[dict[str, Any]] = []
 
@@ -118,15 +127,18 @@ def runs_from_exp_show(states: list[Mapping[str, Any]], name_prefix: str = "") -
         if metrics and params and name.startswith(name_prefix) and not state.get("error"):
             runs.append(
                 {
+                    **metrics,  # first: the run's own params name its method, stage and seed
                     "name": name,
                     "method": params["model"]["method"],
                     "stage": params["stage"],
                     "seed": params["train"]["seed"],
                     "recipe": (params["train"].get("recipes") or {}).get(params["model"]["method"]),
-                    **metrics,
+                    "lr_scale": params["train"].get("lr_scale"),
                 }
             )
         for group in state.get("experiments") or []:
+            if (group.get("executor") or {}).get("state", "success") != "success":
+                continue  # queued, running or failed: its metrics are not its own
             for rev in group.get("revs") or []:
                 visit(rev)
 

@@ -105,11 +105,13 @@ def test_aggregate_runs_mean_std_per_method_and_stage():
     ]
     runs[0]["recipe"] = runs[1]["recipe"] = {"optimizer": "adamw", "lr": 3e-4, "weight_decay": 0.05}
     runs[3]["recipe"] = {"optimizer": "adamw", "lr": 1e-3, "backbone_lr": 1e-5, "weight_decay": 0.05}
+    runs[4]["recipe"] = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4}
+    runs[0]["lr_scale"] = runs[1]["lr_scale"] = {"adamw": 10.0, "sgd": 1.0}  # the demo's
     table = aggregate_runs(runs).splitlines()
     assert table[0].endswith("| recipe |")
     assert table[2].startswith("| linear | 0,1 | 25.0 ± 7.1 |")
     assert table[2].endswith("| adamw lr 0.001, backbone lr 1e-05, wd 0.05 |")
-    assert table[3].endswith("| adamw lr 0.0003, wd 0.05 |")
+    assert table[3].endswith("| adamw lr 0.0003 x10, wd 0.05 |")  # the rate run: recipe x train.lr_scale
     assert table[3].startswith("| eva stage 1 | 0,1 | 50.0 ± 14.1 |")
     assert table[4].startswith("| eva stage 2 | 0 | 70.0 ± 0.0 |")
 
@@ -164,10 +166,21 @@ def test_runs_from_exp_show_reads_nested_experiments():
                     "name": "cmp-vpt-s1-seed1",
                 },  # unfinished
                 {"revs": [state("other", "aim", 0, METRICS)], "name": "other"},
+                {  # running: dvc shows its params with the baseline's metrics
+                    "revs": [state("cmp-aim-s1-seed1", "aim", 1, METRICS)],
+                    "name": "cmp-aim-s1-seed1",
+                    "executor": {"state": "running"},
+                },
+                {
+                    "revs": [state("cmp-aim-s1-seed2", "aim", 2, METRICS)],
+                    "name": "cmp-aim-s1-seed2",
+                    "executor": {"state": "success"},
+                },
             ],
         }
     ]
     runs = runs_from_exp_show(shown, name_prefix="cmp")
     assert [(r["name"], r["method"], r["seed"], r["top1"]) for r in runs] == [
-        ("cmp-eva-s1-seed0", "eva", 0, 0.5)
+        ("cmp-eva-s1-seed0", "eva", 0, 0.5),
+        ("cmp-aim-s1-seed2", "aim", 2, 0.5),
     ]
