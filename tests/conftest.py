@@ -20,6 +20,19 @@ from eva.data.demo import encode_mp4  # noqa: E402
 torch.set_num_threads(2)
 
 
+def torch_threads(count: int):
+    """A module-scoped autouse fixture that runs the module's tests on `count` torch threads."""
+
+    @pytest.fixture(autouse=True, scope="module")
+    def _threads():
+        before = torch.get_num_threads()
+        torch.set_num_threads(count)
+        yield
+        torch.set_num_threads(before)
+
+    return _threads
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: int = 12, codec: str = "libx264") -> Path:
     """Encode `frames` ([T, H, W, 3] uint8, H and W even) to a real video file with PyAV.
 

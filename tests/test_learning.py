@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
-from conftest import write_video
+from conftest import torch_threads, write_video
 
 from eva.attributes.store import AttributeMeta, VideoAttributes, rows_to_table, write_table
 from eva.data.extract import ExtractConfig, extract_shards
@@ -41,12 +40,7 @@ META = AttributeMeta(encoder="test", text_layers=2, image_layers=2, dim=16, keyf
 PAIRS = {"train": 24, "val": 8}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+_threads = torch_threads(2)
 
 
 def moving_right(rng: np.random.Generator, frames: int = FRAMES, size: int = SIZE) -> np.ndarray:

@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import yaml
-from conftest import moving_square, write_video
+from conftest import moving_square, torch_threads, write_video
 from torch.distributed import TCPStore
 
 import eva.train.loop as loop
@@ -51,14 +51,7 @@ from eva.train.recipes import PUBLISHED_RECIPES, Recipe
 from eva.train.schedule import cosine_with_warmup
 from stages._params import load_params
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: a second thread only adds contention on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+_one_thread = torch_threads(1)  # tiny tensors: a second thread only adds contention on 2 cores
 
 
 CLASSES = ["green square moving left", "red square moving right"]
