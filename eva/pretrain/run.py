@@ -33,32 +33,12 @@ from eva.config import (
 from eva.models.tiny import DEMO_PRETRAINED_MARKER, TinyCaptionerSpec, TinyClipSpec, write_open_clip_folder
 from eva.models.videomae import TinyVideoMAESpec, save_demo_videomae
 from eva.pretrain.captioner import pretrain_captioner
-from eva.pretrain.clip import OptimConfig, pretrain_clip
+from eva.pretrain.clip import pretrain_clip
 from eva.pretrain.evaluate import captioner_accuracy, zero_shot_shape_accuracy
+from eva.pretrain.schedule import Schedule, TrainedSteps
 from eva.pretrain.stills import FACTORS, held_out_stills
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _Schedule:
-    """The optimiser keys `pretrain.clip` and `pretrain.captioner` share: AdamW, warmup + cosine."""
-
-    steps: int = setting(rule=integer(1))
-    batch_size: int = setting(rule=integer(1))
-    lr: float = setting(rule=number(above=0))
-    weight_decay: float = setting(rule=number(0))
-    warmup_steps: int = setting(rule=integer(0))
-
-    def _check(self, section: str) -> None:
-        check_fields(self, section)
-        if self.warmup_steps > self.steps:
-            raise invalid(
-                f"{section}.warmup_steps", f"in 0..{section}.steps ({self.steps})", self.warmup_steps
-            )
-
-    def optim(self) -> OptimConfig:
-        return OptimConfig(self.steps, self.batch_size, self.lr, self.weight_decay, self.warmup_steps)
 
 
 def _check_heads(section: str, width: int, heads: int) -> None:
@@ -67,7 +47,7 @@ def _check_heads(section: str, width: int, heads: int) -> None:
 
 
 @dataclass(frozen=True)
-class ClipPretrainConfig(_Schedule):
+class ClipPretrainConfig(Schedule):
     """`pretrain.clip`: the tiny open_clip CLIP, its schedule and its still batches."""
 
     embed_dim: int = setting(rule=integer(1))
@@ -117,7 +97,7 @@ class ClipPretrainConfig(_Schedule):
 
 
 @dataclass(frozen=True)
-class CaptionerPretrainConfig(_Schedule):
+class CaptionerPretrainConfig(Schedule):
     """`pretrain.captioner`: the tiny transformers BLIP captioner and its schedule."""
 
     width: int = setting(rule=integer(1))
@@ -185,11 +165,11 @@ class PretrainConfig:
     held_out: int = setting(rule=integer(1))  # held-out stills scored in metrics/pretrain.json
     workers: int = setting(rule=integer(0))  # DataLoader processes rendering stills
     clip: TinyClipSpec = derived()
-    clip_optim: OptimConfig = derived()
+    clip_schedule: Schedule = derived()
     group: int = derived()
     factor_weights: tuple[float, ...] = derived()
     captioner: TinyCaptionerSpec = derived()
-    captioner_optim: OptimConfig = derived()
+    captioner_schedule: Schedule = derived()
     videomae: TinyVideoMAESpec = derived()
     max_new_tokens: int = derived()
 
@@ -218,11 +198,11 @@ class PretrainConfig:
         return cls(
             **values,
             clip=clip.spec(size),
-            clip_optim=clip.optim(),
+            clip_schedule=clip,
             group=clip.group,
             factor_weights=clip.factor_weights,
             captioner=captioner.spec(size),
-            captioner_optim=captioner.optim(),
+            captioner_schedule=captioner,
             videomae=videomae.spec(size),
             max_new_tokens=value_at(params, "attributes.caption.max_new_tokens"),
         )
@@ -254,6 +234,18 @@ direction words, and nothing else; on real video their outputs are meaningless. 
 """
 
 
+def _training_summary(schedule: Schedule, trained: TrainedSteps, spec: Any) -> dict[str, Any]:
+    """How one model was trained, for metrics/pretrain.json: schedule, first and final loss, time, shape."""
+    return {
+        "steps": schedule.steps,
+        "batch_size": schedule.batch_size,
+        "first_loss": round(trained.losses[0], 4),
+        "final_loss": round(sum(trained.losses[-20:]) / len(trained.losses[-20:]), 4),
+        "seconds": round(trained.seconds, 1),
+        "spec": asdict(spec),
+    }
+
+
 def run_pretraining(cfg: PretrainConfig) -> dict[str, Any]:
     """Train, save, reload and score both models; `cfg.out` is replaced only when all of it worked."""
     from eva.data.demo import COLOURS, SHAPES
@@ -264,7 +256,7 @@ def run_pretraining(cfg: PretrainConfig) -> dict[str, Any]:
     try:
         clip = pretrain_clip(
             cfg.clip,
-            cfg.clip_optim,
+            cfg.clip_schedule,
             seed=cfg.seed,
             group=cfg.group,
             factor_weights=cfg.factor_weights,
@@ -272,7 +264,7 @@ def run_pretraining(cfg: PretrainConfig) -> dict[str, Any]:
         )
         clip_name = write_open_clip_folder(tmp / "clip", clip.model, cfg.clip)
         captioner = pretrain_captioner(
-            tmp / "captioner", cfg.captioner, cfg.captioner_optim, seed=cfg.seed, workers=cfg.workers
+            tmp / "captioner", cfg.captioner, cfg.captioner_schedule, seed=cfg.seed, workers=cfg.workers
         )
         captioner.model.save_pretrained(tmp / "captioner")
         captioner.processor.save_pretrained(tmp / "captioner")
@@ -289,22 +281,8 @@ def run_pretraining(cfg: PretrainConfig) -> dict[str, Any]:
             "held_out_stills": cfg.held_out,
             **{k: round(v, 4) for k, v in scores.items()},
             "zero_shot_shape_chance": round(1.0 / len(SHAPES), 4),
-            "clip": {
-                "steps": cfg.clip_optim.steps,
-                "batch_size": cfg.clip_optim.batch_size,
-                "first_loss": round(clip.losses[0], 4),
-                "final_loss": round(sum(clip.losses[-20:]) / len(clip.losses[-20:]), 4),
-                "seconds": round(clip.seconds, 1),
-                "spec": asdict(cfg.clip),
-            },
-            "captioner": {
-                "steps": cfg.captioner_optim.steps,
-                "batch_size": cfg.captioner_optim.batch_size,
-                "first_loss": round(captioner.losses[0], 4),
-                "final_loss": round(sum(captioner.losses[-20:]) / len(captioner.losses[-20:]), 4),
-                "seconds": round(captioner.seconds, 1),
-                "spec": asdict(cfg.captioner),
-            },
+            "clip": _training_summary(cfg.clip_schedule, clip, cfg.clip),
+            "captioner": _training_summary(cfg.captioner_schedule, captioner, cfg.captioner),
             "example_captions": [
                 {"caption": c, "truth": f"{w.colour} {w.shape}"}
                 for c, w in zip(captions[:8], words[:8], strict=True)
