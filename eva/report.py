@@ -56,30 +56,45 @@ def _mean_std(values: list[float | None]) -> str:
     return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
+# Model settings that make a run a different row of the comparison when they differ from the
+# default, for the methods they apply to: the attribute mapping only matters to attribute methods.
+DEFAULT_ATTRIBUTE_PROJECTION = "linear"
+
+
+def _row_key(run: Mapping[str, Any]) -> tuple[str, int | None, str | None]:
+    """(method, stage, projection): stage and projection only for the methods that read attributes."""
+    method = METHODS.get(run["method"])
+    if method is None or not method.uses_attributes:
+        return run["method"], None, None
+    projection = run.get("attribute_projection", DEFAULT_ATTRIBUTE_PROJECTION)
+    return run["method"], run["stage"], None if projection == DEFAULT_ATTRIBUTE_PROJECTION else projection
+
+
 def aggregate_runs(runs: Iterable[Mapping[str, Any]]) -> str:
-    """Markdown table: one row per (method, stage), mean ± std over seeds of each metric.
+    """Markdown table: one row per (method, stage, attribute projection), mean ± std over seeds of each metric.
 
-    Each run is the flat dict of one experiment: method, stage, seed and the eval.json metrics.
+    Each run is the flat dict of one experiment: method, stage, seed, `attribute_projection` (absent:
+    the default) and the eval.json metrics.
     """
-    groups: dict[tuple[str, int | None], list[Mapping[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, int | None, str | None], list[Mapping[str, Any]]] = defaultdict(list)
     for run in runs:
-        method = METHODS.get(run["method"])
-        stage = run["stage"] if method is not None and method.uses_attributes else None
-        groups[(run["method"], stage)].append(run)
+        groups[_row_key(run)].append(run)
 
-    def order(key: tuple[str, int | None]) -> tuple[int, int]:
-        method, stage = key
+    def order(key: tuple[str, int | None, str | None]) -> tuple[int, int, str]:
+        method, stage, projection = key
         rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
-        return rank, stage or 0
+        return rank, stage or 0, projection or ""
 
     lines = [
         "| method | seeds | top-1 (%) | top-5 (%) | mean class acc. (%) | tunable params | tunable (%) | recipe |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for key in sorted(groups, key=order):
-        method, stage = key
+        method, stage, projection = key
         group = groups[key]
         name = f"{method} stage {stage}" if stage is not None else method
+        if projection is not None:
+            name += f", projection {projection}"
         tunable, total = group[0]["tunable_params"], group[0]["total_params"]
         seeds = ",".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"]))
         lines.append(
@@ -134,6 +149,9 @@ def runs_from_exp_show(states: list[Mapping[str, Any]], name_prefix: str = "") -
                     "seed": params["train"]["seed"],
                     "recipe": (params["train"].get("recipes") or {}).get(params["model"]["method"]),
                     "lr_scale": params["train"].get("lr_scale"),
+                    "attribute_projection": params["model"].get(
+                        "attribute_projection", DEFAULT_ATTRIBUTE_PROJECTION
+                    ),
                 }
             )
         for group in state.get("experiments") or []:

@@ -1,6 +1,6 @@
 """Queue the README's comparison runs as DVC experiments, and turn their metrics into the results table.
 
-    python scripts/results_table.py queue     # dvc exp run --queue: 8 configurations x 3 seeds
+    python scripts/results_table.py queue     # dvc exp run --queue: 10 configurations x 3 seeds
     dvc queue start -j 1                      # run them (one at a time on a small machine)
     python scripts/results_table.py wait      # block until the queue is empty
     python scripts/results_table.py table     # markdown table from `dvc exp show --json`
@@ -19,30 +19,35 @@ from eva.methods import METHODS
 from eva.report import aggregate_runs, runs_from_exp_show
 
 PREFIX = "cmp"
-# Every registered method; those that read attributes once per `stage` (1: text, 2: + visual).
-CONFIGS = [(name, stage) for name, m in METHODS.items() for stage in ((1, 2) if m.uses_attributes else (1,))]
+# (method, stage, extra `-S` settings, name tag): every registered method, those that read attributes
+# once per `stage` (1: text, 2: + visual), and eva again with the EVA authors' parameter-free
+# attribute mapping (`model.attribute_projection=none`) beside the default Linear one.
+Config = tuple[str, int, tuple[str, ...], str]
+CONFIGS: list[Config] = [
+    (name, stage, (), "") for name, m in METHODS.items() for stage in ((1, 2) if m.uses_attributes else (1,))
+] + [("eva", stage, ("model.attribute_projection=none",), "-none") for stage in (1, 2)]
 SEEDS = (0, 1, 2)
 
 
+def existing_experiments() -> set[str]:
+    """Names of the experiments DVC already holds (on any commit): `queue` does not run them again."""
+    listed = subprocess.run(
+        ["dvc", "exp", "list", "--all-commits", "--name-only"], capture_output=True, text=True, check=True
+    )
+    return {line.strip() for line in listed.stdout.splitlines() if line.strip()}
+
+
 def queue(seeds: tuple[int, ...]) -> None:
-    for method, stage in CONFIGS:
+    done = existing_experiments()
+    for method, stage, settings, tag in CONFIGS:
         for seed in seeds:
-            name = f"{PREFIX}-{method}-s{stage}-seed{seed}"
+            name = f"{PREFIX}-{method}-s{stage}{tag}-seed{seed}"
+            if name in done:
+                print(f"{name}: already run, kept (`dvc exp remove {name}` to run it again)")
+                continue
+            overrides = (f"model.method={method}", f"stage={stage}", f"train.seed={seed}", *settings)
             subprocess.run(
-                [
-                    "dvc",
-                    "exp",
-                    "run",
-                    "--queue",
-                    "--name",
-                    name,
-                    "-S",
-                    f"model.method={method}",
-                    "-S",
-                    f"stage={stage}",
-                    "-S",
-                    f"train.seed={seed}",
-                ],
+                ["dvc", "exp", "run", "--queue", "--name", name, *(a for s in overrides for a in ("-S", s))],
                 check=True,
             )
 

@@ -116,6 +116,22 @@ def test_aggregate_runs_mean_std_per_method_and_stage():
     assert table[4].startswith("| eva stage 2 | 0 | 70.0 ± 0.0 |")
 
 
+def test_aggregate_runs_separates_the_attribute_projection_of_attribute_methods_only():
+    runs = [
+        {**METRICS, "method": "eva", "stage": 1, "seed": 0, "top1": 0.4, "attribute_projection": "linear"},
+        {**METRICS, "method": "eva", "stage": 1, "seed": 0, "top1": 0.8, "attribute_projection": "none"},
+        {**METRICS, "method": "eva", "stage": 1, "seed": 1, "top1": 0.6, "attribute_projection": "none"},
+        {**METRICS, "method": "aim", "stage": 1, "seed": 0, "top1": 0.5, "attribute_projection": "none"},
+        {**METRICS, "method": "aim", "stage": 1, "seed": 1, "top1": 0.7},  # absent: the default
+    ]
+    rows = [line.split(" | ")[:3] for line in aggregate_runs(runs).splitlines()[2:]]
+    assert rows == [
+        ["| aim", "0,1", "60.0 ± 14.1"],  # aim reads no attributes: the setting does not split it
+        ["| eva stage 1", "0", "40.0 ± 0.0"],
+        ["| eva stage 1, projection none", "0,1", "70.0 ± 14.1"],
+    ]
+
+
 def test_model_card_has_yaml_header_with_run_facts():
     import yaml
 
@@ -150,7 +166,16 @@ def test_runs_from_exp_show_reads_nested_experiments():
     def state(name, method, seed, metrics):
         data = {
             "params": {
-                "params.yaml": {"data": {"stage": 1, "model": {"method": method}, "train": {"seed": seed}}}
+                "params.yaml": {
+                    "data": {
+                        "stage": 1,
+                        "model": {
+                            "method": method,
+                            "attribute_projection": "none" if seed == 2 else "linear",
+                        },
+                        "train": {"seed": seed},
+                    }
+                }
             },
             "metrics": {"metrics/eval.json": {"data": metrics}} if metrics else {},
         }
@@ -180,7 +205,7 @@ def test_runs_from_exp_show_reads_nested_experiments():
         }
     ]
     runs = runs_from_exp_show(shown, name_prefix="cmp")
-    assert [(r["name"], r["method"], r["seed"], r["top1"]) for r in runs] == [
-        ("cmp-eva-s1-seed0", "eva", 0, 0.5),
-        ("cmp-aim-s1-seed2", "aim", 2, 0.5),
+    assert [(r["name"], r["method"], r["seed"], r["top1"], r["attribute_projection"]) for r in runs] == [
+        ("cmp-eva-s1-seed0", "eva", 0, 0.5, "linear"),
+        ("cmp-aim-s1-seed2", "aim", 2, 0.5, "none"),
     ]
