@@ -10,6 +10,7 @@ from typing import Any
 from eva.methods import METHODS
 from eva.metrics import TOP5_ABSENT_REASON
 from eva.model_card import DEMO_WARNING
+from eva.models.classifier import DEFAULT_ATTRIBUTE_PROJECTION
 
 METHOD_ORDER = tuple(METHODS)  # the registry's order
 
@@ -56,13 +57,12 @@ def _mean_std(values: list[float | None]) -> str:
     return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
-# Model settings that make a run a different row of the comparison when they differ from the
-# default, for the methods they apply to: the attribute mapping only matters to attribute methods.
-DEFAULT_ATTRIBUTE_PROJECTION = "linear"
-
-
 def _row_key(run: Mapping[str, Any]) -> tuple[str, int | None, str | None]:
-    """(method, stage, projection): stage and projection only for the methods that read attributes."""
+    """A run's row: (method, stage, projection).
+
+    Stage and projection count only for the methods that read attributes, and the projection only
+    when it is not the default: rows without a suffix use the default mapping.
+    """
     method = METHODS.get(run["method"])
     if method is None or not method.uses_attributes:
         return run["method"], None, None

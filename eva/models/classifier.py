@@ -61,6 +61,7 @@ from eva.models.tokens import AttributeTokens, ConcatAttributeTokens, DeepPrompt
 log = logging.getLogger(__name__)
 
 ATTRIBUTE_PROJECTIONS = ("linear", "none")
+DEFAULT_ATTRIBUTE_PROJECTION = "linear"
 
 
 def resolve_adapter_layout(
@@ -120,7 +121,9 @@ class ModelConfig:
     adapter_gate: bool | str = setting("adapter.gate", default="auto")
     # stochastic depth of the deepest adapted block
     drop_path: float = setting(default=0.0, rule=number(0, below=1))
-    attribute_projection: str = setting(default="linear", rule=one_of(*ATTRIBUTE_PROJECTIONS))
+    attribute_projection: str = setting(
+        default=DEFAULT_ATTRIBUTE_PROJECTION, rule=one_of(*ATTRIBUTE_PROJECTIONS)
+    )
     prompt_length: int = setting("prompt.length", default=8, rule=integer(1))
     adaptformer_bottleneck: int = setting("adaptformer.bottleneck", default=64, rule=integer(1))
     adaptformer_scale: float = setting("adaptformer.scale", default=0.1, rule=number())
