@@ -40,6 +40,7 @@ from eva.data.shards import list_shards
 from eva.models import METHODS, ModelConfig, VideoClassifier, build_model
 from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.models.trained import load_trained_model
+from eva.train.checkpoint import code_fingerprint, resume_path
 from eva.train.loop import (
     TrainConfig,
     TrainJob,
@@ -444,6 +445,53 @@ def test_resume_equals_uninterrupted(data: TinyData, tmp_path: Path, monkeypatch
         assert (tmp_path / "resumed/dvclive" / path).read_text() == (
             tmp_path / "full/dvclive" / path
         ).read_text()
+
+
+def _touch(path: Path, seconds: int = 1) -> None:
+    """Rewrite time only: same bytes, same size, modified `seconds` later."""
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + seconds * 10**9))
+
+
+def test_a_finished_run_is_not_resumed_after_its_backbone_weights_or_data_are_rewritten(
+    data: TinyData, tmp_path: Path
+) -> None:
+    # DVC re-runs training when the pretrained backbone, the shards or the attributes change; the
+    # params stay the same, so before the run identity covered those files the finished run's
+    # checkpoint was "resumed" and the old model written again.
+    job = make_job(data, tmp_path)
+    assert run_training(job).resumed_from == 0
+    assert run_training(job).resumed_from == job.train.epochs  # unchanged: the finished run itself
+    weights = Path(data.backbone.removeprefix("local-dir:")) / "open_clip_model.safetensors"
+    for rewritten in (weights, Path(job.train_attributes), Path(job.val_shards[0])):
+        _touch(rewritten)
+        assert run_training(job).resumed_from == 0, rewritten  # trained afresh on the new files
+        assert run_training(job).resumed_from == job.train.epochs
+
+
+def test_code_fingerprint_follows_python_sources_only(tmp_path: Path) -> None:
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "sub" / "blocks.py").write_text("SCALE = 0.5\n")
+    (tmp_path / "pkg" / "README.md").write_text("docs\n")
+    first = code_fingerprint(tmp_path / "pkg")
+    assert code_fingerprint(tmp_path / "pkg") == first
+    (tmp_path / "pkg" / "README.md").write_text("other docs\n")
+    assert code_fingerprint(tmp_path / "pkg") == first
+    (tmp_path / "pkg" / "sub" / "blocks.py").write_text("SCALE = 1.0\n")
+    assert code_fingerprint(tmp_path / "pkg") != first
+    (tmp_path / "pkg" / "sub" / "blocks.py").rename(tmp_path / "pkg" / "blocks.py")
+    moved = code_fingerprint(tmp_path / "pkg")
+    assert moved not in (first, code_fingerprint(tmp_path / "pkg" / "sub"))
+
+
+def test_the_run_identity_includes_the_code(
+    data: TinyData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = make_job(data, tmp_path)
+    env = loop.DistEnv(rank=0, world_size=1, device=torch.device("cpu"))
+    before = resume_path(job.checkpoint_root, loop._run_identity(job, env))
+    monkeypatch.setattr(loop, "code_fingerprint", lambda: "edited")
+    assert resume_path(job.checkpoint_root, loop._run_identity(job, env)) != before
 
 
 # ----------------------------------------------------------------------------- DDP
