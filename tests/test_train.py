@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, replace
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -40,7 +42,7 @@ from eva.data.shards import list_shards
 from eva.models import METHODS, ModelConfig, VideoClassifier, build_model
 from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.models.trained import load_trained_model
-from eva.train.checkpoint import code_fingerprint, resume_path
+from eva.train.checkpoint import resume_path
 from eva.train.loop import (
     TrainConfig,
     TrainJob,
@@ -50,6 +52,7 @@ from eva.train.loop import (
 )
 from eva.train.recipes import PUBLISHED_RECIPES, Recipe
 from eva.train.schedule import cosine_with_warmup
+from eva.utils.fingerprint import code_fingerprint
 from stages._params import load_params
 
 _one_thread = torch_threads(1)  # tiny tensors: a second thread only adds contention on 2 cores
@@ -447,26 +450,29 @@ def test_resume_equals_uninterrupted(data: TinyData, tmp_path: Path, monkeypatch
         ).read_text()
 
 
-def _touch(path: Path, seconds: int = 1) -> None:
-    """Rewrite time only: same bytes, same size, modified `seconds` later."""
-    stat = path.stat()
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + seconds * 10**9))
-
-
-def test_a_finished_run_is_not_resumed_after_its_backbone_weights_or_data_are_rewritten(
+def test_a_finished_run_is_not_resumed_after_its_backbone_weights_or_attributes_change(
     data: TinyData, tmp_path: Path
 ) -> None:
-    # DVC re-runs training when the pretrained backbone, the shards or the attributes change; the
-    # params stay the same, so before the run identity covered those files the finished run's
-    # checkpoint was "resumed" and the old model written again.
-    job = make_job(data, tmp_path)
+    # DVC re-runs training when the pretrained backbone or the attributes change; the params stay the
+    # same, so before the run identity covered their contents the finished run's checkpoint was
+    # "resumed" and the old model written again. Copies of the same bytes elsewhere do not matter.
+    root = tmp_path / "inputs"
+    shutil.copytree(data.root / "attributes", root / "attributes")
+    backbone = save_tiny_open_clip(root / "backbone", SPEC, seed=0)
+    job = make_job(data, tmp_path, model={"backbone": backbone})
+    job.train_attributes, job.val_attributes = (
+        root / "attributes/train.parquet",
+        root / "attributes/val.parquet",
+    )
     assert run_training(job).resumed_from == 0
     assert run_training(job).resumed_from == job.train.epochs  # unchanged: the finished run itself
-    weights = Path(data.backbone.removeprefix("local-dir:")) / "open_clip_model.safetensors"
-    for rewritten in (weights, Path(job.train_attributes), Path(job.val_shards[0])):
-        _touch(rewritten)
-        assert run_training(job).resumed_from == 0, rewritten  # trained afresh on the new files
-        assert run_training(job).resumed_from == job.train.epochs
+
+    save_tiny_open_clip(root / "backbone", SPEC, seed=1)  # re-pretrained: same files, same sizes
+    assert run_training(job).resumed_from == 0
+    assert run_training(job).resumed_from == job.train.epochs
+    ids = pq.read_table(job.train_attributes, columns=["video_id"]).column("video_id").to_pylist()
+    write_table(job.train_attributes, rows_to_table(_attribute_rows(ids, seed=7), META))  # recomputed
+    assert run_training(job).resumed_from == 0
 
 
 def test_code_fingerprint_follows_python_sources_only(tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ from eva.config import OPTIONAL_TEXT, TEXT, check_fields, integer, one_of, secti
 from eva.data.shards import VideoSample, decode_sample, list_shards
 from eva.models.loading import LOCAL_DIR, load_open_clip, resolve_device
 from eva.utils.dist import WorkerSlot, worker_slot
+from eva.utils.fingerprint import file_fingerprint, path_fingerprint
 from eva.utils.io import atomic_path, write_json
 from eva.utils.log import progress
 
@@ -56,7 +57,6 @@ SPLITS = ("train", "val")
 CACHE_VERSION = 1
 PHASES = ("read", "masks", "captioner", "label", "encoding", "writing")
 _MODEL_PHASES = ("captioner", "label", "encoding")
-_FINGERPRINT_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -90,42 +90,16 @@ class AttributeConfig:
             "clip": [
                 self.clip_model,
                 self.clip_pretrained,
-                _path_fingerprint(model),
-                _path_fingerprint(self.clip_pretrained),
+                path_fingerprint(model),
+                path_fingerprint(self.clip_pretrained),
             ],
-            "captioner": [self.captioner, _path_fingerprint(self.captioner)],
-            "vocabulary": _path_fingerprint(self.vocabulary),
+            "captioner": [self.captioner, path_fingerprint(self.captioner)],
+            "vocabulary": path_fingerprint(self.vocabulary),
             "keyframes": self.keyframes,
             "max_new_tokens": self.max_new_tokens,
             "mask_method": self.mask_method,
         }
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _file_fingerprint(path: Path) -> str:
-    """Size + first and last MiB: cheap on multi-GB shards, and any re-extraction changes them."""
-    h = hashlib.sha256(str(path.stat().st_size).encode())
-    with open(path, "rb") as f:
-        h.update(f.read(_FINGERPRINT_BYTES))
-        if path.stat().st_size > 2 * _FINGERPRINT_BYTES:
-            f.seek(-_FINGERPRINT_BYTES, 2)
-            h.update(f.read())
-    return h.hexdigest()[:16]
-
-
-def _path_fingerprint(source: str) -> str:
-    """Fingerprint of a local file or folder; hub names and tags are immutable names, kept as-is."""
-    if not source:
-        return ""
-    path = Path(source)
-    if path.is_file():
-        return _file_fingerprint(path)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
-        return hashlib.sha256(
-            "".join(f"{p.relative_to(path)}:{_file_fingerprint(p)};" for p in files).encode()
-        ).hexdigest()[:16]
-    return source
 
 
 class PhaseTimer:
@@ -377,7 +351,7 @@ class AttributesRun:
 
 
 def _part_path(cache: Path, shard: str) -> Path:
-    return cache / f"{Path(shard).stem}-{_file_fingerprint(Path(shard))}.parquet"  # stem names the split
+    return cache / f"{Path(shard).stem}-{file_fingerprint(Path(shard))}.parquet"  # stem names the split
 
 
 def _wait_for(parts: list[Path], poll_s: float, timeout_s: float) -> None:

@@ -20,11 +20,11 @@ import torch
 
 from eva.models.classifier import VideoClassifier
 from eva.models.trained import load_trained_model, save_torch, save_trained_model
+from eva.utils.fingerprint import path_fingerprint
 
 RESUME_FILE = "last.pt"
 __all__ = [
     "capture_rng_state",
-    "code_fingerprint",
     "data_fingerprint",
     "load_resume",
     "load_trained_model",
@@ -46,39 +46,13 @@ def resume_path(root: str | Path, config: Any) -> Path:
     return Path(root) / run_hash(config) / RESUME_FILE
 
 
-def data_fingerprint(paths: list[str | Path]) -> list[list[Any]]:
-    """Name, size and modification time of each input file, and of every file under an input folder.
+def data_fingerprint(paths: list[str | Path]) -> list[list[str]]:
+    """Name and content fingerprint (`eva.utils.fingerprint`) of each input file or folder.
 
-    Re-extracted shards, recomputed attributes or re-pretrained backbone weights are rewritten files,
-    so they never resume a run trained on the old ones, even at the same size (a tar's size moves in
-    512-byte blocks, a parquet of fixed-shape embeddings hardly at all). Reading times instead of
-    contents keeps the check free at real-data sizes; a copied or checked-out file only restarts a run.
+    Re-extracted shards, recomputed attributes or re-pretrained backbone weights have other bytes,
+    so they never resume a run trained on the old ones, even at the same size.
     """
-    rows: list[list[Any]] = []
-    for path in map(Path, paths):
-        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
-        for file in files:
-            stat = file.stat()
-            name = file.relative_to(path.parent).as_posix() if path.is_dir() else file.name
-            rows.append([name, stat.st_size, stat.st_mtime_ns])
-    return rows
-
-
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the `eva` package
-
-
-def code_fingerprint(root: str | Path = PACKAGE_ROOT) -> str:
-    """Digest of the Python sources under `root` (default: the `eva` package) by path and content.
-
-    DVC re-runs training when its code changes; without this a finished run of the same params
-    would then be "resumed" and the old model written again.
-    """
-    root = Path(root)
-    digest = hashlib.sha256()
-    for file in sorted(root.rglob("*.py")):
-        digest.update(file.relative_to(root).as_posix().encode("utf-8") + b"\0")
-        digest.update(file.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
+    return [[Path(p).name, path_fingerprint(p)] for p in paths]
 
 
 # ----------------------------------------------------------------------------- RNG

@@ -54,7 +54,6 @@ from eva.models import ModelConfig, VideoClassifier, build_model
 from eva.models.loading import LOCAL_DIR
 from eva.train.checkpoint import (
     capture_rng_state,
-    code_fingerprint,
     data_fingerprint,
     load_resume,
     restore_rng_state,
@@ -65,6 +64,7 @@ from eva.train.checkpoint import (
 from eva.train.recipes import Recipe
 from eva.train.schedule import build_scheduler
 from eva.utils.dist import worker_slot
+from eva.utils.fingerprint import code_fingerprint
 from eva.utils.log import progress
 
 log = logging.getLogger(__name__)
