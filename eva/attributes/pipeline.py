@@ -43,7 +43,7 @@ from eva.attributes.store import (
 from eva.attributes.visual import MASK_METHODS, KeyframeImages, choose_keyframes, keyframe_images
 from eva.config import OPTIONAL_TEXT, TEXT, check_fields, integer, one_of, section_values, setting
 from eva.data.shards import VideoSample, decode_sample, list_shards
-from eva.models.loading import LOCAL_DIR, load_open_clip, resolve_device
+from eva.models.loading import load_open_clip, resolve_device, weights_fingerprint
 from eva.utils.dist import WorkerSlot, worker_slot
 from eva.utils.fingerprint import file_fingerprint, path_fingerprint
 from eva.utils.io import atomic_path, write_json
@@ -84,14 +84,12 @@ class AttributeConfig:
 
     def cache_key(self) -> str:
         """Hash of what decides the attribute values (not batch size or device)."""
-        model = self.clip_model.removeprefix(LOCAL_DIR)
         content = {
             "version": CACHE_VERSION,
             "clip": [
                 self.clip_model,
                 self.clip_pretrained,
-                path_fingerprint(model),
-                path_fingerprint(self.clip_pretrained),
+                *weights_fingerprint(self.clip_model, self.clip_pretrained),
             ],
             "captioner": [self.captioner, path_fingerprint(self.captioner)],
             "vocabulary": path_fingerprint(self.vocabulary),

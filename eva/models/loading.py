@@ -15,9 +15,21 @@ import open_clip
 import torch
 from open_clip.transformer import QuickGELU
 
+from eva.utils.fingerprint import path_fingerprint
+
 log = logging.getLogger(__name__)
 
 LOCAL_DIR = "local-dir:"
+
+
+def weights_fingerprint(name: str, pretrained: str = "") -> list[str]:
+    """Content fingerprints of a model source (`name`, `pretrained` as the params give them).
+
+    A local file or folder (`local-dir:` stripped) gets its content fingerprint; a hub name or tag
+    names its weights and stays as it is. Work keyed by this is never reused with other weights at
+    the same path.
+    """
+    return [path_fingerprint(name.removeprefix(LOCAL_DIR)), path_fingerprint(pretrained)]
 
 
 @dataclass

@@ -4,7 +4,8 @@
 history of the run): the frozen backbone is rebuilt from `model.backbone.*`. The resume file
 `checkpoints/<run hash>/last.pt` adds optimiser, scheduler, grad-scaler and RNG states, so a
 killed run restarted with the same params, data, weights and code continues exactly where the last
-finished epoch left off; a change to any of them starts afresh (the hash covers them all). Both are written atomically, and both load with `torch.load(weights_only=True)`.
+finished epoch left off; a change to any of them starts afresh (the hash covers them all). Both are
+written atomically, and both load with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations

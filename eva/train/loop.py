@@ -51,7 +51,7 @@ from eva.data.clips import (
 )
 from eva.methods import get_method
 from eva.models import ModelConfig, VideoClassifier, build_model
-from eva.models.loading import LOCAL_DIR
+from eva.models.loading import weights_fingerprint
 from eva.train.checkpoint import (
     capture_rng_state,
     data_fingerprint,
@@ -412,19 +412,11 @@ def _open_splits(job: TrainJob, env: DistEnv) -> tuple[AttributeStore | None, At
     return train_store, val_store, steps
 
 
-def _local_weights(model: ModelConfig) -> list[Path]:
-    """The backbone's weights where `model.backbone.*` names a local file or folder.
-
-    A hub name and tag name their weights; local ones can be re-pretrained or swapped at the same
-    path, and must then not resume a run trained on the old ones.
-    """
-    candidates = (model.backbone.removeprefix(LOCAL_DIR), model.pretrained)
-    return [Path(c) for c in candidates if c and Path(c).exists()]
-
-
 def _run_identity(job: TrainJob, env: DistEnv) -> dict[str, Any]:
-    """Everything that determines the run: its hash names the resume file, so a run resumes only with
-    the same params, processes, data files, backbone weights and code."""
+    """Everything that determines the run; its hash names the resume file.
+
+    A run resumes only with the same params, processes, data files, backbone weights and code.
+    """
     cfg = job.train
     return {
         "params": job.params,
@@ -437,9 +429,9 @@ def _run_identity(job: TrainJob, env: DistEnv) -> dict[str, Any]:
                 *job.train_shards,
                 *job.val_shards,
                 *[p for p in (job.train_attributes, job.val_attributes) if p],
-                *_local_weights(job.model),
             ]
         ),
+        "weights": weights_fingerprint(job.model.backbone, job.model.pretrained),
         "code": code_fingerprint(),
     }
 
