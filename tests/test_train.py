@@ -455,7 +455,7 @@ def test_a_finished_run_is_not_resumed_after_its_backbone_weights_or_attributes_
 ) -> None:
     # DVC re-runs training when the pretrained backbone or the attributes change; the params stay the
     # same, so before the run identity covered their contents the finished run's checkpoint was
-    # "resumed" and the old model written again. Copies of the same bytes elsewhere do not matter.
+    # "resumed" and the old model written again. The inputs are copies, so the shared fixture stays as is.
     root = tmp_path / "inputs"
     shutil.copytree(data.root / "attributes", root / "attributes")
     backbone = save_tiny_open_clip(root / "backbone", SPEC, seed=0)
