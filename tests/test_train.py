@@ -52,7 +52,7 @@ from eva.train.loop import (
 )
 from eva.train.recipes import PUBLISHED_RECIPES, Recipe
 from eva.train.schedule import cosine_with_warmup
-from eva.utils.fingerprint import code_fingerprint
+from eva.utils.fingerprint import code_fingerprint, file_fingerprint
 from stages._params import load_params
 
 _one_thread = torch_threads(1)  # tiny tensors: a second thread only adds contention on 2 cores
@@ -473,6 +473,24 @@ def test_a_finished_run_is_not_resumed_after_its_backbone_weights_or_attributes_
     ids = pq.read_table(job.train_attributes, columns=["video_id"]).column("video_id").to_pylist()
     write_table(job.train_attributes, rows_to_table(_attribute_rows(ids, seed=7), META))  # recomputed
     assert run_training(job).resumed_from == 0
+
+
+@pytest.mark.parametrize("size", [1000, (3 << 20) // 2, 5 << 20])  # < 1 MiB, between 1 and 2, > 2
+def test_file_fingerprint_sees_a_change_at_either_end(tmp_path: Path, size: int) -> None:
+    """Parquet keeps its footer at the end: a file of the same size with new values must not match."""
+    data = bytearray(np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes())
+    path = tmp_path / "table.parquet"
+    path.write_bytes(data)
+    first = file_fingerprint(path)
+    for at in (0, size - 1):
+        edited = bytearray(data)
+        edited[at] ^= 0xFF
+        path.write_bytes(edited)
+        assert file_fingerprint(path) != first, f"a change at byte {at} of {size} went unseen"
+    path.write_bytes(data + b"x")
+    assert file_fingerprint(path) != first
+    path.write_bytes(data)
+    assert file_fingerprint(path) == first
 
 
 def test_code_fingerprint_follows_python_sources_only(tmp_path: Path) -> None:

@@ -15,12 +15,15 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the `eva` package
 
 
 def file_fingerprint(path: Path) -> str:
-    """Size + first and last MiB: cheap on multi-GB shards, and any re-extraction changes them."""
-    h = hashlib.sha256(str(path.stat().st_size).encode())
+    """Size + first and last MiB (all of a file up to 2 MiB): cheap on multi-GB shards, and any
+    re-extraction changes them."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
     with open(path, "rb") as f:
         h.update(f.read(FINGERPRINT_BYTES))
-        if path.stat().st_size > 2 * FINGERPRINT_BYTES:
-            f.seek(-FINGERPRINT_BYTES, 2)
+        # the tail, never overlapping the head: every byte of a file up to 2 MiB counts
+        if size > FINGERPRINT_BYTES:
+            f.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
             h.update(f.read())
     return h.hexdigest()[:16]
 
