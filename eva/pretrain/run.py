@@ -164,12 +164,10 @@ class PretrainConfig:
     image_size: int = setting(rule=integer(1))
     held_out: int = setting(rule=integer(1))  # held-out stills scored in metrics/pretrain.json
     workers: int = setting(rule=integer(0))  # DataLoader processes rendering stills
-    clip: TinyClipSpec = derived()
-    clip_schedule: Schedule = derived()
-    group: int = derived()
-    factor_weights: tuple[float, ...] = derived()
+    clip: TinyClipSpec = derived()  # the model `pretrain.clip` describes at `image_size`
+    clip_schedule: ClipPretrainConfig = derived()  # `pretrain.clip` itself: schedule and still batches
     captioner: TinyCaptionerSpec = derived()
-    captioner_schedule: Schedule = derived()
+    captioner_schedule: CaptionerPretrainConfig = derived()
     videomae: TinyVideoMAESpec = derived()
     max_new_tokens: int = derived()
 
@@ -199,8 +197,6 @@ class PretrainConfig:
             **values,
             clip=clip.spec(size),
             clip_schedule=clip,
-            group=clip.group,
-            factor_weights=clip.factor_weights,
             captioner=captioner.spec(size),
             captioner_schedule=captioner,
             videomae=videomae.spec(size),
@@ -258,8 +254,8 @@ def run_pretraining(cfg: PretrainConfig) -> dict[str, Any]:
             cfg.clip,
             cfg.clip_schedule,
             seed=cfg.seed,
-            group=cfg.group,
-            factor_weights=cfg.factor_weights,
+            group=cfg.clip_schedule.group,
+            factor_weights=cfg.clip_schedule.factor_weights,
             workers=cfg.workers,
         )
         clip_name = write_open_clip_folder(tmp / "clip", clip.model, cfg.clip)
