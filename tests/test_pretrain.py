@@ -14,14 +14,17 @@ import yaml
 from eva.attributes.caption import Captioner
 from eva.data.demo import CLASS_MOTIONS, COLOURS, SHAPES, main_object, sample_still
 from eva.models.loading import load_open_clip
-from eva.models.tiny import demo_pretrained_scores
+from eva.models.tiny import TinyClipSpec, build_tiny_open_clip, demo_pretrained_scores
+from eva.pretrain.clip import is_text_parameter, pretrain_clip
 from eva.pretrain.evaluate import caption_word_accuracy
 from eva.pretrain.run import PretrainConfig, run_pretraining
+from eva.pretrain.schedule import Schedule
 from eva.pretrain.stills import (
     FACTORS,
     StillBatches,
     caption_text,
     caption_vocabulary,
+    place_caption,
     sample_group,
     still_words,
 )
@@ -86,6 +89,45 @@ def test_still_batches_are_seeded_per_index_and_worker_independent() -> None:
     assert [torch.equal(x.images, _batches().batch(i).images) for i, x in enumerate(loader)] == [True] * 3
 
 
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_a_share_of_captions_says_only_where_the_object_is(share: float) -> None:
+    batches = [_batches(batch_size=64, place_captions=share).batch(i) for i in range(4)]
+    pairs = [(c, w) for b in batches for c, w in zip(b.captions, b.words, strict=True)]
+    place_only = [c == place_caption(w) for c, w in pairs]
+    assert abs(np.mean(place_only) - share) < 0.08, np.mean(place_only)
+    # every other caption still names the object's shape
+    assert all(w.shape in c for (c, w), only in zip(pairs, place_only, strict=True) if not only)
+
+
+def _clip_step(text_lr_scale: float) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float]:
+    """One `pretrain_clip` step on a tiny CLIP: (parameters before, after, logit scale at step 0)."""
+    spec = TinyClipSpec(
+        embed_dim=16, image_size=32, patch_size=8, vision_width=32, vision_layers=1,
+        text_width=16, text_layers=1, heads=2, context_length=24,
+    )  # fmt: skip
+    before = {k: v.clone() for k, v in build_tiny_open_clip(spec, seed=0).state_dict().items()}
+    schedule = Schedule(steps=1, batch_size=8, lr=1e-3, weight_decay=0.0, warmup_steps=0)
+    result = pretrain_clip(
+        spec, schedule, seed=0, group=4, factor_weights=(1, 1, 1, 1, 1), workers=0,
+        text_lr_scale=text_lr_scale, logit_scale_init=50.0,
+    )  # fmt: skip
+    after = {k: v.detach() for k, v in result.model.state_dict().items()}
+    return before, after, after["logit_scale"].exp().item()
+
+
+@pytest.mark.parametrize("text_lr_scale", [0.0, 0.1, 1.0])
+def test_the_text_tower_learns_at_its_own_rate(text_lr_scale: float) -> None:
+    """Locked (0), slowed (0.1) or as fast as the image tower (1): AdamW's first step moves a weight by
+    about the rate, so the text tower's largest move over the image tower's is the scale."""
+    before, after, scale = _clip_step(text_lr_scale)
+    moved = {k: float((after[k] - before[k]).abs().max()) for k in before if before[k].is_floating_point()}
+    text = max(v for k, v in moved.items() if is_text_parameter(k))
+    image = max(v for k, v in moved.items() if k.startswith("visual."))
+    assert image == pytest.approx(1e-3, rel=0.05)
+    assert text == pytest.approx(text_lr_scale * 1e-3, rel=0.05, abs=1e-12)
+    assert 0 < abs(scale - 50.0) < 0.2  # started at logit_scale_init, then trained
+
+
 def test_caption_word_accuracy_counts_first_colour_and_shape() -> None:
     words = [still_words(sample_still(np.random.default_rng(s), size=32)) for s in range(2)]
     right = [caption_text(w) for w in words]
@@ -133,6 +175,10 @@ def test_pretraining_writes_models_the_real_loaders_read(tmp_path: Path) -> None
         ("clip.factor_weights", [1, 1], "pretrain.clip.factor_weights"),
         ("clip.patch_size", 7, "pretrain.image_size"),
         ("captioner.heads", 5, "pretrain.captioner.width"),
+        ("clip.place_captions", 1.5, "pretrain.clip.place_captions"),
+        ("clip.text_lr_scale", -0.1, "pretrain.clip.text_lr_scale"),
+        ("clip.logit_scale_init", 0, "pretrain.clip.logit_scale_init"),
+        ("clip.logit_scale_init", 200, "pretrain.clip.logit_scale_init"),
     ],
 )
 def test_bad_pretrain_params_name_their_key(key: str, value: object, message: str) -> None:

@@ -40,6 +40,11 @@ def normalise(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
+def is_text_parameter(name: str) -> bool:
+    """Whether an open_clip `CLIP` parameter belongs to the text tower (the image tower is `visual`)."""
+    return not name.startswith(("visual.", "logit_"))
+
+
 @dataclass
 class ClipPretrainResult(TrainedSteps):
     model: open_clip.CLIP
@@ -52,11 +57,24 @@ def pretrain_clip(
     seed: int,
     group: int,
     factor_weights: tuple[float, ...],
+    place_captions: float = 0.0,
+    text_lr_scale: float = 1.0,
+    logit_scale_init: float = 1.0 / 0.07,
     workers: int = 1,
     jpeg_quality: tuple[int, int] = (60, 95),
 ) -> ClipPretrainResult:
-    """Train a fresh tiny CLIP of `spec` for `schedule.steps` grouped-still batches with `ClipLoss`."""
+    """Train a fresh tiny CLIP of `spec` for `schedule.steps` grouped-still batches with `ClipLoss`.
+
+    The text tower learns at `text_lr_scale` x the rate (0: locked at its initialisation, as LiT locks
+    a tower); the temperature starts at 1 / `logit_scale_init`. `place_captions` of the captions say
+    only where the object is.
+    """
     model = build_tiny_open_clip(spec, seed=seed).train()
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(logit_scale_init))
+    if text_lr_scale == 0.0:
+        for name, p in model.named_parameters():
+            p.requires_grad_(not is_text_parameter(name))
     tokenizer = open_clip.SimpleTokenizer(context_length=spec.context_length)
     mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
     loss_fn = ClipLoss()
@@ -67,6 +85,7 @@ def pretrain_clip(
         group=group,
         factor_weights=factor_weights,
         steps=schedule.steps,
+        place_captions=place_captions,
     )
     loader = DataLoader(stills, batch_size=None, num_workers=workers, collate_fn=collate_batches)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3,)))
@@ -79,5 +98,13 @@ def pretrain_clip(
     def clamp_temperature() -> None:  # CLIP's clamp: the temperature may not go below 1/100
         model.logit_scale.clamp_(0, math.log(100))
 
-    trained = train_steps(model, loader, schedule, loss_of, name="clip", after_step=clamp_temperature)
+    trained = train_steps(
+        model,
+        loader,
+        schedule,
+        loss_of,
+        name="clip",
+        after_step=clamp_temperature,
+        lr_scale=lambda name: text_lr_scale if is_text_parameter(name) else 1.0,
+    )
     return ClipPretrainResult(losses=trained.losses, seconds=trained.seconds, model=model.eval())

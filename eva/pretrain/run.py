@@ -63,6 +63,12 @@ class ClipPretrainConfig(Schedule):
     pos_embed: str = setting(rule=one_of("learnable", "sin_cos_2d"))
     group: int = setting(rule=integer(1))  # stills per batch group differing in one factor
     factor_weights: tuple[float, ...] = setting()  # one weight per eva.pretrain.stills.FACTORS
+    # share of captions that only say where the object is ("something at the top left")
+    place_captions: float = setting(rule=number(0, 1))
+    # the text tower's rate, x lr (0 locks it at its initialisation); below 1 it keeps telling place
+    # words apart while the image tower learns place (README, "The demo's models")
+    text_lr_scale: float = setting(rule=number(0, 1))
+    logit_scale_init: float = setting(rule=number(hi=100, above=0))  # 1/temperature at step 0; CLIP: 1/0.07
 
     def __post_init__(self) -> None:
         self._check("pretrain.clip")
@@ -256,6 +262,9 @@ def run_pretraining(cfg: PretrainConfig) -> dict[str, Any]:
             seed=cfg.seed,
             group=cfg.clip_schedule.group,
             factor_weights=cfg.clip_schedule.factor_weights,
+            place_captions=cfg.clip_schedule.place_captions,
+            text_lr_scale=cfg.clip_schedule.text_lr_scale,
+            logit_scale_init=cfg.clip_schedule.logit_scale_init,
             workers=cfg.workers,
         )
         clip_name = write_open_clip_folder(tmp / "clip", clip.model, cfg.clip)

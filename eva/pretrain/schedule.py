@@ -52,13 +52,25 @@ def warmup_cosine(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def adamw(model: torch.nn.Module, schedule: Schedule) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on norms, biases, embeddings' scales, logit scale)."""
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    ids = {id(p) for p in decay}
-    rest = [p for p in model.parameters() if id(p) not in ids]
+def adamw(
+    model: torch.nn.Module, schedule: Schedule, lr_scale: Callable[[str], float] | None = None
+) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, weight decay on matrices only (not on norms, biases,
+    embeddings' scales, logit scale); `lr_scale(name)` multiplies a parameter's rate (default 1)."""
+    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            decay = p.ndim >= 2 and "embedding" not in name
+            groups.setdefault((decay, 1.0 if lr_scale is None else lr_scale(name)), []).append(p)
     return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": schedule.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        [
+            {
+                "params": params,
+                "weight_decay": schedule.weight_decay if decay else 0.0,
+                "lr": schedule.lr * scale,
+            }
+            for (decay, scale), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], -kv[0][1]))
+        ],
         lr=schedule.lr,
         betas=(0.9, 0.98),
         eps=1e-6,
@@ -80,12 +92,14 @@ def train_steps(
     name: str,
     max_grad_norm: float | None = None,
     after_step: Callable[[], None] | None = None,
+    lr_scale: Callable[[str], float] | None = None,
 ) -> TrainedSteps:
     """`schedule.steps` AdamW steps of `loss_of(batch)`, logging the running loss every 50 steps.
 
-    `max_grad_norm` clips the gradient norm before each step; `after_step` runs (without grad) after it.
+    `max_grad_norm` clips the gradient norm before each step; `after_step` runs (without grad) after it;
+    `lr_scale` (parameter name -> factor) scales a parameter's rate, frozen parameters are left out.
     """
-    optimizer = adamw(model, schedule)
+    optimizer = adamw(model, schedule, lr_scale)
     scheduler = warmup_cosine(optimizer, schedule.warmup_steps, schedule.steps)
     losses: list[float] = []
     start = time.monotonic()

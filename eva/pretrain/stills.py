@@ -95,11 +95,21 @@ def caption_vocabulary() -> list[str]:
     return sorted({w for part in parts for w in part.split()})
 
 
-def contrastive_caption(words: StillWords, rng: np.random.Generator, keep: str | None = None) -> str:
+def place_caption(words: StillWords) -> str:
+    """A caption that says only where the object is: matching it takes the object's place alone."""
+    return f"something at the {words.position}"
+
+
+def contrastive_caption(
+    words: StillWords, rng: np.random.Generator, keep: str | None = None, place_share: float = 0.0
+) -> str:
     """A varied caption for CLIP: colour and shape always, other facts sometimes, `keep`'s factor always.
 
-    Some captions are the zero-shot label prompt itself, so the text tower knows that phrasing.
+    Some captions are the zero-shot label prompt itself, so the text tower knows that phrasing; a
+    `place_share` of them are `place_caption`s instead.
     """
+    if place_share and rng.uniform() < place_share:
+        return place_caption(words)
     roll = rng.uniform()
     if roll < 0.1 and keep in (None, "shape"):
         return f"This is a photo of a {words.shape}."
@@ -199,10 +209,12 @@ class StillBatches(IterableDataset):
         group: int,
         factor_weights: Sequence[float],
         steps: int,
+        place_captions: float = 0.0,
     ) -> None:
         self.seed, self.batch_size, self.size, self.group = seed, batch_size, size, group
         self.factor_weights = tuple(factor_weights)
         self.steps = steps
+        self.place_captions = place_captions
 
     def batch(self, index: int) -> StillBatch:
         rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(index,)))
@@ -218,7 +230,9 @@ class StillBatches(IterableDataset):
         return StillBatch(
             images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),  # [B, 3, S, S]
             words=words,
-            captions=[contrastive_caption(w, rng, k) for w, k in zip(words, keep, strict=True)],
+            captions=[
+                contrastive_caption(w, rng, k, self.place_captions) for w, k in zip(words, keep, strict=True)
+            ],
         )
 
     def __iter__(self) -> Iterator[StillBatch]:
