@@ -15,6 +15,7 @@ import json
 import subprocess
 import time
 
+from eva.experiments import current_experiments
 from eva.methods import METHODS
 from eva.report import aggregate_runs, runs_from_exp_show
 
@@ -29,21 +30,40 @@ CONFIGS: list[Config] = [
 SEEDS = (0, 1, 2)
 
 
-def existing_experiments() -> set[str]:
-    """Names of the experiments DVC already holds (on any commit): `queue` does not run them again."""
+def exp_show() -> list[dict]:
+    shown = subprocess.run(
+        ["dvc", "exp", "show", "--json", "--all-commits"], capture_output=True, text=True, check=True
+    )
+    return json.loads(shown.stdout)
+
+
+def current_and_stale() -> tuple[set[str], set[str]]:
+    """Names of our finished experiments that ran on today's code, data and models, and of the others.
+
+    Matched by inputs, not by name: after new pretrained models (or shards, or code) every run is
+    stale, and a table mixing old and new models would compare nothing.
+    """
+    shown = exp_show()
+    current = {run["name"] for run in runs_from_exp_show(current_experiments(shown), name_prefix=PREFIX)}
     listed = subprocess.run(
         ["dvc", "exp", "list", "--all-commits", "--name-only"], capture_output=True, text=True, check=True
     )
-    return {line.strip() for line in listed.stdout.splitlines() if line.strip()}
+    ours = {line.strip() for line in listed.stdout.splitlines() if line.strip().startswith(PREFIX)}
+    return current, ours - current
 
 
 def queue(seeds: tuple[int, ...]) -> None:
-    done = existing_experiments()
+    done, stale = current_and_stale()
+    if stale:  # DVC refuses a second experiment of one name; these measured other inputs
+        print(
+            f"removing {len(stale)} experiments run on other code, data or models: {', '.join(sorted(stale))}"
+        )
+        subprocess.run(["dvc", "exp", "remove", *sorted(stale)], check=True)
     for method, stage, settings, tag in CONFIGS:
         for seed in seeds:
             name = f"{PREFIX}-{method}-s{stage}{tag}-seed{seed}"
             if name in done:
-                print(f"{name}: already run, kept (`dvc exp remove {name}` to run it again)")
+                print(f"{name}: already run on these inputs, kept (`dvc exp remove {name}` to run it again)")
                 continue
             overrides = (f"model.method={method}", f"stage={stage}", f"train.seed={seed}", *settings)
             subprocess.run(
@@ -61,13 +81,11 @@ def wait(poll_s: float = 15.0) -> None:
 
 
 def table() -> str:
-    shown = subprocess.run(
-        ["dvc", "exp", "show", "--json", "--all-commits"], capture_output=True, text=True, check=True
-    )
-    runs = runs_from_exp_show(json.loads(shown.stdout), name_prefix=PREFIX)
+    runs = runs_from_exp_show(current_experiments(exp_show()), name_prefix=PREFIX)
     if not runs:
         raise SystemExit(
-            f"no finished experiments named {PREFIX}-*: run `python scripts/results_table.py queue` first"
+            f"no finished experiments named {PREFIX}-* on the current code, data and models: "
+            "run `python scripts/results_table.py queue` first"
         )
     return aggregate_runs(runs)
 

@@ -209,3 +209,54 @@ def test_runs_from_exp_show_reads_nested_experiments():
         ("cmp-eva-s1-seed0", "eva", 0, 0.5, "linear"),
         ("cmp-aim-s1-seed2", "aim", 2, 0.5, "none"),
     ]
+
+
+def test_only_experiments_on_the_workspaces_inputs_count():
+    """A run on older pretrained models is stale whatever its name; of two current runs of a name, the newest counts."""
+    from eva.experiments import current_experiments
+    from eva.report import runs_from_exp_show
+
+    def state(name, deps, top1, timestamp="2026-12-01T10:00:00"):
+        data = {
+            "timestamp": timestamp,
+            "params": {
+                "params.yaml": {"data": {"stage": 1, "model": {"method": "aim"}, "train": {"seed": 0}}}
+            },
+            "metrics": {"metrics/eval.json": {"data": {**METRICS, "top1": top1}}},
+            "deps": {path: {"hash": h, "size": 1, "nfiles": None} for path, h in deps.items()},
+            "outs": {"models/demo/model.pt": {"hash": name}},  # each run's own model
+        }
+        return {"rev": name, "name": name, "data": data, "error": None, "experiments": None}
+
+    now = {"models/pretrained": "new", "shards/demo": "s", "eva/models": "c", "models/demo/model.pt": "m"}
+    old = now | {"models/pretrained": "old"}
+    shown = [
+        {
+            **state("workspace", now, 0.1),
+            "experiments": [
+                {
+                    "revs": [state("cmp-aim-s1-seed0", now, 0.8, "2026-12-01T16:00:00")],
+                    "name": "cmp-aim-s1-seed0",
+                },
+                {  # evaluate read the model this run trained, not the workspace's: still current
+                    "revs": [state("cmp-aim-s1-seed1", now | {"models/demo/model.pt": "own"}, 0.7)],
+                    "name": "cmp-aim-s1-seed1",
+                },
+            ],
+        },
+        {  # an older commit: the same names, run on the old models (and one current rerun, older)
+            **state("abc123", old, 0.4),
+            "experiments": [
+                {"revs": [state("cmp-aim-s1-seed0", old, 0.4)], "name": "cmp-aim-s1-seed0"},
+                {
+                    "revs": [state("cmp-aim-s1-seed1", now, 0.6, "2026-12-01T09:00:00")],
+                    "name": "cmp-aim-s1-seed1",
+                },
+                {"revs": [state("cmp-aim-s1-seed2", old, 0.5)], "name": "cmp-aim-s1-seed2"},
+            ],
+        },
+    ]
+    runs = {r["name"]: r["top1"] for r in runs_from_exp_show(current_experiments(shown), name_prefix="cmp")}
+    assert runs == {"cmp-aim-s1-seed0": 0.8, "cmp-aim-s1-seed1": 0.7}
+    with pytest.raises(ValueError, match="workspace"):
+        current_experiments(shown[1:])
