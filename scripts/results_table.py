@@ -45,11 +45,8 @@ def current_and_stale() -> tuple[set[str], set[str]]:
     """
     shown = exp_show()
     current = {run["name"] for run in runs_from_exp_show(current_experiments(shown), name_prefix=PREFIX)}
-    listed = subprocess.run(
-        ["dvc", "exp", "list", "--all-commits", "--name-only"], capture_output=True, text=True, check=True
-    )
-    ours = {line.strip() for line in listed.stdout.splitlines() if line.strip().startswith(PREFIX)}
-    return current, ours - current
+    finished = {run["name"] for run in runs_from_exp_show(shown, name_prefix=PREFIX)}  # not queued/running
+    return current, finished - current
 
 
 def queue(seeds: tuple[int, ...]) -> None:
