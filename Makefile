@@ -50,7 +50,7 @@ bench: install
 	$(BIN)/python benchmarks/pipeline.py
 
 # The README's results table: 10 configurations x 3 seeds as queued DVC experiments (needs `make demo` first);
-# experiments DVC already holds are kept, not run again (`dvc exp remove -A` to start over).
+# experiments DVC already holds are kept while they ran on today's code, data and models; stale ones are removed and re-run.
 # RESULTS_JOBS=2 runs two at a time, each on one thread (OMP_NUM_THREADS=1): on 2 cores that is faster.
 RESULTS_JOBS ?= 1
 results: install
