@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -10,9 +11,18 @@ from typing import Any
 from eva.methods import METHODS
 from eva.metrics import TOP5_ABSENT_REASON
 from eva.model_card import DEMO_WARNING
-from eva.models.classifier import DEFAULT_ATTRIBUTE_PROJECTION
+from eva.models.classifier import ModelConfig
 
 METHOD_ORDER = tuple(METHODS)  # the registry's order
+# Settings of the attribute tokens that make a run another row of the table (field: its row label),
+# each shown only when not ModelConfig's default.
+ATTRIBUTE_VARIANTS: dict[str, str] = {
+    "attribute_projection": "projection",
+    "attribute_attention": "attention",
+}
+VARIANT_DEFAULTS: dict[str, str] = {
+    f.name: str(f.default) for f in dataclasses.fields(ModelConfig) if f.name in ATTRIBUTE_VARIANTS
+}
 
 
 def _pct(x: float) -> str:
@@ -57,44 +67,48 @@ def _mean_std(values: list[float | None]) -> str:
     return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
-def _row_key(run: Mapping[str, Any]) -> tuple[str, int | None, str | None]:
-    """A run's row: (method, stage, projection).
+def _row_key(run: Mapping[str, Any]) -> tuple[str, int | None, str]:
+    """A run's row: (method, stage, variant), variant e.g. "projection none" ("" for the defaults).
 
-    Stage and projection count only for the methods that read attributes, and the projection only
-    when it is not the default: rows without a suffix use the default mapping.
+    Stage and variant count only for the methods that read attributes, and a variant setting only
+    when it is not the default: rows without a suffix use the default tokens.
     """
     method = METHODS.get(run["method"])
     if method is None or not method.uses_attributes:
-        return run["method"], None, None
-    projection = run.get("attribute_projection", DEFAULT_ATTRIBUTE_PROJECTION)
-    return run["method"], run["stage"], None if projection == DEFAULT_ATTRIBUTE_PROJECTION else projection
+        return run["method"], None, ""
+    variant = ", ".join(
+        f"{label} {run[name]}"
+        for name, label in ATTRIBUTE_VARIANTS.items()
+        if run.get(name, VARIANT_DEFAULTS[name]) != VARIANT_DEFAULTS[name]
+    )
+    return run["method"], run["stage"], variant
 
 
 def aggregate_runs(runs: Iterable[Mapping[str, Any]]) -> str:
-    """Markdown table: one row per (method, stage, attribute projection), mean ± std over seeds of each metric.
+    """Markdown table: one row per (method, stage, attribute-token variant), mean ± std over seeds of each metric.
 
-    Each run is the flat dict of one experiment: method, stage, seed, `attribute_projection` (absent:
-    the default) and the eval.json metrics.
+    Each run is the flat dict of one experiment: method, stage, seed, the `ATTRIBUTE_VARIANTS` settings
+    (absent: the default) and the eval.json metrics.
     """
-    groups: dict[tuple[str, int | None, str | None], list[Mapping[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, int | None, str], list[Mapping[str, Any]]] = defaultdict(list)
     for run in runs:
         groups[_row_key(run)].append(run)
 
-    def order(key: tuple[str, int | None, str | None]) -> tuple[int, int, str]:
-        method, stage, projection = key
+    def order(key: tuple[str, int | None, str]) -> tuple[int, int, str]:
+        method, stage, variant = key
         rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
-        return rank, stage or 0, projection or ""
+        return rank, stage or 0, variant
 
     lines = [
         "| method | seeds | top-1 (%) | top-5 (%) | mean class acc. (%) | tunable params | tunable (%) | recipe |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for key in sorted(groups, key=order):
-        method, stage, projection = key
+        method, stage, variant = key
         group = groups[key]
         name = f"{method} stage {stage}" if stage is not None else method
-        if projection is not None:
-            name += f", projection {projection}"
+        if variant:
+            name += f", {variant}"
         tunable, total = group[0]["tunable_params"], group[0]["total_params"]
         seeds = ",".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"]))
         lines.append(
@@ -149,9 +163,9 @@ def runs_from_exp_show(states: list[Mapping[str, Any]], name_prefix: str = "") -
                     "seed": params["train"]["seed"],
                     "recipe": (params["train"].get("recipes") or {}).get(params["model"]["method"]),
                     "lr_scale": params["train"].get("lr_scale"),
-                    "attribute_projection": params["model"].get(
-                        "attribute_projection", DEFAULT_ATTRIBUTE_PROJECTION
-                    ),
+                    **{
+                        name: params["model"].get(name, VARIANT_DEFAULTS[name]) for name in ATTRIBUTE_VARIANTS
+                    },
                 }
             )
         for group in state.get("experiments") or []:

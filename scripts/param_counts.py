@@ -7,7 +7,8 @@ Backbones are built from their default configs with random weights (no download;
 depend on the weights): open_clip ViT-B/16 at 224 px, T = 8, and `VideoMAEConfig()` (VideoMAE
 ViT-B, 16 frames, 224 px). Each model is the real `VideoClassifier` of that method with the
 params.yaml defaults; `eva` is shown with stage 1 (label, caption) and stage 2 (six attributes) from
-a ViT-B/16 CLIP attribute encoder (D_enc 512, 12 layers), and with `model.attribute_projection: none`.
+a ViT-B/16 CLIP attribute encoder (D_enc 512, 12 layers), with `model.attribute_projection: none`, and
+with that and `model.attribute_attention: joint` (the EVA authors' tokens: no parameters).
 """
 
 from __future__ import annotations
@@ -53,9 +54,15 @@ def variants() -> Iterator[tuple[str, str, dict]]:
         yield (
             f"{name} stage 2, projection none",
             name,
+            {"attributes": attributes_for_stage(2), "attribute_projection": "none"},
+        )
+        yield (  # the EVA authors' tokens: no projection, read by the block's own softmax
+            f"{name} stage 2, projection none, attention joint",
+            name,
             {
                 "attributes": attributes_for_stage(2),
                 "attribute_projection": "none",
+                "attribute_attention": "joint",
             },
         )
 
@@ -65,7 +72,7 @@ def model_defaults() -> dict:
     params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text(encoding="utf-8"))
     config = ModelConfig.from_params(params, num_classes=1)
     names = ("adapter_ratio", "prompt_length", "adaptformer_bottleneck", "lora_rank", "lora_targets")
-    return {name: getattr(config, name) for name in (*names, "attribute_projection")}
+    return {name: getattr(config, name) for name in (*names, "attribute_projection", "attribute_attention")}
 
 
 def main() -> None:

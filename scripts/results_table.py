@@ -1,6 +1,6 @@
 """Queue the README's comparison runs as DVC experiments, and turn their metrics into the results table.
 
-    python scripts/results_table.py queue     # dvc exp run --queue: 10 configurations x 3 seeds
+    python scripts/results_table.py queue     # dvc exp run --queue: 12 configurations x 3 seeds
     dvc queue start -j 1                      # run them (one at a time on a small machine)
     python scripts/results_table.py wait      # block until the queue is empty
     python scripts/results_table.py table     # markdown table from `dvc exp show --json`
@@ -21,12 +21,20 @@ from eva.report import aggregate_runs, runs_from_exp_show
 
 PREFIX = "cmp"
 # (method, stage, extra `-S` settings, name tag): every registered method, those that read attributes
-# once per `stage` (1: text, 2: + visual), and eva again with the EVA authors' parameter-free
-# attribute mapping (`model.attribute_projection=none`) beside the default Linear one.
+# once per `stage` (1: text, 2: + visual), and eva again with the EVA authors' projection-free
+# attribute mapping (`model.attribute_projection=none`) beside the default Linear one, and with the
+# paper's plain attention to the tokens (`model.attribute_attention=joint`) beside the default gated one.
 Config = tuple[str, int, tuple[str, ...], str]
 CONFIGS: list[Config] = [
     (name, stage, (), "") for name, m in METHODS.items() for stage in ((1, 2) if m.uses_attributes else (1,))
-] + [("eva", stage, ("model.attribute_projection=none",), "-none") for stage in (1, 2)]
+] + [
+    ("eva", stage, (setting,), tag)
+    for setting, tag in (
+        ("model.attribute_projection=none", "-none"),
+        ("model.attribute_attention=joint", "-joint"),
+    )
+    for stage in (1, 2)
+]
 SEEDS = (0, 1, 2)
 
 

@@ -104,12 +104,21 @@ def test_at_init_the_features_are_the_frozen_backbones(backbone: Backbone, metho
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if METHODS[m].tokens != "none"])
-def test_extra_tokens_change_the_features_from_the_start(backbone: Backbone, method: str) -> None:
+def test_extra_tokens_steer_the_features_once_their_attention_is_open(
+    backbone: Backbone, method: str
+) -> None:
+    """VPT's prompts steer from the start; EVA's gated attribute tokens start shut (the frozen features)."""
     model = build_model(make_config(backbone, method)).eval()
     video, attributes = make_inputs(backbone)
+    frozen = frozen_features(model, video)
+    gates = model.extra_tokens.gates
+    assert (gates is not None) == (method == "eva")
     with torch.no_grad():
+        if gates is not None:
+            torch.testing.assert_close(model.frame_features(video, attributes), frozen, atol=1e-5, rtol=0)
+            gates.fill_(0.5)
         got = model.frame_features(video, attributes)
-    assert (got - frozen_features(model, video)).abs().max() > 1e-4
+    assert (got - frozen).abs().max() > 1e-4
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -123,12 +123,18 @@ def test_aggregate_runs_separates_the_attribute_projection_of_attribute_methods_
         {**METRICS, "method": "eva", "stage": 1, "seed": 1, "top1": 0.6, "attribute_projection": "none"},
         {**METRICS, "method": "aim", "stage": 1, "seed": 0, "top1": 0.5, "attribute_projection": "none"},
         {**METRICS, "method": "aim", "stage": 1, "seed": 1, "top1": 0.7},  # absent: the default
-    ]
+        {**METRICS, "method": "eva", "stage": 1, "seed": 0, "top1": 0.3, "attribute_attention": "joint"},
+        {**METRICS, "method": "eva", "stage": 1, "seed": 1, "top1": 0.5, "attribute_attention": "gated"},
+        {**METRICS, "method": "eva", "stage": 1, "seed": 2, "top1": 0.2, "attribute_projection": "none",
+         "attribute_attention": "joint"},
+    ]  # fmt: skip
     rows = [line.split(" | ")[:3] for line in aggregate_runs(runs).splitlines()[2:]]
     assert rows == [
         ["| aim", "0,1", "60.0 ± 14.1"],  # aim reads no attributes: the setting does not split it
-        ["| eva stage 1", "0", "40.0 ± 0.0"],
+        ["| eva stage 1", "0,1", "45.0 ± 7.1"],  # gated is the default attention: no suffix
+        ["| eva stage 1, attention joint", "0", "30.0 ± 0.0"],
         ["| eva stage 1, projection none", "0,1", "70.0 ± 14.1"],
+        ["| eva stage 1, projection none, attention joint", "2", "20.0 ± 0.0"],
     ]
 
 

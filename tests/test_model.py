@@ -13,7 +13,7 @@ from eva.models import METHODS, ModelConfig, VideoClassifier, build_model
 from eva.models.clip_backbone import OpenClipBackbone
 from eva.models.loading import load_open_clip
 from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
-from eva.models.tokens import aligned_encoder_layer
+from eva.models.tokens import aligned_encoder_layer, token_gated_attention
 
 SPEC = TinyClipSpec()
 T = 4
@@ -80,12 +80,60 @@ def test_adapted_model_starts_as_the_frozen_backbone(
         assert (model.frame_features(video) - expected).abs().max() > 1e-4
 
 
-def test_attribute_tokens_change_features_from_the_start(backbone_name: str) -> None:
-    model = build_model(make_config(backbone_name, "eva", attributes=STAGE1)).eval()
+@pytest.mark.parametrize("attributes", [STAGE1, STAGE2])
+def test_gated_attribute_tokens_start_closed_and_steer_once_open(
+    backbone_name: str, attributes: tuple
+) -> None:
+    """`attribute_attention: gated`: a fresh eva model is the frozen backbone, whatever the attributes."""
+    model = build_model(make_config(backbone_name, "eva", attributes=attributes)).eval()
+    video, features = make_inputs(attributes)
+    expected = frozen_clip_features(backbone_name, video)
+    assert model.attribute_tokens.gates.shape == (SPEC.vision_layers, SPEC.heads)
+    with torch.no_grad():
+        torch.testing.assert_close(model.frame_features(video, features), expected, atol=1e-5, rtol=0)
+        model.attribute_tokens.gates.fill_(0.5)  # open: the tokens now steer the features
+        opened = model.frame_features(video, features)
+        other = model.frame_features(video, make_inputs(attributes, seed=1)[1])
+    assert (opened - expected).abs().max() > 1e-3
+    assert (opened - other).abs().max() > 1e-3  # through the attributes, not only the gate
+
+
+def test_joint_attribute_tokens_change_features_from_the_start(backbone_name: str) -> None:
+    """`attribute_attention: joint` (the EVA paper): the tokens join the block's softmax, no gate."""
+    model = build_model(
+        make_config(backbone_name, "eva", attributes=STAGE1, attribute_attention="joint")
+    ).eval()
+    assert model.attribute_tokens.gates is None
     video, attributes = make_inputs(STAGE1)
     with torch.no_grad():
         got = model.frame_features(video, attributes)
     assert (got - frozen_clip_features(backbone_name, video)).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("extra", [slice(1, 3), slice(0, 2)])  # after CLS (open_clip), prepended (VideoMAE)
+def test_token_gated_attention_is_the_two_softmaxes_it_documents(extra: slice) -> None:
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 4, generator=gen) for _ in range(3))  # [S, h, L, e]
+    own = [i for i in range(7) if not extra.start <= i < extra.stop]
+
+    def softmax_attention(keys: list[int]) -> torch.Tensor:
+        weights = (q @ k[:, :, keys].transpose(-1, -2) / 2.0).softmax(-1)  # e = 4: scale 1/2
+        return weights @ v[:, :, keys]
+
+    gate = torch.tensor([0.0, 0.3, -2.0])
+    got = token_gated_attention(q, k, v, extra, gate)
+    want = softmax_attention(own) + torch.tanh(gate).view(1, 3, 1, 1) * softmax_attention(
+        list(range(7))[extra]
+    )
+    torch.testing.assert_close(got, want)
+    closed = token_gated_attention(q, k, v, extra, torch.zeros(3))
+    torch.testing.assert_close(closed, softmax_attention(own))  # a shut gate: as if the tokens were absent
+    torch.testing.assert_close(token_gated_attention(q, k, v, extra, None), softmax_attention(list(range(7))))
+
+
+def test_bad_attribute_attention_names_its_key(backbone_name: str) -> None:
+    with pytest.raises(ValueError, match="model.attribute_attention"):
+        build_model(make_config(backbone_name, "eva", attribute_attention="sparse"))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -162,6 +210,7 @@ def test_only_aligned_encoder_layers_reach_the_model(backbone_name: str) -> None
     video, _ = make_inputs()
     label = torch.randn(B, 8, ENCODER_DIM)
     with torch.no_grad():
+        model.attribute_tokens.gates.fill_(0.5)  # open, so that what is read shows
         ref = model(video, {"label": label})
         unread = label.clone()
         unread[:, [0, 2, 4, 6]] += 10.0
@@ -179,6 +228,7 @@ def expected_tunable(
     *,
     gate: bool | None = None,
     projection: str = "linear",
+    attention: str = "gated",
 ) -> int:
     width, layers = SPEC.vision_width, SPEC.vision_layers
     hidden = int(width * ratio)
@@ -192,10 +242,13 @@ def expected_tunable(
         gate = method == "eva"  # each method's published layout (ADAPTER_LAYOUTS)
     per_block = 4 if gate else 3  # temporal, spatial, joint (+ gate)
     aim = layers * per_block * adapter + T * width + head  # adapters + time embedding + head
-    if method == "aim" or projection == "none":
+    if method == "aim":
         return aim
+    gates = layers * SPEC.heads if attention == "gated" else 0  # one attention gate per layer and head
+    if projection == "none":
+        return aim + gates
     n = len(attributes)  # one projection per attribute + per-layer offsets
-    return aim + n * (ENCODER_DIM * width + width) + layers * n * width
+    return aim + n * (ENCODER_DIM * width + width) + layers * n * width + gates
 
 
 @pytest.mark.parametrize(
@@ -211,6 +264,8 @@ def expected_tunable(
         ("eva", STAGE2, 0.25, {"adapter_gate": False}),
         ("eva", STAGE1, 0.25, {"attribute_projection": "none"}),
         ("eva", STAGE2, 0.25, {"attribute_projection": "none"}),
+        ("eva", STAGE2, 0.25, {"attribute_attention": "joint"}),
+        ("eva", STAGE2, 0.25, {"attribute_projection": "none", "attribute_attention": "joint"}),
         ("full", (), 0.25, {}),
     ],
 )
@@ -231,6 +286,7 @@ def test_tunable_counts_follow_from_the_config(
             ratio,
             gate=overrides.get("adapter_gate"),
             projection=overrides.get("attribute_projection", "linear"),
+            attention=overrides.get("attribute_attention", "gated"),
         )
         assert tunable == expected
         assert total == backbone_count + tunable
@@ -288,7 +344,7 @@ def test_parameter_free_projection_cuts_the_concatenated_features_into_tokens(ba
     tokens = model.attribute_tokens
     width = SPEC.vision_width
     assert tokens.num_tokens == math.ceil(6 * ENCODER_DIM / width) == 4
-    assert not list(tokens.parameters())
+    assert [name for name, _ in tokens.named_parameters()] == ["gates"]  # nothing else: no projection
     _, attributes = make_inputs()
     attributes = {k: v.float() for k, v in attributes.items()}
     layer = SPEC.vision_layers - 1
@@ -300,6 +356,7 @@ def test_parameter_free_projection_cuts_the_concatenated_features_into_tokens(ba
     # and the features really steer the model
     video, _ = make_inputs()
     with torch.no_grad():
+        tokens.gates.fill_(0.5)
         changed = {**attributes, "caption": attributes["caption"] + 1.0}
         assert (model(video, attributes) - model(video, changed)).abs().max() > 1e-4
 

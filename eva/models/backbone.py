@@ -25,6 +25,7 @@ from eva.models.lora import AttentionLoRA
 class BlockBackbone(Protocol):
     width: int  # D
     num_layers: int  # L
+    num_heads: int  # attention heads per layer
     frames: int  # T the backbone takes
     image_size: int
     feature_dim: int  # width of `features`
@@ -43,10 +44,23 @@ class BlockBackbone(Protocol):
 
     def ln_1(self, i: int, x: torch.Tensor) -> torch.Tensor: ...
 
-    def attention(self, i: int, x: torch.Tensor, lora: AttentionLoRA | None = None) -> torch.Tensor: ...
+    # `num_extra` extra tokens in x are read through `token_gate` [heads] when given (eva.models.tokens)
+    def attention(
+        self,
+        i: int,
+        x: torch.Tensor,
+        lora: AttentionLoRA | None = None,
+        num_extra: int = 0,
+        token_gate: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
 
     def temporal_attention(
-        self, i: int, h: torch.Tensor, num_extra: int, post: Callable[[torch.Tensor], torch.Tensor]
+        self,
+        i: int,
+        h: torch.Tensor,
+        num_extra: int,
+        post: Callable[[torch.Tensor], torch.Tensor],
+        token_gate: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
 
     def ln_2(self, i: int, x: torch.Tensor) -> torch.Tensor: ...

@@ -22,6 +22,7 @@ from torch import nn
 
 from eva.models.adapters import Adapter
 from eva.models.backbone import BlockBackbone
+from eva.models.tokens import token_gated_attention
 
 
 def check_attention(attn: nn.MultiheadAttention) -> str | None:
@@ -33,8 +34,15 @@ def check_attention(attn: nn.MultiheadAttention) -> str | None:
     return None
 
 
-def attend(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+def attend(
+    attn: nn.MultiheadAttention,
+    x: torch.Tensor,
+    extra: slice = slice(0, 0),
+    gate: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Self-attention with `attn`'s (frozen) weights over the middle axis of a batch-first `[S, L, D]`.
+
+    The tokens at `extra` (of L) are read through `gate` (`eva.models.tokens.token_gated_attention`).
 
     Computed here rather than by calling `attn`: nn.MultiheadAttention hands a transposed, strided
     view to its input projection, and with frozen weights autograd then runs that projection as a
@@ -43,7 +51,7 @@ def attend(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
     """
     qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # [S, L, 3D]
     q, k, v = rearrange(qkv, "s l (three h e) -> three s h l e", three=3, h=attn.num_heads)  # [S, h, L, D/h]
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.dropout if attn.training else 0.0)
+    out = token_gated_attention(q, k, v, extra, gate, dropout_p=attn.dropout if attn.training else 0.0)
     out = rearrange(out, "s h l e -> s l (h e)")  # [S, L, D]
     return attn.out_proj(out)
 
@@ -92,14 +100,25 @@ class BlockAdapters(nn.Module):
         self.scale = scale
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, backbone: BlockBackbone, i: int, x: torch.Tensor, num_extra: int = 0) -> torch.Tensor:
-        """`x`: layer i's input tokens (k = `num_extra` extra tokens included) -> the same shape."""
+    def forward(
+        self,
+        backbone: BlockBackbone,
+        i: int,
+        x: torch.Tensor,
+        num_extra: int = 0,
+        token_gate: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`x`: layer i's input tokens (k = `num_extra` extra tokens included, read through
+        `token_gate` when given) -> the same shape."""
         rows = backbone.rows_per_video
         h = backbone.ln_1(i, x)
         if self.gate is not None:
             h = self.gate(h)
-        x = x + self.drop_path(backbone.temporal_attention(i, h, num_extra, self.temporal), rows)
-        x = x + self.spatial(backbone.attention(i, backbone.ln_1(i, x)))
+        temporal = backbone.temporal_attention(i, h, num_extra, self.temporal, token_gate=token_gate)
+        x = x + self.drop_path(temporal, rows)
+        x = x + self.spatial(
+            backbone.attention(i, backbone.ln_1(i, x), num_extra=num_extra, token_gate=token_gate)
+        )
         xn = backbone.ln_2(i, x)
         return x + backbone.mlp(i, xn) + self.drop_path(self.scale * self.joint(xn), rows)
 

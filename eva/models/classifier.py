@@ -56,7 +56,13 @@ from eva.models.blocks import BlockAdapters
 from eva.models.families import get_family
 from eva.models.lora import AttentionLoRA
 from eva.models.summary import format_groups, group_tensors
-from eva.models.tokens import AttributeTokens, ConcatAttributeTokens, DeepPrompts, LayerTokens
+from eva.models.tokens import (
+    ATTRIBUTE_ATTENTIONS,
+    AttributeTokens,
+    ConcatAttributeTokens,
+    DeepPrompts,
+    LayerTokens,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +130,8 @@ class ModelConfig:
     attribute_projection: str = setting(
         default=DEFAULT_ATTRIBUTE_PROJECTION, rule=one_of(*ATTRIBUTE_PROJECTIONS)
     )
+    # eva: gated (LLaMA-Adapter's zero-init gated attention to the tokens) | joint (the EVA paper)
+    attribute_attention: str = setting(default="gated", rule=one_of(*ATTRIBUTE_ATTENTIONS))
     prompt_length: int = setting("prompt.length", default=8, rule=integer(1))
     adaptformer_bottleneck: int = setting("adaptformer.bottleneck", default=64, rule=integer(1))
     adaptformer_scale: float = setting("adaptformer.scale", default=0.1, rule=number())
@@ -206,31 +214,33 @@ class LayerKind:
 
     # (config, backbone, drop-path rate of this block) -> the block's module
     make: Callable[[ModelConfig, BlockBackbone, float], nn.Module] | None
-    # (backbone, block index, tokens, module or None, number of extra tokens) -> tokens
-    run: Callable[[BlockBackbone, int, torch.Tensor, nn.Module | None, int], torch.Tensor]
+    # (backbone, block index, tokens, module or None, number of extra tokens, their attention gate) -> tokens
+    run: Callable[
+        [BlockBackbone, int, torch.Tensor, nn.Module | None, int, torch.Tensor | None], torch.Tensor
+    ]
     time_embedding: bool = False  # models time: add a time embedding where the backbone wants one
 
 
 LAYER_KINDS: dict[str, LayerKind] = {
-    "frozen": LayerKind(make=None, run=lambda bb, i, x, m, k: bb.frozen_block(i, x)),
+    "frozen": LayerKind(make=None, run=lambda bb, i, x, m, k, g: bb.frozen_block(i, x)),
     "aim": LayerKind(
         make=lambda cfg, bb, rate: BlockAdapters(
             bb.width, cfg.adapter_ratio, cfg.adapter_scale, gate=cfg.adapter_gate, drop_path=rate
         ),
-        run=lambda bb, i, x, m, k: m(bb, i, x, num_extra=k),
+        run=lambda bb, i, x, m, k, g: m(bb, i, x, num_extra=k, token_gate=g),
         time_embedding=True,
     ),
     "adaptformer": LayerKind(
         make=lambda cfg, bb, rate: AdaptFormerAdapter(
             bb.width, cfg.adaptformer_bottleneck, cfg.adaptformer_scale
         ),
-        run=lambda bb, i, x, m, k: adaptformer_block(bb, i, x, m),
+        run=lambda bb, i, x, m, k, g: adaptformer_block(bb, i, x, m),
     ),
     "lora": LayerKind(
         make=lambda cfg, bb, rate: AttentionLoRA(
             bb.width, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, cfg.lora_dropout
         ),
-        run=lambda bb, i, x, m, k: lora_block(bb, i, x, m),
+        run=lambda bb, i, x, m, k, g: lora_block(bb, i, x, m),
     ),
 }
 
@@ -274,7 +284,15 @@ class VideoClassifier(nn.Module):
         )
         tokens_class = AttributeTokens if config.attribute_projection == "linear" else ConcatAttributeTokens
         self.attribute_tokens: AttributeTokens | ConcatAttributeTokens | None = (
-            tokens_class(config.attributes, config.attribute_layers, config.attribute_dim, layers, width)
+            tokens_class(
+                config.attributes,
+                config.attribute_layers,
+                config.attribute_dim,
+                layers,
+                width,
+                heads=backbone.num_heads,
+                attention=config.attribute_attention,
+            )
             if self.method.uses_attributes and config.attributes
             else None
         )
@@ -366,9 +384,11 @@ class VideoClassifier(nn.Module):
         provider = self.extra_tokens
         k = provider.num_tokens if provider is not None else 0
         for i in range(bb.num_layers):
+            gate = None
             if provider is not None:
                 x = bb.insert_tokens(x, provider(i, batch, checked))  # k extra tokens in
-            x = run(bb, i, x, self.adapters[i] if self.adapters is not None else None, k)
+                gate = provider.gate(i)
+            x = run(bb, i, x, self.adapters[i] if self.adapters is not None else None, k, gate)
             x = bb.drop_tokens(x, k)  # and out again
         return bb.features(x)  # [B, F, D_out]
 

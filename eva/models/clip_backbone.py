@@ -65,6 +65,7 @@ class OpenClipBackbone(nn.Module):
         self.blocks = visual.transformer.resblocks
         self.width = int(visual.transformer.width)
         self.num_layers = len(self.blocks)
+        self.num_heads = int(self.blocks[0].attn.num_heads)
         self.frames = int(frames)
         self.rows_per_video = self.frames  # DropPath draws once per video over its T rows
         self.image_size = int(visual.image_size[0])
@@ -95,18 +96,34 @@ class OpenClipBackbone(nn.Module):
     def ln_1(self, i: int, x: torch.Tensor) -> torch.Tensor:
         return self.blocks[i].ln_1(x)
 
-    def attention(self, i: int, x: torch.Tensor, lora: AttentionLoRA | None = None) -> torch.Tensor:
+    def attention(
+        self,
+        i: int,
+        x: torch.Tensor,
+        lora: AttentionLoRA | None = None,
+        num_extra: int = 0,
+        token_gate: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Layer i's attention over the tokens of each frame of a normalised `[B*T, S, D]` (no residual)."""
         block = self.blocks[i]
-        out = attend(block.attn, x) if lora is None else attend_with_lora(block.attn, x, lora)
-        return block.ls_1(out)
+        if lora is not None:
+            if token_gate is not None:
+                raise ValueError("LoRA attention takes no gated extra tokens")
+            return block.ls_1(attend_with_lora(block.attn, x, lora))
+        return block.ls_1(attend(block.attn, x, slice(1, 1 + num_extra), token_gate))  # tokens after CLS
 
     def temporal_attention(
-        self, i: int, h: torch.Tensor, num_extra: int, post: Callable[[torch.Tensor], torch.Tensor]
+        self,
+        i: int,
+        h: torch.Tensor,
+        num_extra: int,
+        post: Callable[[torch.Tensor], torch.Tensor],
+        token_gate: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Layer i's attention across the T frames of each CLS/patch position of a normalised `[B*T, 1+k+N, D]`.
 
-        `post` (a token-wise adapter) is applied to the attention output; the k extra tokens get 0.
+        `post` (a token-wise adapter) is applied to the attention output; the k extra tokens get 0
+        (they take no part, so `token_gate` has nothing to gate here).
         """
         k = num_extra
         frame_tokens = torch.cat([h[:, :1], h[:, 1 + k :]], dim=1) if k else h  # [B*T, 1+N, D]

@@ -38,6 +38,7 @@ from transformers.utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT
 from eva.models.blocks import BlockAdapters
 from eva.models.loading import missing_weights
 from eva.models.lora import AttentionLoRA
+from eva.models.tokens import token_gated_attention
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,14 @@ class VideoMAEBackbone(nn.Module):
     def ln_2(self, i: int, x: torch.Tensor) -> torch.Tensor:
         return self.layers[i].layernorm_after(x)
 
-    def attention(self, i: int, x: torch.Tensor, lora: AttentionLoRA | None = None) -> torch.Tensor:
+    def attention(
+        self,
+        i: int,
+        x: torch.Tensor,
+        lora: AttentionLoRA | None = None,
+        num_extra: int = 0,
+        token_gate: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Joint self-attention of layer i over all tokens of a normalised `[B, S, D]` (no residual).
 
         The same math as HF's `VideoMAEAttention` (query and value with bias, key without), written
@@ -139,7 +147,10 @@ class VideoMAEBackbone(nn.Module):
         # [B, S, D] -> [B, h, S, D/h] each
         q, k, v = (rearrange(t, "b s (h e) -> b h s e", h=self.num_heads) for t in (q, k, v))
         dropout = self.attention_dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # [B, h, S, D/h]
+        # the k extra tokens are prepended (`insert_tokens`)
+        out = token_gated_attention(
+            q, k, v, slice(0, num_extra), token_gate, dropout_p=dropout
+        )  # [B, h, S, D/h]
         out = rearrange(out, "b h s e -> b s (h e)")  # [B, S, D]
         dense = attn.output.dense
         y = F.linear(out, dense.weight, dense.bias)  # [B, S, D]
@@ -148,13 +159,18 @@ class VideoMAEBackbone(nn.Module):
         return F.dropout(y, self.hidden_dropout, self.training)
 
     def temporal_attention(
-        self, i: int, h: torch.Tensor, num_extra: int, post: Callable[[torch.Tensor], torch.Tensor]
+        self,
+        i: int,
+        h: torch.Tensor,
+        num_extra: int,
+        post: Callable[[torch.Tensor], torch.Tensor],
+        token_gate: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """AIM's temporal pass on VideoMAE: `post` of the layer's joint attention (the authors' `AIMBlock`).
 
         The attention is already over space and time, so every token, extra tokens included, takes part.
         """
-        return post(self.attention(i, h))
+        return post(self.attention(i, h, num_extra=num_extra, token_gate=token_gate))
 
     def mlp(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Layer i's feed-forward on a normalised `[B, S, D]` (no residual)."""
