@@ -21,17 +21,17 @@ from eva.report import aggregate_runs, runs_from_exp_show
 
 PREFIX = "cmp"
 # (method, stage, extra `-S` settings, name tag): every registered method, those that read attributes
-# once per `stage` (1: text, 2: + visual), and eva again with the EVA authors' projection-free
-# attribute mapping (`model.attribute_projection=none`) beside the default Linear one, and with the
-# paper's plain attention to the tokens (`model.attribute_attention=joint`) beside the default gated one.
+# once per `stage` (1: text, 2: + visual), and eva again with the paper's plain attention to the
+# tokens (`model.attribute_attention=joint`) beside the default gated one, and with the EVA authors'
+# projection-free attribute mapping (`model.attribute_projection=none`) beside the default Linear one.
 Config = tuple[str, int, tuple[str, ...], str]
 CONFIGS: list[Config] = [
     (name, stage, (), "") for name, m in METHODS.items() for stage in ((1, 2) if m.uses_attributes else (1,))
 ] + [
     ("eva", stage, (setting,), tag)
     for setting, tag in (
-        ("model.attribute_projection=none", "-none"),
         ("model.attribute_attention=joint", "-joint"),
+        ("model.attribute_projection=none", "-none"),
     )
     for stage in (1, 2)
 ]
