@@ -88,14 +88,19 @@ def test_gated_attribute_tokens_start_closed_and_steer_once_open(
     model = build_model(make_config(backbone_name, "eva", attributes=attributes)).eval()
     video, features = make_inputs(attributes)
     expected = frozen_clip_features(backbone_name, video)
-    assert model.attribute_tokens.gates.shape == (SPEC.vision_layers, SPEC.heads)
+    gates = model.attribute_tokens.gates
+    assert gates.shape == (SPEC.vision_layers, SPEC.heads, len(attributes))  # per layer, head and token
     with torch.no_grad():
         torch.testing.assert_close(model.frame_features(video, features), expected, atol=1e-5, rtol=0)
-        model.attribute_tokens.gates.fill_(0.5)  # open: the tokens now steer the features
+        gates.fill_(0.5)  # open: the tokens now steer the features
         opened = model.frame_features(video, features)
         other = model.frame_features(video, make_inputs(attributes, seed=1)[1])
+        gates.zero_()
+        gates[..., attributes.index("label")] = 0.5  # one attribute opens on its own
+        label_only = model.frame_features(video, features)
     assert (opened - expected).abs().max() > 1e-3
     assert (opened - other).abs().max() > 1e-3  # through the attributes, not only the gate
+    assert (label_only - expected).abs().max() > 1e-3
 
 
 def test_joint_attribute_tokens_change_features_from_the_start(backbone_name: str) -> None:
@@ -120,15 +125,21 @@ def test_token_gated_attention_is_the_two_softmaxes_it_documents(extra: slice) -
         weights = (q @ k[:, :, keys].transpose(-1, -2) / 2.0).softmax(-1)  # e = 4: scale 1/2
         return weights @ v[:, :, keys]
 
-    gate = torch.tensor([0.0, 0.3, -2.0])
+    tokens = list(range(7))[extra]
+    gate = torch.tensor([[0.0, 0.0], [0.3, 0.3], [-2.0, 0.7]])  # [h, k]
     got = token_gated_attention(q, k, v, extra, gate)
-    want = softmax_attention(own) + torch.tanh(gate).view(1, 3, 1, 1) * softmax_attention(
-        list(range(7))[extra]
-    )
+    weights = (q @ k[:, :, tokens].transpose(-1, -2) / 2.0).softmax(-1)  # [S, h, L, k]: one softmax
+    want = softmax_attention(own) + (weights * torch.tanh(gate).view(1, 3, 1, 2)) @ v[:, :, tokens]
     torch.testing.assert_close(got, want)
-    closed = token_gated_attention(q, k, v, extra, torch.zeros(3))
+    # a head whose gate is equal across tokens scales the tokens' whole attention output
+    torch.testing.assert_close(
+        got[:, 1], softmax_attention(own)[:, 1] + math.tanh(0.3) * softmax_attention(tokens)[:, 1]
+    )
+    closed = token_gated_attention(q, k, v, extra, torch.zeros(3, 2))
     torch.testing.assert_close(closed, softmax_attention(own))  # a shut gate: as if the tokens were absent
     torch.testing.assert_close(token_gated_attention(q, k, v, extra, None), softmax_attention(list(range(7))))
+    with pytest.raises(ValueError, match=r"gate must be \[heads, tokens\] = \[3, 2\]"):
+        token_gated_attention(q, k, v, extra, torch.zeros(3))
 
 
 def test_bad_attribute_attention_names_its_key(backbone_name: str) -> None:
@@ -244,10 +255,12 @@ def expected_tunable(
     aim = layers * per_block * adapter + T * width + head  # adapters + time embedding + head
     if method == "aim":
         return aim
-    gates = layers * SPEC.heads if attention == "gated" else 0  # one attention gate per layer and head
+    n = len(attributes)
+    tokens = math.ceil(n * ENCODER_DIM / width) if projection == "none" else n
+    gates = layers * SPEC.heads * tokens if attention == "gated" else 0  # per layer, head and token
     if projection == "none":
         return aim + gates
-    n = len(attributes)  # one projection per attribute + per-layer offsets
+    # one projection per attribute + per-layer offsets
     return aim + n * (ENCODER_DIM * width + width) + layers * n * width + gates
 
 
