@@ -1,6 +1,7 @@
 """Queue the README's comparison runs as DVC experiments, and turn their metrics into the results table.
 
     python scripts/results_table.py queue     # dvc exp run --queue: 12 configurations x 3 seeds
+    python scripts/results_table.py queue --no-ablations  # only the 8 rows of the methods (24 runs)
     dvc queue start -j 1                      # run them (one at a time on a small machine)
     python scripts/results_table.py wait      # block until the queue is empty
     python scripts/results_table.py table     # markdown table from `dvc exp show --json`
@@ -57,7 +58,7 @@ def current_and_stale() -> tuple[set[str], set[str]]:
     return current, finished - current
 
 
-def queue(seeds: tuple[int, ...]) -> None:
+def queue(seeds: tuple[int, ...], ablations: bool = True) -> None:
     done, stale = current_and_stale()
     if stale:  # DVC refuses a second experiment of one name; these measured other inputs
         print(
@@ -65,6 +66,8 @@ def queue(seeds: tuple[int, ...]) -> None:
         )
         subprocess.run(["dvc", "exp", "remove", *sorted(stale)], check=True)
     for method, stage, settings, tag in CONFIGS:
+        if tag and not ablations:
+            continue
         for seed in seeds:
             name = f"{PREFIX}-{method}-s{stage}{tag}-seed{seed}"
             if name in done:
@@ -101,9 +104,14 @@ def main() -> None:
     )
     parser.add_argument("action", choices=["queue", "wait", "table"])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument(
+        "--no-ablations",
+        action="store_true",
+        help="queue only every method's own rows, not eva's attention-joint and projection-none ablations",
+    )
     args = parser.parse_args()
     if args.action == "queue":
-        queue(tuple(args.seeds))
+        queue(tuple(args.seeds), ablations=not args.no_ablations)
     elif args.action == "wait":
         wait()
     else:
