@@ -52,7 +52,7 @@ bench: install
 # The README's results table: 12 configurations x 3 seeds as queued DVC experiments (needs `make demo` first);
 # experiments DVC already holds are kept while they ran on today's code, data and models; stale ones are removed and re-run.
 # RESULTS_JOBS=2 runs two at a time, each on one thread (OMP_NUM_THREADS=1): on 2 cores that is faster.
-# RESULTS_QUEUE=--no-ablations queues only the methods' own rows (24 runs instead of 36).
+# RESULTS_QUEUE="--only 'cmp-*-s?-seed*'" queues a subset by name pattern (here: the methods' own rows, 24 of 42 runs).
 RESULTS_JOBS ?= 1
 RESULTS_QUEUE ?=
 results: install

@@ -1,7 +1,7 @@
 """Queue the README's comparison runs as DVC experiments, and turn their metrics into the results table.
 
-    python scripts/results_table.py queue     # dvc exp run --queue: 12 configurations x 3 seeds
-    python scripts/results_table.py queue --no-ablations  # only the 8 rows of the methods (24 runs)
+    python scripts/results_table.py queue     # dvc exp run --queue: 14 configurations x 3 seeds
+    python scripts/results_table.py queue --only 'cmp-eva-*'  # a subset, by experiment-name pattern
     dvc queue start -j 1                      # run them (one at a time on a small machine)
     python scripts/results_table.py wait      # block until the queue is empty
     python scripts/results_table.py table     # markdown table from `dvc exp show --json`
@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import subprocess
 import time
@@ -22,15 +23,17 @@ from eva.report import aggregate_runs, runs_from_exp_show
 
 PREFIX = "cmp"
 # (method, stage, extra `-S` settings, name tag): every registered method, those that read attributes
-# once per `stage` (1: text, 2: + visual), and eva again with the paper's plain attention to the
-# tokens (`model.attribute_attention=joint`) beside the default gated one, and with the EVA authors'
-# projection-free attribute mapping (`model.attribute_projection=none`) beside the default Linear one.
+# once per `stage` (1: text, 2: + visual), and eva again with a gate per head and token
+# (`model.attribute_attention=gated_per_token`) and with the paper's plain attention to the tokens
+# (`joint`) beside the default gate per head, and with the EVA authors' projection-free attribute
+# mapping (`model.attribute_projection=none`) beside the default Linear one.
 Config = tuple[str, int, tuple[str, ...], str]
 CONFIGS: list[Config] = [
     (name, stage, (), "") for name, m in METHODS.items() for stage in ((1, 2) if m.uses_attributes else (1,))
 ] + [
     ("eva", stage, (setting,), tag)
     for setting, tag in (
+        ("model.attribute_attention=gated_per_token", "-per-token"),
         ("model.attribute_attention=joint", "-joint"),
         ("model.attribute_projection=none", "-none"),
     )
@@ -58,7 +61,7 @@ def current_and_stale() -> tuple[set[str], set[str]]:
     return current, finished - current
 
 
-def queue(seeds: tuple[int, ...], ablations: bool = True) -> None:
+def queue(seeds: tuple[int, ...], only: tuple[str, ...] = ("*",)) -> None:
     done, stale = current_and_stale()
     if stale:  # DVC refuses a second experiment of one name; these measured other inputs
         print(
@@ -66,10 +69,10 @@ def queue(seeds: tuple[int, ...], ablations: bool = True) -> None:
         )
         subprocess.run(["dvc", "exp", "remove", *sorted(stale)], check=True)
     for method, stage, settings, tag in CONFIGS:
-        if tag and not ablations:
-            continue
         for seed in seeds:
             name = f"{PREFIX}-{method}-s{stage}{tag}-seed{seed}"
+            if not any(fnmatch.fnmatchcase(name, pattern) for pattern in only):
+                continue
             if name in done:
                 print(f"{name}: already run on these inputs, kept (`dvc exp remove {name}` to run it again)")
                 continue
@@ -105,13 +108,16 @@ def main() -> None:
     parser.add_argument("action", choices=["queue", "wait", "table"])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument(
-        "--no-ablations",
-        action="store_true",
-        help="queue only every method's own rows, not eva's attention-joint and projection-none ablations",
+        "--only",
+        nargs="+",
+        default=["*"],
+        metavar="PATTERN",
+        help="queue only the runs whose name matches one of these shell patterns, e.g. 'cmp-eva-*' "
+        "or 'cmp-*-s?-seed*' (every method's own rows, no eva ablations)",
     )
     args = parser.parse_args()
     if args.action == "queue":
-        queue(tuple(args.seeds), ablations=not args.no_ablations)
+        queue(tuple(args.seeds), only=tuple(args.only))
     elif args.action == "wait":
         wait()
     else:

@@ -80,27 +80,32 @@ def test_adapted_model_starts_as_the_frozen_backbone(
         assert (model.frame_features(video) - expected).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("attention", ["gated", "gated_per_token"])
 @pytest.mark.parametrize("attributes", [STAGE1, STAGE2])
 def test_gated_attribute_tokens_start_closed_and_steer_once_open(
-    backbone_name: str, attributes: tuple
+    backbone_name: str, attributes: tuple, attention: str
 ) -> None:
-    """`attribute_attention: gated`: a fresh eva model is the frozen backbone, whatever the attributes."""
-    model = build_model(make_config(backbone_name, "eva", attributes=attributes)).eval()
+    """Gated attribute attention: a fresh eva model is the frozen backbone, whatever the attributes."""
+    config = make_config(backbone_name, "eva", attributes=attributes, attribute_attention=attention)
+    model = build_model(config).eval()
     video, features = make_inputs(attributes)
     expected = frozen_clip_features(backbone_name, video)
     gates = model.attribute_tokens.gates
-    assert gates.shape == (SPEC.vision_layers, SPEC.heads, len(attributes))  # per layer, head and token
+    per_token = (len(attributes),) if attention == "gated_per_token" else ()
+    assert gates.shape == (SPEC.vision_layers, SPEC.heads, *per_token)  # per layer and head (and token)
     with torch.no_grad():
         torch.testing.assert_close(model.frame_features(video, features), expected, atol=1e-5, rtol=0)
         gates.fill_(0.5)  # open: the tokens now steer the features
         opened = model.frame_features(video, features)
         other = model.frame_features(video, make_inputs(attributes, seed=1)[1])
-        gates.zero_()
-        gates[..., attributes.index("label")] = 0.5  # one attribute opens on its own
-        label_only = model.frame_features(video, features)
     assert (opened - expected).abs().max() > 1e-3
     assert (opened - other).abs().max() > 1e-3  # through the attributes, not only the gate
-    assert (label_only - expected).abs().max() > 1e-3
+    if per_token:
+        with torch.no_grad():
+            gates.zero_()
+            gates[..., attributes.index("label")] = 0.5  # one attribute opens on its own
+            label_only = model.frame_features(video, features)
+        assert (label_only - expected).abs().max() > 1e-3
 
 
 def test_joint_attribute_tokens_change_features_from_the_start(backbone_name: str) -> None:
@@ -126,20 +131,23 @@ def test_token_gated_attention_is_the_two_softmaxes_it_documents(extra: slice) -
         return weights @ v[:, :, keys]
 
     tokens = list(range(7))[extra]
-    gate = torch.tensor([[0.0, 0.0], [0.3, 0.3], [-2.0, 0.7]])  # [h, k]
-    got = token_gated_attention(q, k, v, extra, gate)
-    weights = (q @ k[:, :, tokens].transpose(-1, -2) / 2.0).softmax(-1)  # [S, h, L, k]: one softmax
-    want = softmax_attention(own) + (weights * torch.tanh(gate).view(1, 3, 1, 2)) @ v[:, :, tokens]
+    head_gate = torch.tensor([0.0, 0.3, -2.0])  # [h]: `gated`
+    got = token_gated_attention(q, k, v, extra, head_gate)
+    want = softmax_attention(own) + torch.tanh(head_gate).view(1, 3, 1, 1) * softmax_attention(tokens)
     torch.testing.assert_close(got, want)
-    # a head whose gate is equal across tokens scales the tokens' whole attention output
-    torch.testing.assert_close(
-        got[:, 1], softmax_attention(own)[:, 1] + math.tanh(0.3) * softmax_attention(tokens)[:, 1]
-    )
-    closed = token_gated_attention(q, k, v, extra, torch.zeros(3, 2))
-    torch.testing.assert_close(closed, softmax_attention(own))  # a shut gate: as if the tokens were absent
+    token_gate = torch.tensor([[0.0, 0.0], [0.3, 0.3], [-2.0, 0.7]])  # [h, k]: `gated_per_token`
+    got = token_gated_attention(q, k, v, extra, token_gate)
+    weights = (q @ k[:, :, tokens].transpose(-1, -2) / 2.0).softmax(-1)  # [S, h, L, k]: one softmax
+    want = softmax_attention(own) + (weights * torch.tanh(token_gate).view(1, 3, 1, 2)) @ v[:, :, tokens]
+    torch.testing.assert_close(got, want)
+    # a head whose gate is equal across tokens is the per-head gate
+    equal = token_gated_attention(q, k, v, extra, head_gate[:, None].expand(3, 2))
+    torch.testing.assert_close(equal, token_gated_attention(q, k, v, extra, head_gate))
+    for closed in (torch.zeros(3), torch.zeros(3, 2)):  # a shut gate: as if the tokens were absent
+        torch.testing.assert_close(token_gated_attention(q, k, v, extra, closed), softmax_attention(own))
     torch.testing.assert_close(token_gated_attention(q, k, v, extra, None), softmax_attention(list(range(7))))
-    with pytest.raises(ValueError, match=r"gate must be \[heads, tokens\] = \[3, 2\]"):
-        token_gated_attention(q, k, v, extra, torch.zeros(3))
+    with pytest.raises(ValueError, match=r"gate must be \[heads\] = \[3\] or \[heads, tokens\] = \[3, 2\]"):
+        token_gated_attention(q, k, v, extra, torch.zeros(3, 3))
 
 
 def test_bad_attribute_attention_names_its_key(backbone_name: str) -> None:
@@ -257,7 +265,8 @@ def expected_tunable(
         return aim
     n = len(attributes)
     tokens = math.ceil(n * ENCODER_DIM / width) if projection == "none" else n
-    gates = layers * SPEC.heads * tokens if attention == "gated" else 0  # per layer, head and token
+    per_token = {"gated": 1, "gated_per_token": tokens, "joint": 0}[attention]
+    gates = layers * SPEC.heads * per_token  # per layer and head (and token)
     if projection == "none":
         return aim + gates
     # one projection per attribute + per-layer offsets
@@ -278,6 +287,8 @@ def expected_tunable(
         ("eva", STAGE1, 0.25, {"attribute_projection": "none"}),
         ("eva", STAGE2, 0.25, {"attribute_projection": "none"}),
         ("eva", STAGE2, 0.25, {"attribute_attention": "joint"}),
+        ("eva", STAGE2, 0.25, {"attribute_attention": "gated_per_token"}),
+        ("eva", STAGE2, 0.25, {"attribute_projection": "none", "attribute_attention": "gated_per_token"}),
         ("eva", STAGE2, 0.25, {"attribute_projection": "none", "attribute_attention": "joint"}),
         ("full", (), 0.25, {}),
     ],

@@ -44,7 +44,7 @@ class BlockBackbone(Protocol):
 
     def ln_1(self, i: int, x: torch.Tensor) -> torch.Tensor: ...
 
-    # `num_extra` extra tokens in x are read through `token_gate` [heads, num_extra] when given (eva.models.tokens)
+    # `num_extra` extra tokens in x are read through `token_gate` ([heads] or [heads, num_extra]) when given (eva.models.tokens)
     def attention(
         self,
         i: int,

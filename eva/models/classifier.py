@@ -130,7 +130,7 @@ class ModelConfig:
     attribute_projection: str = setting(
         default=DEFAULT_ATTRIBUTE_PROJECTION, rule=one_of(*ATTRIBUTE_PROJECTIONS)
     )
-    # eva: gated (LLaMA-Adapter's zero-init gated attention to the tokens) | joint (the EVA paper)
+    # eva: gated | gated_per_token (LLaMA-Adapter's zero-init gated attention to the tokens) | joint (the EVA paper)
     attribute_attention: str = setting(default="gated", rule=one_of(*ATTRIBUTE_ATTENTIONS))
     prompt_length: int = setting("prompt.length", default=8, rule=integer(1))
     adaptformer_bottleneck: int = setting("adaptformer.bottleneck", default=64, rule=integer(1))

@@ -7,15 +7,13 @@ A provider only says what E_i is (`forward(layer, batch_size, attributes) -> [B,
 
 How the block's attention reads the tokens is the provider's `gate(layer)`. Without a gate (VPT,
 and EVA with `model.attribute_attention: joint`, as in the paper) they join the softmax of the
-frame's own tokens. With one (`gated`, the default for EVA) they get a softmax of their own in
-which each token's value is scaled by tanh(g), g zero-initialised, one g per layer, head and token:
-LLaMA-Adapter's zero-init attention (Zhang et al. 2023), whose gate is per layer and head, with a
-gate per token as well. A fresh EVA model then computes exactly the frozen backbone, as a fresh
-adapter does, instead of having each token draw attention from the start (on the demo's backbone,
-patches gave 43-49% of their attention to the six stage-2 tokens at initialisation); and each
-attribute opens on its own, so one that does not help a head can stay shut there while the others
-open (one gate per head for all six tokens left stage 2 at 51.6% on one seed, 85.3% with only the
-text and dynamic tokens).
+frame's own tokens. With one they get a softmax of their own whose output is scaled by tanh(g),
+g zero-initialised: LLaMA-Adapter's zero-init attention (Zhang et al. 2023). `gated` (the default
+for EVA) has one g per layer and head, as LLaMA-Adapter; `gated_per_token` one per layer, head and
+token, which scales each token's value, so that each attribute opens on its own. Either way a fresh
+EVA model computes exactly the frozen backbone, as a fresh adapter does, instead of having each
+token draw attention from the start (on the demo's backbone, patches gave 43-49% of their attention
+to the six stage-2 tokens at initialisation).
 """
 
 from __future__ import annotations
@@ -53,21 +51,28 @@ def token_gated_attention(
 ) -> torch.Tensor:
     """Scaled dot-product attention of `[S, h, L, e]` q/k/v whose keys at `extra` are the extra tokens.
 
-    `gate` None: one softmax over all L keys (plain SDPA). `gate` `[h, k]` (k = the extra tokens):
-    the frame's own keys and the extra tokens' keys are softmaxed apart, and the tokens' part is
-    added with token j's value scaled by tanh(gate[h, j]) in head h. A zero gate gives exactly the
-    attention without the tokens; a gate equal across tokens scales the tokens' whole output.
+    `gate` None: one softmax over all L keys (plain SDPA). Otherwise the frame's own keys and the
+    extra tokens' keys are softmaxed apart and the tokens' part is added through the gate: `[h]`
+    scales it by tanh(gate[h]) in head h; `[h, k]` (k = the extra tokens) scales token j's value by
+    tanh(gate[h, j]) in head h (equal across tokens, that is the `[h]` gate). A zero gate gives
+    exactly the attention without the tokens.
     """
     if gate is None or extra.start == extra.stop:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     heads, num_extra = q.shape[1], extra.stop - extra.start
-    if tuple(gate.shape) != (heads, num_extra):
-        raise ValueError(f"gate must be [heads, tokens] = [{heads}, {num_extra}]; got {list(gate.shape)}")
+    if tuple(gate.shape) not in ((heads,), (heads, num_extra)):
+        raise ValueError(
+            f"gate must be [heads] = [{heads}] or [heads, tokens] = [{heads}, {num_extra}]; got {list(gate.shape)}"
+        )
     keys = torch.cat([k[:, :, : extra.start], k[:, :, extra.stop :]], dim=2)  # [S, h, L-k, e]
     values = torch.cat([v[:, :, : extra.start], v[:, :, extra.stop :]], dim=2)
     own = F.scaled_dot_product_attention(q, keys, values, dropout_p=dropout_p)  # [S, h, L, e]
-    gated_values = v[:, :, extra] * torch.tanh(gate).to(q.dtype)[None, :, :, None]  # [S, h, k, e]
-    return own + F.scaled_dot_product_attention(q, k[:, :, extra], gated_values, dropout_p=dropout_p)
+    scale = torch.tanh(gate).to(q.dtype)
+    if gate.ndim == 2:  # per head and token: on the values, before the tokens' softmax mixes them
+        gated_values = v[:, :, extra] * scale[None, :, :, None]  # [S, h, k, e]
+        return own + F.scaled_dot_product_attention(q, k[:, :, extra], gated_values, dropout_p=dropout_p)
+    tokens = F.scaled_dot_product_attention(q, k[:, :, extra], v[:, :, extra], dropout_p=dropout_p)
+    return own + scale.view(1, -1, 1, 1) * tokens  # [S, h, L, e]
 
 
 def aligned_encoder_layer(layer: int, encoder_layers: int, backbone_layers: int) -> int:
@@ -80,14 +85,14 @@ def aligned_encoder_layer(layer: int, encoder_layers: int, backbone_layers: int)
     return min(max(aligned, 0), encoder_layers - 1)
 
 
-ATTRIBUTE_ATTENTIONS = ("gated", "joint")
+ATTRIBUTE_ATTENTIONS = ("gated", "gated_per_token", "joint")
 
 
 class LayerTokens(nn.Module):
     """A provider of k extra tokens per backbone layer, and of the attention gate (if any) they are read through."""
 
     num_tokens: int
-    gates: nn.Parameter | None  # [L, heads, num_tokens], zero-init, for `token_gated_attention`
+    gates: nn.Parameter | None  # [L, heads] or [L, heads, num_tokens], zero-init, for `token_gated_attention`
 
     def __init__(self) -> None:
         super().__init__()
@@ -97,7 +102,7 @@ class LayerTokens(nn.Module):
         raise NotImplementedError
 
     def gate(self, layer: int) -> torch.Tensor | None:
-        """Layer `layer`'s gate `[heads, num_tokens]`, or None when the tokens join the block's softmax."""
+        """Layer `layer`'s gate (`[heads]` or `[heads, num_tokens]`), or None when the tokens join the block's softmax."""
         return None if self.gates is None else self.gates[layer]
 
 
@@ -137,6 +142,8 @@ class AttributeLayerTokens(LayerTokens):
             raise invalid("model.attribute_attention", f"one of {', '.join(ATTRIBUTE_ATTENTIONS)}", attention)
         self.num_tokens = num_tokens
         if attention == "gated":
+            self.gates = nn.Parameter(torch.zeros(backbone_layers, heads))
+        elif attention == "gated_per_token":
             self.gates = nn.Parameter(torch.zeros(backbone_layers, heads, num_tokens))
         self.names = tuple(names)
         self.encoder_layers = {name: int(encoder_layers[name]) for name in self.names}
