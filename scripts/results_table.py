@@ -61,8 +61,16 @@ def current_and_stale() -> tuple[set[str], set[str]]:
     return current, finished - current
 
 
+def pending() -> set[str]:
+    """Names of the experiments `dvc queue status` lists as queued or running (not yet in `dvc exp show`)."""
+    status = subprocess.run(["dvc", "queue", "status"], capture_output=True, text=True, check=True).stdout
+    rows = (line.split() for line in status.splitlines())
+    return {row[1] for row in rows if len(row) >= 4 and row[-1] in ("Queued", "Running")}
+
+
 def queue(seeds: tuple[int, ...], only: tuple[str, ...] = ("*",)) -> None:
     done, stale = current_and_stale()
+    waiting = pending()
     if stale:  # DVC refuses a second experiment of one name; these measured other inputs
         print(
             f"removing {len(stale)} experiments run on other code, data or models: {', '.join(sorted(stale))}"
@@ -76,6 +84,9 @@ def queue(seeds: tuple[int, ...], only: tuple[str, ...] = ("*",)) -> None:
             if name in done:
                 print(f"{name}: already run on these inputs, kept (`dvc exp remove {name}` to run it again)")
                 continue
+            if name in waiting:  # queueing it again would run it twice
+                print(f"{name}: already queued or running")
+                continue
             overrides = (f"model.method={method}", f"stage={stage}", f"train.seed={seed}", *settings)
             subprocess.run(
                 ["dvc", "exp", "run", "--queue", "--name", name, *(a for s in overrides for a in ("-S", s))],
@@ -84,10 +95,7 @@ def queue(seeds: tuple[int, ...], only: tuple[str, ...] = ("*",)) -> None:
 
 
 def wait(poll_s: float = 15.0) -> None:
-    while True:
-        status = subprocess.run(["dvc", "queue", "status"], capture_output=True, text=True, check=True).stdout
-        if not any(word in status for word in ("Queued", "Running")):
-            return
+    while pending():
         time.sleep(poll_s)
 
 
