@@ -175,6 +175,39 @@ def test_time_embedding_only_where_the_backbone_has_no_time_positions(backbone: 
         assert (model.temporal_embedding is not None) == wants, method
 
 
+def test_time_embedding_init_breaks_the_time_reversal_symmetry_at_step_0(backbone: Backbone) -> None:
+    """At 0 (AIM) a video and its time reversal get the same pooled features until the embedding grows;
+    a random start tells them apart from the first step, at the asked scale of the backbone's positions."""
+    if backbone.family != "open_clip":
+        pytest.skip("VideoMAE takes no time embedding")
+    video, _ = make_inputs(backbone)
+    reversed_video = video.flip(1)
+    pooled = {}
+    for init in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = build_model(make_config(backbone, "aim", time_embedding_init=init)).eval()
+        embedding = model.temporal_embedding.detach()
+        if init == 0:
+            assert torch.equal(embedding, torch.zeros_like(embedding))
+        else:
+            rms = float(embedding.pow(2).mean().sqrt())
+            assert rms == pytest.approx(init * model.backbone.position_rms, rel=0.25)
+        with torch.no_grad():
+            pooled[init] = [model.frame_features(v).mean(dim=1) for v in (video, reversed_video)]
+    torch.testing.assert_close(pooled[0.0][0], pooled[0.0][1], atol=2e-5, rtol=1e-5)
+    assert (pooled[0.5][0] - pooled[0.5][1]).abs().max() > 1e-3
+
+
+def test_position_rms_is_the_backbones_own_position_embedding(backbone: Backbone) -> None:
+    if backbone.family != "open_clip":
+        pytest.skip("VideoMAE takes no time embedding")
+    bb = build_model(make_config(backbone, "linear")).backbone
+    table = bb.visual.positional_embedding
+    assert bb.position_rms == pytest.approx(float(table.pow(2).mean().sqrt())) and bb.position_rms > 0
+    with pytest.raises(ValueError, match=r"model\.time_embedding_init"):
+        build_model(make_config(backbone, "aim", time_embedding_init=-0.1))
+
+
 def test_every_method_has_a_published_recipe_and_a_summary() -> None:
     assert set(PUBLISHED_RECIPES) == set(METHODS)
     for name, entry in METHODS.items():

@@ -34,6 +34,8 @@ class BlockBackbone(Protocol):
     patch_area: int  # pixels per token and channel (VPT's prompt initialisation)
     rows_per_video: int  # token rows per video (T on a frame-level ViT, 1 on VideoMAE): drop-path draws
     time_embedding: bool  # adapters that model time add a learnable time embedding (frame-level ViTs)
+    # where `time_embedding`: the RMS of the backbone's position embedding, the unit of `model.time_embedding_init`
+    position_rms: float
     head_norm: bool  # the classifier puts a tunable LayerNorm (`fc_norm`) before its head
 
     @property

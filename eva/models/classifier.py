@@ -14,7 +14,8 @@ and the token kinds: `prompts` (VPT-deep) and `attributes` (EVA), both through t
 `insert_tokens` / `drop_tokens`. The adapter layout of `aim` layers (gate adapter or not,
 joint-adapter scale) defaults to the method's published layout for the backbone family;
 `model.adapter.gate` / `.scale` override it. On a frame-level backbone (open_clip) aim layers also
-add a zero-initialised learnable time embedding; VideoMAE's position table is space-time already.
+add a learnable time embedding, zero-initialised as in AIM or at a small random scale
+(`model.time_embedding_init`); VideoMAE's position table is space-time already.
 
 The read-out is the backbone's (`ln_post(CLS) @ proj` per frame on CLIP, the token mean on
 VideoMAE), averaged over frames; the head is `[fc_norm] -> dropout -> Linear`, with VideoMAE's
@@ -127,6 +128,9 @@ class ModelConfig:
     adapter_gate: bool | str = setting("adapter.gate", default="auto")
     # stochastic depth of the deepest adapted block
     drop_path: float = setting(default=0.0, rule=number(0, below=1))
+    # std of the time embedding's initial values, in units of the RMS of the backbone's position
+    # embedding; 0 is AIM's zero init (the model starts as the frozen backbone)
+    time_embedding_init: float = setting(default=0.0, rule=number(0))
     attribute_projection: str = setting(
         default=DEFAULT_ATTRIBUTE_PROJECTION, rule=one_of(*ATTRIBUTE_PROJECTIONS)
     )
@@ -270,9 +274,13 @@ class VideoClassifier(nn.Module):
         self.register_buffer("std", torch.tensor(backbone.std, dtype=torch.float32), persistent=False)  # [3]
 
         width, layers = backbone.width, backbone.num_layers
-        # Learnable position in time, zero-init so the adapted model starts as the frozen one.
+        # Learnable position in time. At zero (AIM) the adapted model starts as the frozen one, and every
+        # time-reversed pair of videos gets the same features until it grows: a near-saddle that a short
+        # run escapes late or not at all. A small random start breaks that symmetry from the first step.
         wants_time = self.layer_kind.time_embedding and backbone.time_embedding
-        self.temporal_embedding = nn.Parameter(torch.zeros(config.frames, width)) if wants_time else None
+        self.temporal_embedding = (
+            nn.Parameter(self._time_embedding_init(config, backbone)) if wants_time else None
+        )
         # AIM's stochastic-depth rule: the rate grows linearly from 0 (first block) to drop_path (last).
         rates = torch.linspace(0.0, config.drop_path, layers).tolist()
         make = self.layer_kind.make
@@ -391,6 +399,13 @@ class VideoClassifier(nn.Module):
             x = run(bb, i, x, self.adapters[i] if self.adapters is not None else None, k, gate)
             x = bb.drop_tokens(x, k)  # and out again
         return bb.features(x)  # [B, F, D_out]
+
+    @staticmethod
+    def _time_embedding_init(config: ModelConfig, backbone: BlockBackbone) -> torch.Tensor:
+        """`[T, D]`: zeros, or N(0, std) with std = `time_embedding_init` x the backbone's position RMS."""
+        std = config.time_embedding_init * backbone.position_rms
+        shape = (config.frames, backbone.width)
+        return torch.randn(shape) * std if std > 0 else torch.zeros(shape)
 
     def forward(
         self, video: torch.Tensor, attributes: Mapping[str, torch.Tensor] | None = None

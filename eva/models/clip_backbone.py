@@ -73,6 +73,7 @@ class OpenClipBackbone(nn.Module):
         self.feature_dim = int(visual.proj.shape[1]) if visual.proj is not None else self.width
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
+        self.position_rms = float(visual.positional_embedding.detach().float().pow(2).mean().sqrt())
 
     @property
     def dtype(self) -> torch.dtype:
