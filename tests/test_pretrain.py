@@ -195,3 +195,37 @@ def test_bad_pretrain_params_name_their_key(key: str, value: object, message: st
 def test_colours_and_shapes_are_single_caption_words() -> None:
     """The captioner's WordPiece has one token per vocabulary word; multi-word names would split."""
     assert all(" " not in name for name in [*COLOURS, *SHAPES])
+
+
+@pytest.mark.parametrize("model", ["vit", "cnn"])
+def test_the_shape_control_trains_the_demo_tower_and_repeats_itself(model: str) -> None:
+    """scripts/shape_control.py (README, seventh round): the pretrain stage's image tower, seeded runs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("shape_control", REPO / "scripts" / "shape_control.py")
+    assert spec is not None and spec.loader is not None
+    control = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(control)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    tower = control.vit_classifier(params, len(SHAPES), "cls")[0]
+    clip = PretrainConfig.from_params(params).clip
+    assert (tower.conv1.kernel_size, tower.transformer.width, len(tower.transformer.resblocks)) == (
+        (clip.patch_size, clip.patch_size),
+        clip.vision_width,
+        clip.vision_layers,
+    )
+    args = ["--model", model, "--steps", "4", "--warmup", "1", "--batch-size", "8"]
+    args += [
+        "--pool-size",
+        "64",
+        "--test-size",
+        "32",
+        "--eval-every",
+        "2",
+        "--params",
+        str(REPO / "params.yaml"),
+    ]
+    first, second = control.main(args), control.main(args)
+    assert [row["step"] for row in first] == [2, 4]
+    assert all(np.isfinite(row["loss"]) and 0.0 <= row["top1"] <= 1.0 for row in first)
+    assert first == second

@@ -1,0 +1,127 @@
+"""Supervised shape control (README, "seventh round"): how fast can a network learn shape from these stills?
+
+    python scripts/shape_control.py --model vit --lr 1e-3   # the demo's CLIP image tower + a linear head
+    python scripts/shape_control.py --model cnn --lr 2e-3   # a small convolutional net, same data and loop
+
+A diagnostic, not part of the pipeline. The zero-shot shape target asks the contrastive CLIP for what
+this trains directly: cross-entropy on the main object's shape. Training stills are a fixed pool from
+`held_out_stills` (its own seed, drawn with replacement), scored on independent stills; the image
+tower is built from `pretrain.clip` in params.yaml exactly as the `pretrain` stage builds it. One
+thread, seeded: a run repeats its numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import open_clip
+import torch
+import yaml
+from torch import nn
+
+from eva.data.demo import SHAPES
+from eva.models.tiny import build_tiny_open_clip
+from eva.pretrain.clip import normalise
+from eva.pretrain.run import PretrainConfig
+from eva.pretrain.schedule import warmup_cosine
+from eva.pretrain.stills import held_out_stills
+
+
+def shape_stills(seed: int, count: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 `[N, 3, S, S]` stills and their main object's shape index (`SHAPES` order)."""
+    images, words = held_out_stills(seed, count, size)
+    names = list(SHAPES)
+    return images, torch.tensor([names.index(w.shape) for w in words])
+
+
+def small_cnn(classes: int) -> nn.Module:
+    """Four 3x3 conv + BatchNorm + ReLU + 2x2 max-pool blocks (32-64-96-96), global average pool, linear."""
+    layers: list[nn.Module] = []
+    for c_in, c_out in ((3, 32), (32, 64), (64, 96), (96, 96)):
+        layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(96, classes))
+
+
+def vit_classifier(params: dict, classes: int, pool: str) -> nn.Module:
+    """The demo's CLIP image tower (`pretrain.clip`, open_clip's initialisation) with a linear head."""
+    config = PretrainConfig.from_params(params)
+    visual = build_tiny_open_clip(config.clip, seed=config.seed).visual
+    if pool != "cls":
+        visual.pool_type = pool  # open_clip VisionTransformer: "tok" (CLS) or "avg" (mean of patch tokens)
+    return nn.Sequential(visual, nn.Linear(config.clip.embed_dim, classes))
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 250) -> float:
+    model.eval()
+    mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
+    hits = sum(
+        int((model(normalise(images[i : i + batch], mean, std)).argmax(1) == labels[i : i + batch]).sum())
+        for i in range(0, len(images), batch)
+    )
+    model.train()
+    return hits / len(images)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, float]]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", choices=("vit", "cnn"), default="vit")
+    parser.add_argument("--pool", choices=("cls", "avg"), default="cls", help="vit: CLS token or token mean")
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.1)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--pool-size", type=int, default=64_000, help="training stills rendered once")
+    parser.add_argument("--test-size", type=int, default=1_000)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+
+    with open(args.params, encoding="utf-8") as f:
+        params = yaml.safe_load(f)
+    size = int(params["pretrain"]["image_size"])
+    train_x, train_y = shape_stills(5, args.pool_size, size)  # seeds apart from the pretrain stage's streams
+    test_x, test_y = shape_stills(1, args.test_size, size)
+    classes = len(SHAPES)
+    torch.manual_seed(0)
+    model = vit_classifier(params, classes, args.pool) if args.model == "vit" else small_cnn(classes)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.98)
+    )
+    scheduler = warmup_cosine(optimizer, args.warmup, args.steps)
+    mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
+    draw = torch.Generator().manual_seed(0)
+    losses: list[float] = []
+    history: list[dict[str, float]] = []
+    start = time.monotonic()
+    for step in range(1, args.steps + 1):
+        index = torch.randint(len(train_x), (args.batch_size,), generator=draw)
+        loss = nn.functional.cross_entropy(model(normalise(train_x[index], mean, std)), train_y[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        if step % args.eval_every == 0 or step == args.steps:
+            row = {
+                "step": step,
+                "loss": float(np.mean(losses[-args.eval_every :])),
+                "top1": accuracy(model, test_x, test_y),
+            }
+            history.append(row)
+            print(
+                f"step {step}/{args.steps}: train loss {row['loss']:.3f}, shape top-1 {100 * row['top1']:.1f}% "
+                f"(chance {100 / classes:.1f}%), {time.monotonic() - start:.0f} s",
+                flush=True,
+            )
+    return history
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)  # the README's numbers: one thread (a thread count can change float sums)
+    main()
