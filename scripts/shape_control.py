@@ -6,8 +6,9 @@
 A diagnostic, not part of the pipeline. The zero-shot shape target asks the contrastive CLIP for what
 this trains directly: cross-entropy on the main object's shape. Training stills are a fixed pool from
 `held_out_stills` (its own seed, drawn with replacement), scored on independent stills; the image
-tower is built from `pretrain.clip` in params.yaml exactly as the `pretrain` stage builds it. One
-thread, seeded: a run repeats its numbers.
+tower is built from `pretrain.clip` in params.yaml exactly as the `pretrain` stage builds it, and
+trained by the stage's own loop (`eva.pretrain.schedule.train_steps`). One thread, seeded: a run
+repeats its numbers.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from eva.data.demo import SHAPES
 from eva.models.tiny import build_tiny_open_clip
 from eva.pretrain.clip import normalise
 from eva.pretrain.run import PretrainConfig
-from eva.pretrain.schedule import warmup_cosine
+from eva.pretrain.schedule import Schedule, train_steps
 from eva.pretrain.stills import held_out_stills
 
 
@@ -90,35 +91,43 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     classes = len(SHAPES)
     torch.manual_seed(0)
     model = vit_classifier(params, classes, args.pool) if args.model == "vit" else small_cnn(classes)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.98)
+    schedule = Schedule(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup,
     )
-    scheduler = warmup_cosine(optimizer, args.warmup, args.steps)
     mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
     draw = torch.Generator().manual_seed(0)
+    batches = (torch.randint(len(train_x), (args.batch_size,), generator=draw) for _ in range(args.steps))
     losses: list[float] = []
     history: list[dict[str, float]] = []
     start = time.monotonic()
-    for step in range(1, args.steps + 1):
-        index = torch.randint(len(train_x), (args.batch_size,), generator=draw)
+
+    def loss_of(index: torch.Tensor) -> torch.Tensor:
         loss = nn.functional.cross_entropy(model(normalise(train_x[index], mean, std)), train_y[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
         losses.append(loss.item())
-        if step % args.eval_every == 0 or step == args.steps:
-            row = {
-                "step": step,
-                "loss": float(np.mean(losses[-args.eval_every :])),
-                "top1": accuracy(model, test_x, test_y),
-            }
-            history.append(row)
-            print(
-                f"step {step}/{args.steps}: train loss {row['loss']:.3f}, shape top-1 {100 * row['top1']:.1f}% "
-                f"(chance {100 / classes:.1f}%), {time.monotonic() - start:.0f} s",
-                flush=True,
-            )
+        return loss
+
+    def score() -> None:  # after each step: the held-out top-1 every `--eval-every` steps
+        step = len(losses)
+        if step % args.eval_every and step != args.steps:
+            return
+        row = {
+            "step": step,
+            "loss": float(np.mean(losses[-args.eval_every :])),
+            "top1": accuracy(model, test_x, test_y),
+        }
+        history.append(row)
+        print(
+            f"step {step}/{args.steps}: train loss {row['loss']:.3f}, shape top-1 {100 * row['top1']:.1f}% "
+            f"(chance {100 / classes:.1f}%), {time.monotonic() - start:.0f} s",
+            flush=True,
+        )
+
+    # the pretrain stage's own loop: AdamW (decay on matrices only), linear warmup, cosine decay
+    train_steps(model, batches, schedule, loss_of, name=f"shape control ({args.model})", after_step=score)
     return history
 
 
