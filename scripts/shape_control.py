@@ -29,6 +29,8 @@ from eva.pretrain.run import PretrainConfig
 from eva.pretrain.schedule import Schedule, train_steps
 from eva.pretrain.stills import held_out_stills
 
+MEAN, STD = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD  # what the CLIP's preprocessing uses
+
 
 def shape_stills(seed: int, count: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 `[N, 3, S, S]` stills and their main object's shape index (`SHAPES` order)."""
@@ -45,9 +47,8 @@ def small_cnn(classes: int) -> nn.Module:
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(96, classes))
 
 
-def vit_classifier(params: dict, classes: int, pool: str) -> nn.Module:
+def vit_classifier(config: PretrainConfig, classes: int, pool: str) -> nn.Module:
     """The demo's CLIP image tower (`pretrain.clip`, open_clip's initialisation) with a linear head."""
-    config = PretrainConfig.from_params(params)
     visual = build_tiny_open_clip(config.clip, seed=config.seed).visual
     if pool != "cls":
         visual.pool_type = pool  # open_clip VisionTransformer: "tok" (CLS) or "avg" (mean of patch tokens)
@@ -57,9 +58,8 @@ def vit_classifier(params: dict, classes: int, pool: str) -> nn.Module:
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 250) -> float:
     model.eval()
-    mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
     hits = sum(
-        int((model(normalise(images[i : i + batch], mean, std)).argmax(1) == labels[i : i + batch]).sum())
+        int((model(normalise(images[i : i + batch], MEAN, STD)).argmax(1) == labels[i : i + batch]).sum())
         for i in range(0, len(images), batch)
     )
     model.train()
@@ -84,13 +84,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     args = parser.parse_args(argv)
 
     with open(args.params, encoding="utf-8") as f:
-        params = yaml.safe_load(f)
-    size = int(params["pretrain"]["image_size"])
+        config = PretrainConfig.from_params(yaml.safe_load(f))  # checked as the pretrain stage checks it
+    size = config.image_size
     train_x, train_y = shape_stills(5, args.pool_size, size)  # seeds apart from the pretrain stage's streams
     test_x, test_y = shape_stills(1, args.test_size, size)
     classes = len(SHAPES)
     torch.manual_seed(0)
-    model = vit_classifier(params, classes, args.pool) if args.model == "vit" else small_cnn(classes)
+    model = vit_classifier(config, classes, args.pool) if args.model == "vit" else small_cnn(classes)
     schedule = Schedule(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -98,7 +98,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         weight_decay=args.weight_decay,
         warmup_steps=args.warmup,
     )
-    mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
     draw = torch.Generator().manual_seed(0)
     batches = (torch.randint(len(train_x), (args.batch_size,), generator=draw) for _ in range(args.steps))
     losses: list[float] = []
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     start = time.monotonic()
 
     def loss_of(index: torch.Tensor) -> torch.Tensor:
-        loss = nn.functional.cross_entropy(model(normalise(train_x[index], mean, std)), train_y[index])
+        loss = nn.functional.cross_entropy(model(normalise(train_x[index], MEAN, STD)), train_y[index])
         losses.append(loss.item())
         return loss
 

@@ -206,25 +206,16 @@ def test_the_shape_control_trains_the_demo_tower_and_repeats_itself(model: str) 
     assert spec is not None and spec.loader is not None
     control = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(control)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    tower = control.vit_classifier(params, len(SHAPES), "cls")[0]
-    clip = PretrainConfig.from_params(params).clip
+    config = PretrainConfig.from_params(yaml.safe_load((REPO / "params.yaml").read_text()))
+    tower = control.vit_classifier(config, len(SHAPES), "cls")[0]
+    clip = config.clip
     assert (tower.conv1.kernel_size, tower.transformer.width, len(tower.transformer.resblocks)) == (
         (clip.patch_size, clip.patch_size),
         clip.vision_width,
         clip.vision_layers,
     )
-    args = ["--model", model, "--steps", "4", "--warmup", "1", "--batch-size", "8"]
-    args += [
-        "--pool-size",
-        "64",
-        "--test-size",
-        "32",
-        "--eval-every",
-        "2",
-        "--params",
-        str(REPO / "params.yaml"),
-    ]
+    args = ["--model", model, "--steps", "4", "--warmup", "1", "--batch-size", "8", "--pool-size", "64"]
+    args += ["--test-size", "32", "--eval-every", "2", "--params", str(REPO / "params.yaml")]
     first, second = control.main(args), control.main(args)
     assert [row["step"] for row in first] == [2, 4]
     assert all(np.isfinite(row["loss"]) and 0.0 <= row["top1"] <= 1.0 for row in first)
