@@ -3,6 +3,7 @@
     python scripts/results_table.py queue     # dvc exp run --queue: 14 configurations x 3 seeds
     python scripts/results_table.py queue --only 'cmp-eva-*'  # a subset, by experiment-name pattern
     dvc queue start -j 1                      # run them (one at a time on a small machine)
+    OMP_NUM_THREADS=1 dvc queue start -j 2    # two at a time, one thread each (2 x 2 threads: 5x slower)
     python scripts/results_table.py wait      # block until the queue is empty
     python scripts/results_table.py table     # markdown table from `dvc exp show --json`
 
