@@ -2,6 +2,7 @@
 
     python scripts/shape_control.py --model vit --lr 1e-3   # the demo's CLIP image tower + a linear head
     python scripts/shape_control.py --model cnn --lr 2e-3   # a small convolutional net, same data and loop
+    python scripts/shape_control.py --stem conv             # the ViT with a convolutional stem (ninth round)
 
 A diagnostic, not part of the pipeline. The zero-shot shape target asks the contrastive CLIP for what
 this trains directly: cross-entropy on the main object's shape. Training stills are a fixed pool from
@@ -47,11 +48,30 @@ def small_cnn(classes: int) -> nn.Module:
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(96, classes))
 
 
-def vit_classifier(config: PretrainConfig, classes: int, pool: str) -> nn.Module:
+def conv_stem(width: int, patch: int) -> nn.Module:
+    """Early convolutions (Xiao et al. 2021): stride-2 3x3 conv + BatchNorm + ReLU blocks down to the
+    patch grid, then a 1x1 conv to the tower's width; `[B, 3, S, S] -> [B, width, S/patch, S/patch]`."""
+    if patch < 2 or patch & (patch - 1):
+        raise ValueError(f"a conv stem needs a power-of-two patch size, got {patch}")
+    layers: list[nn.Module] = []
+    c_in, c_out = 3, max(width // 4, 16)
+    for _ in range(int(np.log2(patch))):
+        layers += [
+            nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
+        ]
+        c_in, c_out = c_out, min(c_out * 2, width)
+    return nn.Sequential(*layers, nn.Conv2d(c_in, width, 1))
+
+
+def vit_classifier(config: PretrainConfig, classes: int, pool: str = "cls", stem: str = "patch") -> nn.Module:
     """The demo's CLIP image tower (`pretrain.clip`, open_clip's initialisation) with a linear head."""
     visual = build_tiny_open_clip(config.clip, seed=config.seed).visual
     if pool != "cls":
         visual.pool_type = pool  # open_clip VisionTransformer: "tok" (CLS) or "avg" (mean of patch tokens)
+    if stem == "conv":  # in place of the patchify conv1 (open_clip reshapes whatever conv1 returns)
+        visual.conv1 = conv_stem(config.clip.vision_width, config.clip.patch_size)
     return nn.Sequential(visual, nn.Linear(config.clip.embed_dim, classes))
 
 
@@ -72,6 +92,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     )
     parser.add_argument("--model", choices=("vit", "cnn"), default="vit")
     parser.add_argument("--pool", choices=("cls", "avg"), default="cls", help="vit: CLS token or token mean")
+    parser.add_argument(
+        "--stem",
+        choices=("patch", "conv"),
+        default="patch",
+        help="vit: open_clip's patchify conv or a conv stem",
+    )
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -90,7 +116,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     test_x, test_y = shape_stills(1, args.test_size, size)
     classes = len(SHAPES)
     torch.manual_seed(0)
-    model = vit_classifier(config, classes, args.pool) if args.model == "vit" else small_cnn(classes)
+    model = (
+        vit_classifier(config, classes, args.pool, args.stem) if args.model == "vit" else small_cnn(classes)
+    )
     schedule = Schedule(
         steps=args.steps,
         batch_size=args.batch_size,

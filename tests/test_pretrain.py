@@ -197,9 +197,10 @@ def test_colours_and_shapes_are_single_caption_words() -> None:
     assert all(" " not in name for name in [*COLOURS, *SHAPES])
 
 
-@pytest.mark.parametrize("model", ["vit", "cnn"])
-def test_the_shape_control_trains_the_demo_tower_and_repeats_itself(model: str) -> None:
-    """scripts/shape_control.py (README, seventh round): the pretrain stage's image tower, seeded runs."""
+@pytest.mark.parametrize("model", [["--model", "vit"], ["--model", "cnn"], ["--stem", "conv"]], ids=" ".join)
+def test_the_shape_control_trains_the_demo_tower_and_repeats_itself(model: list[str]) -> None:
+    """scripts/shape_control.py (README, seventh and ninth rounds): the pretrain stage's image tower,
+    with open_clip's patchify conv or a conv stem to the same token grid, and a CNN; seeded runs."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("shape_control", REPO / "scripts" / "shape_control.py")
@@ -207,14 +208,22 @@ def test_the_shape_control_trains_the_demo_tower_and_repeats_itself(model: str) 
     control = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(control)
     config = PretrainConfig.from_params(yaml.safe_load((REPO / "params.yaml").read_text()))
-    tower = control.vit_classifier(config, len(SHAPES), "cls")[0]
+    tower = control.vit_classifier(config, len(SHAPES))[0]
     clip = config.clip
     assert (tower.conv1.kernel_size, tower.transformer.width, len(tower.transformer.resblocks)) == (
         (clip.patch_size, clip.patch_size),
         clip.vision_width,
         clip.vision_layers,
     )
-    args = ["--model", model, "--steps", "4", "--warmup", "1", "--batch-size", "8", "--pool-size", "64"]
+    stem = control.vit_classifier(config, len(SHAPES), stem="conv")[0].conv1
+    grid = config.image_size // clip.patch_size
+    assert stem(torch.zeros(2, 3, config.image_size, config.image_size)).shape == (
+        2,
+        clip.vision_width,
+        grid,
+        grid,
+    )
+    args = [*model, "--steps", "4", "--warmup", "1", "--batch-size", "8", "--pool-size", "64"]
     args += ["--test-size", "32", "--eval-every", "2", "--params", str(REPO / "params.yaml")]
     first, second = control.main(args), control.main(args)
     assert [row["step"] for row in first] == [2, 4]
