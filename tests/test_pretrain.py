@@ -197,25 +197,29 @@ def test_colours_and_shapes_are_single_caption_words() -> None:
     assert all(" " not in name for name in [*COLOURS, *SHAPES])
 
 
-@pytest.mark.parametrize("model", [["--model", "vit"], ["--model", "cnn"], ["--stem", "conv"]], ids=" ".join)
-def test_the_shape_control_trains_the_demo_tower_and_repeats_itself(model: list[str]) -> None:
-    """scripts/shape_control.py (README, seventh and ninth rounds): the pretrain stage's image tower,
-    with open_clip's patchify conv or a conv stem to the same token grid, and a CNN; seeded runs."""
+@pytest.fixture(scope="module")
+def shape_control():
+    """scripts/shape_control.py (README, seventh and ninth rounds), loaded as a module."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("shape_control", REPO / "scripts" / "shape_control.py")
     assert spec is not None and spec.loader is not None
     control = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(control)
+    return control
+
+
+def test_the_shape_control_builds_the_demo_tower_with_either_stem(shape_control) -> None:
+    """The pretrain stage's image tower, with open_clip's patchify conv or a conv stem to the same grid."""
     config = PretrainConfig.from_params(yaml.safe_load((REPO / "params.yaml").read_text()))
-    tower = control.vit_classifier(config, len(SHAPES))[0]
+    tower = shape_control.vit_classifier(config, len(SHAPES))[0]
     clip = config.clip
     assert (tower.conv1.kernel_size, tower.transformer.width, len(tower.transformer.resblocks)) == (
         (clip.patch_size, clip.patch_size),
         clip.vision_width,
         clip.vision_layers,
     )
-    stem = control.vit_classifier(config, len(SHAPES), stem="conv")[0].conv1
+    stem = shape_control.vit_classifier(config, len(SHAPES), stem="conv")[0].conv1
     grid = config.image_size // clip.patch_size
     assert stem(torch.zeros(2, 3, config.image_size, config.image_size)).shape == (
         2,
@@ -223,9 +227,14 @@ def test_the_shape_control_trains_the_demo_tower_and_repeats_itself(model: list[
         grid,
         grid,
     )
+
+
+@pytest.mark.parametrize("model", [["--model", "vit"], ["--model", "cnn"], ["--stem", "conv"]], ids=" ".join)
+def test_the_shape_control_trains_and_repeats_itself(shape_control, model: list[str]) -> None:
+    """Each network of the diagnostic trains in the stage's loop, scores in range, and a seeded run repeats."""
     args = [*model, "--steps", "4", "--warmup", "1", "--batch-size", "8", "--pool-size", "64"]
     args += ["--test-size", "32", "--eval-every", "2", "--params", str(REPO / "params.yaml")]
-    first, second = control.main(args), control.main(args)
+    first, second = shape_control.main(args), shape_control.main(args)
     assert [row["step"] for row in first] == [2, 4]
     assert all(np.isfinite(row["loss"]) and 0.0 <= row["top1"] <= 1.0 for row in first)
     assert first == second
