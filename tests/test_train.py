@@ -422,40 +422,46 @@ class Killed(Exception):
     pass
 
 
-def test_resume_equals_uninterrupted(data: TinyData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("killed_after", [1, 2])
+def test_resume_equals_uninterrupted(
+    data: TinyData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, killed_after: int
+) -> None:
     # Head dropout stays on: resuming must also restore the RNG streams.
-    full = run_training(make_job(data, tmp_path / "full"))
+    full = run_training(make_job(data, tmp_path / "full", epochs=3))
 
     real_save = loop.save_resume
 
     def save_then_die(*args, **kwargs) -> None:
         real_save(*args, **kwargs)
-        raise Killed  # the process dies right after the first epoch's checkpoint
+        if kwargs["epoch"] == killed_after:
+            raise Killed  # the process dies right after this epoch's checkpoint
 
     monkeypatch.setattr(loop, "save_resume", save_then_die)
-    job = make_job(data, tmp_path / "resumed")
+    job = make_job(data, tmp_path / "resumed", epochs=3)
     with pytest.raises(Killed):
         run_training(job)
     assert not job.output.exists()
     monkeypatch.setattr(loop, "save_resume", real_save)
     resumed = run_training(job)
 
-    assert resumed.resumed_from == 1 and full.resumed_from == 0
+    assert resumed.resumed_from == killed_after and full.resumed_from == 0
     for name, value in full.model.tunable_state_dict().items():
-        torch.testing.assert_close(resumed.model.tunable_state_dict()[name], value, rtol=0, atol=1e-6)
+        torch.testing.assert_close(resumed.model.tunable_state_dict()[name], value, rtol=0, atol=0)
     assert resumed.history == full.history and resumed.steps == full.steps
+    # DVC hashes model.pt: a resumed run must write the very bytes of an uninterrupted one
+    assert job.output.read_bytes() == (tmp_path / "full/model.pt").read_bytes()
     for path in ("metrics.json", "plots/metrics/train/loss.tsv", "plots/metrics/val/acc.tsv"):
         assert (tmp_path / "resumed/dvclive" / path).read_text() == (
             tmp_path / "full/dvclive" / path
         ).read_text()
 
 
-def test_a_finished_run_is_not_resumed_after_its_backbone_weights_or_attributes_change(
-    data: TinyData, tmp_path: Path
+def test_a_finished_run_is_never_resumed_and_an_interrupted_one_only_on_the_same_inputs(
+    data: TinyData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # DVC re-runs training when the pretrained backbone or the attributes change; the params stay the
-    # same, so before the run identity covered their contents the finished run's checkpoint was
-    # "resumed" and the old model written again. The inputs are copies, so the shared fixture stays as is.
+    # `dvc repro -f` must retrain: a finished run deletes its resume file. An interrupted run resumes,
+    # but not once the pretrained backbone or the attributes changed under the same params (same
+    # files, same sizes, other bytes). The inputs are copies, so the shared fixture stays as is.
     root = tmp_path / "inputs"
     shutil.copytree(data.root / "attributes", root / "attributes")
     backbone = save_tiny_open_clip(root / "backbone", SPEC, seed=0)
@@ -465,14 +471,30 @@ def test_a_finished_run_is_not_resumed_after_its_backbone_weights_or_attributes_
         root / "attributes/val.parquet",
     )
     assert run_training(job).resumed_from == 0
-    assert run_training(job).resumed_from == job.train.epochs  # unchanged: the finished run itself
+    assert not list(job.checkpoint_root.rglob("*.pt"))  # finished: nothing left to resume
+    assert run_training(job).resumed_from == 0
 
+    real_save = loop.save_resume
+
+    def save_then_die(*args, **kwargs) -> None:
+        real_save(*args, **kwargs)
+        raise Killed
+
+    def interrupt() -> None:
+        monkeypatch.setattr(loop, "save_resume", save_then_die)
+        with pytest.raises(Killed):
+            run_training(job)
+        monkeypatch.setattr(loop, "save_resume", real_save)
+
+    interrupt()
     save_tiny_open_clip(root / "backbone", SPEC, seed=1)  # re-pretrained: same files, same sizes
     assert run_training(job).resumed_from == 0
-    assert run_training(job).resumed_from == job.train.epochs
+    interrupt()
     ids = pq.read_table(job.train_attributes, columns=["video_id"]).column("video_id").to_pylist()
     write_table(job.train_attributes, rows_to_table(_attribute_rows(ids, seed=7), META))  # recomputed
     assert run_training(job).resumed_from == 0
+    interrupt()
+    assert run_training(job).resumed_from == 1  # same inputs: the interrupted run continues
 
 
 @pytest.mark.parametrize("size", [1000, (3 << 20) // 2, 5 << 20])  # < 1 MiB, between 1 and 2, > 2

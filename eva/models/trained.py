@@ -7,6 +7,7 @@ the run): the frozen backbone is rebuilt from `model.backbone.*`. Written atomic
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,29 @@ from eva.models.classifier import ModelConfig, VideoClassifier, build_model
 from eva.utils.io import atomic_path
 
 
+def _canonical(obj: Any) -> Any:
+    """A copy of `obj` whose pickle depends on its values alone: containers rebuilt, strings interned.
+
+    pickle writes an object it has seen before as a back-reference, so the same history would pickle
+    to other bytes when some of its strings came from a resume file (one object per occurrence)
+    and others from the code (one shared constant): a resumed run's model.pt differed from an
+    uninterrupted run's by exactly that.
+    """
+    if isinstance(obj, str):
+        return sys.intern(str(obj))
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_canonical(v) for v in obj)
+    return obj
+
+
 def save_torch(obj: dict[str, Any], path: str | Path) -> None:
-    """`torch.save` to `path` atomically, with the same bytes for the same object."""
+    """`torch.save` to `path` atomically, with the same bytes for the same values."""
     # Through a file object: given a path, torch.save names the archive's root folder after the
     # (random) temporary file name, so identical weights would give different bytes each run.
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
+        torch.save(_canonical(obj), f)
 
 
 def save_trained_model(

@@ -9,7 +9,8 @@ One run = `run_training(job)`, called by every torchrun process. What makes it r
   per-rank seed; data randomness is per video (seed, epoch, video id).
 * After every epoch the resume file `checkpoints/<hash>/last.pt` captures weights, optimiser,
   scheduler, grad scaler and every rank's RNG states; a restarted run with the same params and
-  data continues from it and ends bit-identical to an uninterrupted one.
+  data continues from it and writes a model.pt byte-identical to an uninterrupted one's. A run that
+  finishes deletes its resume file, so a forced re-run (`dvc repro -f`) trains from scratch.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,6 +53,7 @@ from eva.data.clips import (
 )
 from eva.methods import get_method
 from eva.models import ModelConfig, VideoClassifier, build_model
+from eva.models.layer_norm import thread_invariant_layer_norms
 from eva.models.loading import weights_fingerprint
 from eva.train.checkpoint import (
     capture_rng_state,
@@ -380,6 +383,8 @@ def _run(job: TrainJob, env: DistEnv) -> TrainResult:
             history=run.history,
         )
         log.info("wrote %s", job.output)
+        if run.checkpoint is not None:  # finished: only an interrupted run resumes (`dvc repro -f` retrains)
+            shutil.rmtree(run.checkpoint.parent, ignore_errors=True)
     run.logger.end()
     _barrier(env)
     return TrainResult(model=run.model, history=run.history, steps=run.step_log, resumed_from=run.start_epoch)
@@ -470,7 +475,7 @@ def _build_optimisation(job: TrainJob, env: DistEnv, optimiser_steps: int) -> _O
     """The model (same tunable init on every rank), the recipe's optimiser, warmup-cosine and AMP."""
     cfg = job.train
     torch.manual_seed(cfg.seed)  # identical tunable initialisation on every rank
-    model = build_model(job.model).to(env.device)
+    model = thread_invariant_layer_norms(build_model(job.model).to(env.device))  # same bits on any thread count
     torch.manual_seed(derive_seed(cfg.seed, "rank", env.rank))  # independent dropout per rank
     # (build_model logs the tunable vs total parameter counts and the tunable tensor names.)
     recipe = cfg.scaled_recipe
