@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from av.video.reformatter import Interpolation
 
 from eva.config import BOOLEAN, check_fields, integer, number, section_values, setting
 from eva.data.index import INDEX_SCHEMA
@@ -47,6 +48,8 @@ TAR_MTIME = 946684800  # 2000-01-01 UTC: fixed so identical samples give identic
 TAR_OWNER = "eva"
 MAX_KEY_CHARS = 80  # member names stay under USTAR's 100-char limit (key + ".NNN.jpg")
 WORKER_START_TIMEOUT_S = 120.0
+# swscale flags of the one resize: bilinear, with the rounding of its C reference on every CPU
+RESIZE = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.BITEXACT
 
 
 @dataclass(frozen=True)
@@ -221,10 +224,12 @@ def resize_frame(frame: Any, short_side: int) -> Any:
     """Decoded `av.VideoFrame` -> RGB PIL image with the short side at `short_side` (aspect kept).
 
     One swscale call converts and scales (bilinear), cheaper than converting at full size first.
+    Bit-exact flags: swscale's SIMD paths (SSSE3, AVX2, AVX-512) otherwise round differently, so
+    machines with other vector units would store other pixels.
     The one resize of the stage; tests and the benchmark apply it to their reference decode too.
     """
     width, height = short_side_size(frame.height, frame.width, short_side)
-    return frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR").to_image()
+    return frame.reformat(width=width, height=height, format="rgb24", interpolation=RESIZE).to_image()
 
 
 @dataclass
