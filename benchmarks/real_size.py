@@ -223,8 +223,10 @@ def main() -> None:
             cost = run_stage(stage, project, env)
             items, unit = stage_items(stage, project, args)
             rows.append((stage, items, unit, cost))
+        timings = project / "metrics" / "timings"  # what the stages measured of the machine
         evaluation = json.loads((project / "metrics" / "eval.json").read_text())
-        phases = json.loads((project / "metrics" / "attributes.json").read_text())["seconds"]
+        evaluation |= json.loads((timings / "evaluate.json").read_text())
+        phases = json.loads((timings / "attributes.json").read_text())["seconds"]
 
     print(f"\nreal-size pipeline on {args.device}: CLIP ViT-B/16 + BLIP-base (random), 224 px, "
           f"T={args.frames}, K={args.keyframes}, batch {args.batch_size}, eva stage 2")  # fmt: skip

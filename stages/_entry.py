@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
 USER_ERROR_EXIT = 2
@@ -21,6 +22,42 @@ USER_ERROR_EXIT = 2
 USER_ERROR_DIR = "EVA_USER_ERROR_DIR"
 
 log = logging.getLogger("eva.stages")
+
+# What a run measured about the machine and the cache rather than the data: kept out of the declared
+# outputs (they would change the files DVC and git track on every run) and written, per stage, to
+# metrics/timings/<stage>.json, which is neither tracked nor declared.
+TIMINGS_DIR = Path("metrics/timings")
+RUN_KEYS = frozenset(
+    {"seconds", "seconds_note", "videos_per_second", "throughput_clips_per_s", "peak_memory_mb",
+     "device", "cache_key", "shards_reused", "videos_computed"}
+)  # fmt: skip
+
+
+def split_run_facts(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(`values` without RUN_KEYS at any depth, those keys alone in the same nesting)."""
+    kept: dict[str, Any] = {}
+    facts: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in RUN_KEYS:
+            facts[key] = value
+        elif isinstance(value, Mapping):
+            inner_kept, inner_facts = split_run_facts(value)
+            kept[key] = inner_kept
+            if inner_facts:
+                facts[key] = inner_facts
+        else:
+            kept[key] = value
+    return kept, facts
+
+
+def write_summary(path: str | Path, values: Mapping[str, Any], stage: str, *, sort_keys: bool = True) -> None:
+    """Write `values` to `path` (a tracked output: the same bytes for the same data) and their
+    timings, throughput and cache facts to metrics/timings/<stage>.json."""
+    from eva.utils.io import write_json
+
+    kept, facts = split_run_facts(values)
+    write_json(TIMINGS_DIR / f"{stage}.json", facts)
+    write_json(path, kept, sort_keys=sort_keys)
 
 
 def user_error_message(err: BaseException) -> str:

@@ -16,9 +16,9 @@ from eva.attributes.store import AttributeStore
 from eva.data.shards import list_shards
 from eva.models.tiny import demo_pretrained_scores, is_random_weights
 from eva.utils.dist import worker_slot
-from eva.utils.io import atomic_dir, atomic_path, write_json
+from eva.utils.io import atomic_dir, atomic_path
 from eva.utils.log import setup_logging
-from stages._entry import run_stage
+from stages._entry import run_stage, write_summary
 from stages._params import dataset_name, load_params
 
 log = logging.getLogger("eva.stages.attributes")
@@ -54,7 +54,7 @@ def main() -> None:
     )
     with atomic_path(GALLERY) as tmp:
         tmp.write_text(page, encoding="utf-8")
-    write_json(METRICS, {"dataset": name, **run.metrics})  # last: the run's "done" mark
+    write_summary(METRICS, {"dataset": name, **run.metrics}, "attributes")  # last: the run's "done" mark
     for split_name, counts in run.metrics["splits"].items():
         log.info(
             "attributes %s: %d/%d videos written, %d skipped -> %s",

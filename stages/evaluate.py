@@ -17,7 +17,7 @@ from eva.models.trained import load_trained_model
 from eva.report import format_run_table
 from eva.utils.io import write_json
 from eva.utils.log import setup_logging
-from stages._entry import run_stage
+from stages._entry import run_stage, write_summary
 from stages._params import dataset_name, load_params
 
 log = logging.getLogger("eva.stages.evaluate")
@@ -44,8 +44,9 @@ def main() -> None:
         device=device,
     )
     stage = checkpoint["stage"]
-    metrics = eval_metrics(result, model, dataset=name, stage=stage, clips=clips, crops=crops)
-    write_json("metrics/eval.json", metrics)
+    seed = int(checkpoint["params"]["train"]["seed"])
+    metrics = eval_metrics(result, model, dataset=name, stage=stage, seed=seed, clips=clips, crops=crops)
+    write_summary("metrics/eval.json", metrics, "evaluate", sort_keys=False)
     write_per_class_csv("metrics/per_class.csv", result.report, classes)
     predicted = result.scores.argmax(dim=1)
     write_json("metrics/plots/confusion.json", confusion_records(result.labels, predicted, classes))

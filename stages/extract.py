@@ -14,9 +14,9 @@ from pathlib import Path
 from eva.data.extract import ExtractConfig, extract_shards
 from eva.data.index import read_index
 from eva.utils.dist import worker_slot
-from eva.utils.io import atomic_dir, write_json
+from eva.utils.io import atomic_dir
 from eva.utils.log import setup_logging
-from stages._entry import run_stage
+from stages._entry import run_stage, write_summary
 from stages._params import dataset_name, load_params
 
 log = logging.getLogger("eva.stages.extract")
@@ -42,7 +42,7 @@ def main() -> None:
     if slot.world_size > 1:
         metrics = metrics.with_name(f"extract.rank{slot.rank}-of-{slot.world_size}.json")
     summary = result.metrics()
-    write_json(metrics, summary)
+    write_summary(metrics, summary, "extract")
     log.info(
         "extract: %d written, %d failed, %d shards, %.1f videos/s -> %s",
         summary["written"], summary["failed"], summary["shards"], summary["videos_per_second"], metrics,

@@ -16,7 +16,7 @@ import torch
 from eva.pretrain.run import PretrainConfig, run_pretraining
 from eva.utils.io import write_json
 from eva.utils.log import setup_logging
-from stages._entry import run_stage
+from stages._entry import run_stage, write_summary
 from stages._params import load_params
 
 log = logging.getLogger("eva.stages.pretrain")
@@ -29,7 +29,7 @@ def main() -> None:
     start = time.monotonic()
     result = run_pretraining(cfg)
     metrics = result["metrics"] | {"seconds": round(time.monotonic() - start, 1)}
-    write_json("metrics/pretrain.json", metrics)
+    write_summary("metrics/pretrain.json", metrics, "pretrain")
     curves = result["curves"]
     write_json(
         "metrics/plots/pretrain_loss.json",

@@ -171,3 +171,21 @@ def test_lr_scale_multiplies_the_recipe_of_its_optimiser_only(method: str, optim
     assert train.scaled_recipe.lr == pytest.approx(published["lr"] * factor)
     assert train.scaled_recipe.backbone_lr == pytest.approx(published["backbone_lr"] * factor)
     assert train.scaled_recipe.optimizer == optimizer
+
+
+def test_params_yaml_is_written_as_dvc_writes_it_back() -> None:
+    """`dvc exp run -S k=v` rewrites params.yaml through DVC's YAML round trip: with an unchanged value
+    the file must stay byte-identical (no quoting, wrapping or list-style churn in `git diff`)."""
+    import shutil
+    import tempfile
+
+    from dvc.utils.serialize import modify_yaml
+
+    source = Path(__file__).resolve().parents[1] / "params.yaml"
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "params.yaml"
+        shutil.copy(source, copy)
+        with modify_yaml(str(copy)) as data:
+            data["stage"] = data["stage"]
+            data["train"]["epochs"] = data["train"]["epochs"]
+        assert copy.read_bytes() == source.read_bytes()

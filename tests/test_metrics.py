@@ -1,4 +1,6 @@
 import csv
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -266,3 +268,29 @@ def test_only_experiments_on_the_workspaces_inputs_count():
     assert runs == {"cmp-aim-s1-seed0": 0.8, "cmp-aim-s1-seed1": 0.7}
     with pytest.raises(ValueError, match="workspace"):
         current_experiments(shown[1:])
+
+
+def test_timings_and_cache_facts_leave_the_tracked_summary(tmp_path: Path, monkeypatch) -> None:
+    """A re-run on another machine must not change a tracked byte: seconds, rates, memory and cache
+    facts go to the untracked metrics/timings/<stage>.json, at the nesting they had."""
+    from stages._entry import write_summary
+
+    monkeypatch.chdir(tmp_path)
+    summary = {
+        "top1": 0.5,
+        "seconds": 3.0,
+        "clip": {"steps": 2, "seconds": 1.0},
+        "config": {"cache_key": "abc", "keyframes": 4},
+    }
+    write_summary("summary.json", summary, "stage", sort_keys=False)
+    assert json.loads((tmp_path / "summary.json").read_text()) == {
+        "top1": 0.5,
+        "clip": {"steps": 2},
+        "config": {"keyframes": 4},
+    }
+    assert next(iter(json.loads((tmp_path / "summary.json").read_text()))) == "top1"  # order kept
+    assert json.loads((tmp_path / "metrics/timings/stage.json").read_text()) == {
+        "seconds": 3.0,
+        "clip": {"seconds": 1.0},
+        "config": {"cache_key": "abc"},
+    }

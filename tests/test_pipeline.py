@@ -88,10 +88,14 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_repro_then_noop_then_stage2_experiment(project: Path) -> None:
     ran, _ = _run(["dvc", "repro"], project)
-    assert ran == ["demo_data", "pretrain", "index", "extract", "attributes", "train", "evaluate"]
+    assert ran == ["check", "demo_data", "pretrain", "index", "extract", "attributes", "train", "evaluate"]
 
     metrics = json.loads((project / "metrics/eval.json").read_text())
     assert metrics["dataset"] == "demo" and metrics["stage"] == 1 and metrics["method"] == "eva"
+    assert list(metrics)[:3] == ["top1", "top5", "mean_class_accuracy"]  # the column exp show keeps
+    assert metrics["seed"] == 0 and metrics["loss"] > 0
+    assert "throughput_clips_per_s" not in metrics  # machine facts: metrics/timings/evaluate.json
+    assert "throughput_clips_per_s" in json.loads((project / "metrics/timings/evaluate.json").read_text())
     # eva scores each of the 2 clips x 3 crops once per attribute keyframe (TINY attributes.keyframes: 2)
     assert metrics["videos"] == 8 and metrics["keyframes"] == 2 and metrics["views"] == 6 * 2
     assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
@@ -147,7 +151,8 @@ def test_repro_then_noop_then_stage2_experiment(project: Path) -> None:
     assert ran == [] and "Data and pipelines are up to date" in out
 
     ran, _ = _run(["dvc", "exp", "run", "-S", "stage=2"], project)
-    assert ran == ["train", "evaluate"]
+    # every params change is checked; nothing else re-runs for it
+    assert ran == ["check", "train", "evaluate"]
     assert json.loads((project / "metrics/eval.json").read_text())["stage"] == 2
     diff = subprocess.run(
         ["dvc", "metrics", "diff", "--json"], cwd=project, env=ENV, capture_output=True, text=True, check=True
@@ -165,9 +170,86 @@ def test_repro_then_noop_then_stage2_experiment(project: Path) -> None:
         ],
         project,
     )  # fmt: skip
-    assert ran == ["train", "evaluate"]
+    assert ran == ["check", "train", "evaluate"]
     metrics = json.loads((project / "metrics/eval.json").read_text())
     assert metrics["videos"] == 8 and 0.0 <= metrics["top1"] <= 1.0
     card = (project / "models/demo/README.md").read_text()
     assert "backbone_family: videomae" in card and "base_model: models/pretrained/videomae" in card
     assert "backbone has random weights" in card
+
+
+def _tracked_outputs(project: Path) -> dict[str, bytes]:
+    """Every file a stage wrote that DVC or git tracks (the last good state of the workspace)."""
+    roots = ("models/demo", "dvclive", "metrics", "data/index", "attributes/demo", "shards/demo")
+    files = [p for root in roots for p in (project / root).rglob("*") if p.is_file()]
+    return {
+        str(p.relative_to(project)): p.read_bytes()
+        for p in files
+        if "timings" not in p.parts and p.name != ".gitignore"
+    }
+
+
+def _at_baseline(project: Path) -> None:
+    """The committed params, lock and outputs in the workspace (the tests above leave experiments there)."""
+    tracked = subprocess.run(["git", "ls-files", "dvc.lock"], cwd=project, capture_output=True, text=True)
+    if not tracked.stdout.strip():  # run alone: make and commit the baseline first
+        _run(["dvc", "repro"], project)
+        subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+        subprocess.run(
+            ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "baseline"],
+            cwd=project,
+            check=True,
+        )
+    subprocess.run(["git", "checkout", "--", "params.yaml", "dvc.lock"], cwd=project, check=True)
+    _run(["dvc", "checkout", "--force"], project)
+    status = subprocess.run(["dvc", "status"], cwd=project, env=ENV, capture_output=True, text=True)
+    assert "up to date" in status.stdout, status.stdout
+
+
+def _run_failing(args: list[str], cwd: Path) -> str:
+    proc = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
+    assert proc.returncode != 0, f"{' '.join(args)} succeeded:\n{proc.stdout}{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("model.method=nonsense", "`model.method` must be one of"),
+        ("stage=3", "`stage` must be one of 1, 2"),
+        ("train.epochs=0", "`train.epochs` must be an integer >= 1"),
+        ("+train.bogus=1", "unknown keys ['train.bogus']"),
+        ("+bogus=1", "unknown top-level keys ['bogus']"),
+        ("dataset.root=/data/does-not-exist", "`dataset.root`: folder '/data/does-not-exist' does not exist"),
+        ("attributes.captioner=models/pretrained/captionr", "`attributes.captioner`: weights"),
+    ],
+)
+def test_a_failed_experiment_costs_nothing(project: Path, setting: str, message: str) -> None:
+    """The check stage fails before DVC removes any output: the last good state stays, unchanged."""
+    _at_baseline(project)
+    before = _tracked_outputs(project)
+    params = (project / "params.yaml").read_bytes()
+    out = _run_failing(["dvc", "exp", "run", "-S", setting], project)
+    assert message in out, out[-3000:]
+    assert "Running stage 'check'" in out and "Running stage 'train'" not in out
+    # DVC leaves the failed value in params.yaml (with its old size and mtime, so `git checkout`
+    # may see no change): put the good params back as a user would.
+    (project / "params.yaml").write_bytes(params)
+    assert _tracked_outputs(project) == before
+    status = subprocess.run(["dvc", "status"], cwd=project, env=ENV, capture_output=True, text=True)
+    assert "up to date" in status.stdout, status.stdout
+
+
+@pytest.mark.slow
+def test_checkout_restores_what_training_wrote_and_a_forced_run_retrains(project: Path) -> None:
+    _at_baseline(project)
+    before = _tracked_outputs(project)
+    shutil.rmtree(project / "dvclive")
+    (project / "models/demo/model.pt").unlink()
+    _run(["dvc", "checkout"], project)
+    assert _tracked_outputs(project) == before
+
+    ran, out = _run(["dvc", "repro", "-f", "-s", "train"], project)
+    assert ran == ["train"] and "resuming" not in out  # a finished run leaves nothing to resume
+    assert _tracked_outputs(project) == before  # and retraining from scratch gives the same bytes

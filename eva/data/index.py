@@ -89,6 +89,8 @@ class DatasetConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, "dataset")
+        if self.name in ("ucf101", "hmdb51"):
+            _official_split(self.split, self.name)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> DatasetConfig:

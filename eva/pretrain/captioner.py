@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from eva.models.thread_invariant import one_thread
 from eva.models.tiny import TinyCaptionerSpec, build_tiny_captioner
 from eva.pretrain.clip import jpeg_roundtrip
 from eva.pretrain.schedule import Schedule, TrainedSteps, train_steps
@@ -78,8 +77,7 @@ def pretrain_captioner(
         targets = caption_targets(processor, [caption_text(w) for w in batch.words], bos_id)
         return model(pixel_values=pixels, **targets).loss
 
-    with one_thread():  # BLIP's eager softmax backward sums in an order that depends on the thread count
-        trained = train_steps(model, loader, schedule, loss_of, name="captioner", max_grad_norm=1.0)
+    trained = train_steps(model, loader, schedule, loss_of, name="captioner", max_grad_norm=1.0)
     return CaptionerPretrainResult(
         losses=trained.losses, seconds=trained.seconds, model=model.eval(), processor=processor
     )

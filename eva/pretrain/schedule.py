@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from eva.config import check_fields, integer, invalid, number, setting
-from eva.models.thread_invariant import thread_invariant_layer_norms
 from eva.utils.log import progress
 
 log = logging.getLogger(__name__)
@@ -100,7 +99,6 @@ def train_steps(
     `max_grad_norm` clips the gradient norm before each step; `after_step` runs (without grad) after it;
     `lr_scale` (parameter name -> factor) scales a parameter's rate, frozen parameters are left out.
     """
-    thread_invariant_layer_norms(model)  # the same weights on any number of threads
     optimizer = adamw(model, schedule, lr_scale)
     scheduler = warmup_cosine(optimizer, schedule.warmup_steps, schedule.steps)
     losses: list[float] = []

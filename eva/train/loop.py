@@ -54,7 +54,6 @@ from eva.data.clips import (
 from eva.methods import get_method
 from eva.models import ModelConfig, VideoClassifier, build_model
 from eva.models.loading import weights_fingerprint
-from eva.models.thread_invariant import thread_invariant_layer_norms
 from eva.train.checkpoint import (
     capture_rng_state,
     data_fingerprint,
@@ -476,7 +475,6 @@ def _build_optimisation(job: TrainJob, env: DistEnv, optimiser_steps: int) -> _O
     cfg = job.train
     torch.manual_seed(cfg.seed)  # identical tunable initialisation on every rank
     model = build_model(job.model).to(env.device)
-    thread_invariant_layer_norms(model)  # the same weights on any number of threads
     torch.manual_seed(derive_seed(cfg.seed, "rank", env.rank))  # independent dropout per rank
     # (build_model logs the tunable vs total parameter counts and the tunable tensor names.)
     recipe = cfg.scaled_recipe

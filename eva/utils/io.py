@@ -31,10 +31,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
-def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write `obj` as indented, key-sorted JSON (stable bytes for DVC), atomically."""
+def write_json(path: str | os.PathLike[str], obj: Any, *, sort_keys: bool = True) -> None:
+    """Write `obj` as indented JSON, atomically; keys sorted (stable bytes for DVC) unless `obj`'s
+    own order is the one to keep (e.g. metrics whose first key is the column `dvc exp show` keeps)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        text = json.dumps(obj, indent=2, sort_keys=sort_keys, ensure_ascii=False)
+        tmp.write_text(text + "\n", encoding="utf-8")
 
 
 def staging_dir(path: str | os.PathLike[str]) -> Path:

@@ -1,21 +1,26 @@
-"""Same float bits on every x86-64 machine, whatever its vector ISA: one pinned code path per library.
+"""Same float bits on every x86-64 machine, whatever its core count or vector ISA.
 
-Imports neither torch nor numpy: it must run before they load.
+Imports neither torch nor numpy at module level: `pin_cpu_isa` must run before they load.
 
-Two things make CPU results machine-dependent (measured: `docs/reproducibility.md`):
+What made CPU results machine-dependent, and what is pinned (measured: docs/reproducibility.md):
 
 * **ISA dispatch.** ATen, MKL, oneDNN and numpy each pick kernels by the CPU's widest vector ISA.
   AVX-512 kernels sum in another order than AVX2 ones, and ATen's `normal_` even draws other
-  numbers, so an AVX-512 machine trained other weights from the same seed. `pin_cpu_isa` caps
-  every library at one code path through its documented environment variable, which must be set
-  before the library loads: the stages call it first thing (`stages/__init__.py`).
-* **Thread count.** Of all the ops the demo's models run, only LayerNorm's weight and bias
-  gradients depend on it (`eva.models.thread_invariant` fixes that).
+  numbers. `pin_cpu_isa` caps each library at one code path through its documented environment
+  variable. For MKL that is the `COMPATIBLE` branch: Intel documents every other branch as
+  "available only for Intel processors", and on AMD MKL ignores them.
+* **Thread count.** MKL's `COMPATIBLE` branch is reproducible for a fixed number of threads only
+  (small products such as the classifier head's differ between 1 and 2 threads), and ATen's
+  LayerNorm backward adds per-thread partial sums. `configure_torch` therefore fixes torch's
+  intra-op thread count, `EVA_NUM_THREADS` (default 2), whatever the machine's core count or
+  `OMP_NUM_THREADS` says.
+* **oneDNN convolutions** tile by the CPU's cache sizes and differ under another ISA cap:
+  `configure_torch` switches them off (ATen's own convolution is an im2col and an MKL product).
 
-A variable the user sets wins over the pin (e.g. `ATEN_CPU_CAPABILITY=avx512` for speed, at the
-cost of bit-identity with other machines). The video and JPEG codecs need no pin: swscale runs
-with its bit-exact flags (`eva.data.extract.resize_frame`) and libjpeg-turbo's integer DCT is
-bit-exact across its SIMD paths.
+A variable the user sets wins over the pin (e.g. `MKL_CBWR=AUTO EVA_NUM_THREADS=16` for speed, at
+the cost of bit-identity with other machines). The video and JPEG codecs need no pin: swscale runs
+with its bit-exact flags (`eva.data.extract.RESIZE`) and libjpeg-turbo's integer DCT is bit-exact
+across its SIMD paths.
 """
 
 from __future__ import annotations
@@ -27,12 +32,12 @@ from pathlib import Path
 # The ISA every x86-64 machine with AVX2 + FMA (2013 on) runs: one code path per library.
 PINNED_ISA = {
     "ATEN_CPU_CAPABILITY": "avx2",  # ATen's DispatchStub kernels (AVX2 build, not AVX-512)
-    # MKL's conditional bitwise reproducibility: COMPATIBLE is the one branch MKL runs alike on
-    # Intel and AMD (on AMD every other branch is ignored: measured, docs/reproducibility.md).
-    "MKL_CBWR": "COMPATIBLE",
-    "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN's JIT kernels
+    "MKL_CBWR": "COMPATIBLE",  # the one MKL branch that runs alike on Intel and AMD
+    "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN's JIT kernels (its fp32 convolutions are off anyway)
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # numpy's AVX-512 dispatch targets
 }
+THREADS_VARIABLE = "EVA_NUM_THREADS"
+DEFAULT_THREADS = 2  # part of the numerics: another count computes other bits
 _REQUIRED_FLAGS = ("avx2", "fma")
 
 
@@ -48,9 +53,7 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
-def pin_cpu_isa(
-    environ: MutableMapping[str, str] | None = None, flags: set[str] | None = None
-) -> dict[str, str]:
+def pin_cpu_isa(environ: MutableMapping[str, str] | None = None, flags: set[str] | None = None) -> dict[str, str]:
     """Set each library's ISA cap in `environ` (default `os.environ`) unless the user set it.
 
     Only on an x86-64 CPU with AVX2 and FMA (an older CPU keeps its own paths: its results differ in
@@ -65,13 +68,21 @@ def pin_cpu_isa(
     return {name: environ[name] for name in PINNED_ISA if name in environ}
 
 
-def configure_torch() -> None:
-    """Torch-side settings of the pinned numerics; call once torch may load (after `pin_cpu_isa`).
+def pinned_threads(environ: MutableMapping[str, str] | None = None) -> int:
+    """torch's intra-op thread count: `EVA_NUM_THREADS`, default 2 (never the core count)."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(THREADS_VARIABLE, str(DEFAULT_THREADS))
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ValueError(f"{THREADS_VARIABLE} must be an integer >= 1; got {value!r}")
+    return int(value)
 
-    oneDNN's fp32 convolutions (the ViTs' patch embedding) compute other bits under another ISA cap
-    (measured: SSE4.1 vs AVX2) and tile by the CPU's cache sizes, so they are switched off: ATen's
-    own convolution is an im2col and a matrix product in MKL, whose pinned branch is the same everywhere.
-    """
+
+def configure_torch() -> int:
+    """Torch-side settings of the pinned numerics (after `pin_cpu_isa`): oneDNN's fp32 convolutions
+    off, the intra-op thread count fixed. Returns the thread count."""
     import torch
 
     torch.backends.mkldnn.enabled = False
+    threads = pinned_threads()
+    torch.set_num_threads(threads)
+    return threads

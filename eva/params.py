@@ -1,0 +1,116 @@
+"""All of params.yaml, and the input paths it names, checked at once: what the `check` stage runs.
+
+DVC removes a stage's outputs before it runs the stage's command, so a typo found by the train stage
+has already cost the last good model. The `check` stage runs first (the pipeline's first stages
+depend on it) and fails before any output is touched. It checks each section through its own config
+class, the one path from params.yaml to a config (`eva.config`: unknown keys rejected, every message
+names its key), and that every local path the params name exists.
+
+A path inside a folder the pipeline itself writes (`data/demo`, `pretrain.out`) is checked only once
+that folder exists: on a fresh clone the stages that make it have not run yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from eva.config import check, one_of, value_at
+
+SECTIONS = ("stage", "dataset", "demo", "pretrain", "extract", "attributes", "model", "train", "evaluate")
+LOCAL_DIR = "local-dir:"
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+
+
+def check_params(params: Mapping[str, Any]) -> None:
+    """Every section through its config class; raises ValueError / KeyError naming the key."""
+    from eva.attributes.pipeline import AttributeConfig
+    from eva.data.demo import DemoConfig
+    from eva.data.extract import ExtractConfig
+    from eva.data.index import DatasetConfig
+    from eva.evaluate import EvaluateConfig
+    from eva.models import ModelConfig
+    from eva.pretrain.run import PretrainConfig
+    from eva.train.loop import TrainConfig
+
+    unknown = sorted(set(params) - set(SECTIONS))
+    if unknown:
+        raise ValueError(
+            f"unknown top-level keys {unknown} in params.yaml; expected some of {list(SECTIONS)}"
+        )
+    check("stage", value_at(params, "stage"), one_of(1, 2))
+    DatasetConfig.from_params(params)  # the official split too, for ucf101 / hmdb51
+    DemoConfig.from_params(params)
+    PretrainConfig.from_params(params)
+    ExtractConfig.from_params(params)
+    AttributeConfig.from_params(params)
+    ModelConfig.from_params(params, num_classes=1).validate()  # the class count comes from the data
+    TrainConfig.from_params(params)
+    EvaluateConfig.from_params(params)
+
+
+def _made_by_pipeline(path: Path, produced: Iterable[Path]) -> bool:
+    """Whether `path` lies in a folder a stage writes that does not exist yet."""
+    resolved = path.resolve()
+    return any(
+        not folder.exists() and resolved.is_relative_to(folder.resolve()) for folder in map(Path, produced)
+    )
+
+
+def _must_exist(key: str, value: str, produced: Iterable[Path], *, kind: str = "path") -> None:
+    path = Path(value).expanduser()
+    if path.exists() or _made_by_pipeline(path, produced):
+        return
+    raise FileNotFoundError(f"`{key}`: {kind} '{value}' does not exist (dvc exp run -S {key}=...)")
+
+
+def _is_local(source: str) -> bool:
+    """Whether a model source names a local path rather than a hub id (`org/name`) or a tag."""
+    return (
+        source.startswith((LOCAL_DIR, "/", "./", "../", "~"))
+        or source.count("/") >= 2
+        or source.endswith(CHECKPOINT_SUFFIXES)
+        or Path(source).exists()
+    )
+
+
+def _check_source(key: str, source: str, produced: Iterable[Path]) -> None:
+    """A hub name or tag is left to the loader (issue: fetch once, then offline); a local path must exist."""
+    if source and _is_local(source):
+        _must_exist(key, source.removeprefix(LOCAL_DIR), produced, kind="weights")
+
+
+def check_inputs(params: Mapping[str, Any], produced: Iterable[Path] = ()) -> None:
+    """The dataset root and annotation files (read, not just listed), the weights and the vocabulary.
+
+    Raises FileNotFoundError naming the key. `produced`: folders the pipeline writes (see module doc).
+    """
+    from eva.data.index import DatasetConfig, build_index
+
+    produced = [Path(p) for p in produced]
+    dataset = DatasetConfig.from_params(params)
+    _must_exist("dataset.root", dataset.root, produced, kind="folder")
+    if dataset.annotations:
+        _must_exist("dataset.annotations", dataset.annotations, produced, kind="folder")
+    if dataset.class_list:
+        _must_exist("dataset.class_list", dataset.class_list, produced, kind="file")
+    ready = not any(
+        _made_by_pipeline(Path(p), produced) for p in (dataset.root, dataset.annotations or dataset.root)
+    )
+    if ready:  # the annotation files parse and name at least one clip (no video is opened)
+        build_index(
+            dataset.name,
+            dataset.root,
+            dataset.annotations or "",
+            dataset.split,
+            dataset.class_list,
+            val_fraction=dataset.val_fraction,
+            check_exists=False,
+        )
+    _must_exist(
+        "attributes.label.vocabulary", value_at(params, "attributes.label.vocabulary"), produced, kind="file"
+    )
+    for key in ("attributes.clip.model", "attributes.clip.pretrained", "attributes.captioner",
+                "model.backbone.name", "model.backbone.pretrained"):  # fmt: skip
+        _check_source(key, value_at(params, key) or "", produced)
