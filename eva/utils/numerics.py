@@ -53,7 +53,9 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
-def pin_cpu_isa(environ: MutableMapping[str, str] | None = None, flags: set[str] | None = None) -> dict[str, str]:
+def pin_cpu_isa(
+    environ: MutableMapping[str, str] | None = None, flags: set[str] | None = None
+) -> dict[str, str]:
     """Set each library's ISA cap in `environ` (default `os.environ`) unless the user set it.
 
     Only on an x86-64 CPU with AVX2 and FMA (an older CPU keeps its own paths: its results differ in
