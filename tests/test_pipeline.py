@@ -200,7 +200,10 @@ def _at_baseline(project: Path) -> None:
             cwd=project,
             check=True,
         )
-    subprocess.run(["git", "checkout", "--", "params.yaml", "dvc.lock"], cwd=project, check=True)
+    # Every tracked file rewritten from HEAD (`checkout-index -f` ignores git's stat cache, which
+    # `dvc exp run` leaves believing some rewritten files unchanged), then the cached outputs.
+    subprocess.run(["git", "reset", "-q", "HEAD"], cwd=project, check=True)
+    subprocess.run(["git", "checkout-index", "-a", "-f"], cwd=project, check=True)
     _run(["dvc", "checkout", "--force"], project)
     status = subprocess.run(["dvc", "status"], cwd=project, env=ENV, capture_output=True, text=True)
     assert "up to date" in status.stdout, status.stdout
