@@ -17,7 +17,13 @@ def main(path: str = "metrics/eval.json", timings: str = "metrics/timings/evalua
     metrics = json.loads(Path(path).read_text(encoding="utf-8"))
     if Path(timings).is_file():
         metrics |= json.loads(Path(timings).read_text(encoding="utf-8"))
-    print(format_run_table(metrics))
+        print(format_run_table(metrics))
+        return
+    # evaluate did not run here (DVC found its inputs unchanged, e.g. on a fresh clone that rebuilt
+    # the committed model byte for byte): no machine facts to show
+    lines = [line for line in format_run_table(metrics).splitlines() if not line.endswith("  nan")]
+    print("\n".join(lines))
+    print(f"\n(throughput and peak memory: {timings} is written when the evaluate stage runs here)")
 
 
 if __name__ == "__main__":
