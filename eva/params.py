@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from eva.config import check, one_of, value_at
+from eva.models.loading import LOCAL_DIR
 
 SECTIONS = ("stage", "dataset", "demo", "pretrain", "extract", "attributes", "model", "train", "evaluate")
-LOCAL_DIR = "local-dir:"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 

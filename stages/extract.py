@@ -42,7 +42,7 @@ def main() -> None:
     if slot.world_size > 1:
         metrics = metrics.with_name(f"extract.rank{slot.rank}-of-{slot.world_size}.json")
     summary = result.metrics()
-    write_summary(metrics, summary, "extract")
+    write_summary(metrics, summary, metrics.stem)  # per rank under several: extract.rank<r>-of-<w>
     log.info(
         "extract: %d written, %d failed, %d shards, %.1f videos/s -> %s",
         summary["written"], summary["failed"], summary["shards"], summary["videos_per_second"], metrics,
