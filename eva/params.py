@@ -16,11 +16,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from eva import weights
 from eva.config import check, one_of, value_at
-from eva.models.loading import LOCAL_DIR
 
 SECTIONS = ("stage", "dataset", "demo", "pretrain", "extract", "attributes", "model", "train", "evaluate")
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 
 def check_params(params: Mapping[str, Any]) -> None:
@@ -65,24 +64,11 @@ def _must_exist(key: str, value: str, produced: Iterable[Path], *, kind: str = "
     raise FileNotFoundError(f"`{key}`: {kind} '{value}' does not exist (dvc exp run -S {key}=...)")
 
 
-def _is_local(source: str) -> bool:
-    """Whether a model source names a local path rather than a hub id (`org/name`) or a tag."""
-    return (
-        source.startswith((LOCAL_DIR, "/", "./", "../", "~"))
-        or source.count("/") >= 2
-        or source.endswith(CHECKPOINT_SUFFIXES)
-        or Path(source).exists()
-    )
-
-
-def _check_source(key: str, source: str, produced: Iterable[Path]) -> None:
-    """A hub name or tag is left to the loader (issue: fetch once, then offline); a local path must exist."""
-    if source and _is_local(source):
-        _must_exist(key, source.removeprefix(LOCAL_DIR), produced, kind="weights")
-
-
 def check_inputs(params: Mapping[str, Any], produced: Iterable[Path] = ()) -> None:
     """The dataset root and annotation files (read, not just listed), the weights and the vocabulary.
+
+    Weights: every model source the params name must be here (`eva.weights.missing`: local paths
+    always, hub names when offline, as the stages run), else the message names the key and the fetch command.
 
     Raises FileNotFoundError naming the key. `produced`: folders the pipeline writes (see module doc).
     """
@@ -111,6 +97,6 @@ def check_inputs(params: Mapping[str, Any], produced: Iterable[Path] = ()) -> No
     _must_exist(
         "attributes.label.vocabulary", value_at(params, "attributes.label.vocabulary"), produced, kind="file"
     )
-    for key in ("attributes.clip.model", "attributes.clip.pretrained", "attributes.captioner",
-                "model.backbone.name", "model.backbone.pretrained"):  # fmt: skip
-        _check_source(key, value_at(params, key) or "", produced)
+    problems = weights.missing(params, skip=tuple(p for p in produced if not p.exists()))
+    if problems:
+        raise FileNotFoundError("\n".join(problems))

@@ -2,6 +2,7 @@
 
     python scripts/param_counts.py            # markdown table, 101 classes (UCF101)
     python scripts/param_counts.py --classes 51
+    python scripts/param_counts.py --presets  # each preset (presets/), stage 1 and 2, at its dataset's classes
 
 Backbones are built from their default configs with random weights (no download; counts do not
 depend on the weights): open_clip ViT-B/16 at 224 px, T = 8, and `VideoMAEConfig()` (VideoMAE
@@ -32,6 +33,8 @@ from eva.models.clip_backbone import OpenClipBackbone
 from eva.models.videomae import VideoMAEBackbone
 
 ENCODER_DIM, ENCODER_LAYERS = 512, 12
+# Class counts of the benchmarks the presets name (the index reads them from the annotation files).
+DATASET_CLASSES = {"ucf101": 101, "hmdb51": 51, "ssv2": 174, "k400": 400, "activitynet": 200}
 
 
 def backbones() -> Iterator[tuple[str, str, BlockBackbone]]:
@@ -75,13 +78,61 @@ def model_defaults() -> dict:
     return {name: getattr(config, name) for name in (*names, "attribute_projection", "attribute_attention")}
 
 
+def preset_counts(name: str, stage: int, classes: int | None = None) -> tuple[int, int]:
+    """(tunable, total) of preset `name`'s model at `stage`, built as the train stage builds it.
+
+    The backbone is the preset's architecture with random weights (counts do not depend on them):
+    the open_clip architecture a `local-dir:.../open_clip/<arch>/<tag>` folder is exported from, or a
+    VideoMAE ViT-B (`VideoMAEConfig` at the preset's frames and size). The attribute encoder is
+    CLIP ViT-B/16's (ENCODER_LAYERS layers, ENCODER_DIM wide).
+    """
+    from eva.attributes.store import AttributeMeta
+    from eva.preset import merge, resolve
+    from eva.weights import Source
+
+    base = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text(encoding="utf-8"))
+    params = merge(base, resolve(name))
+    model = params["model"]
+    classes = classes or DATASET_CLASSES[params["dataset"]["name"]]
+    family, frames, size = model["backbone"]["family"], model["frames"], model["image_size"]
+    torch.manual_seed(0)
+    if family == "open_clip":
+        source = Source("model.backbone.name", "open_clip", model["backbone"]["name"])
+        arch = source.export[0] if source.export else model["backbone"]["name"]
+        visual = open_clip.create_model(arch, force_image_size=size).visual
+        backbone: BlockBackbone = OpenClipBackbone(visual, frames, (0.0,) * 3, (1.0,) * 3)
+    else:
+        backbone = VideoMAEBackbone(VideoMAEModel(VideoMAEConfig(num_frames=frames, image_size=size)))
+    meta = AttributeMeta("ViT-B-16", ENCODER_LAYERS, ENCODER_LAYERS, ENCODER_DIM, keyframes=4)
+    config = ModelConfig.from_params(params, num_classes=classes, stage=stage, attribute_meta=meta)
+    return VideoClassifier(config, backbone).parameter_counts()
+
+
+def print_presets() -> None:
+    from eva.preset import names, resolve
+
+    print("| preset | stage | classes | tunable | total | tunable (%) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in names():
+        if name == "demo":
+            continue
+        for stage in (1, 2):
+            classes = DATASET_CLASSES[resolve(name)["dataset"]["name"]]
+            tunable, total = preset_counts(name, stage, classes)
+            print(f"| {name} | {stage} | {classes} | {tunable:,} | {total:,} | {100 * tunable / total:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--classes", type=int, default=101)
+    parser.add_argument("--presets", action="store_true", help="count each preset's model instead")
     args = parser.parse_args()
-    logging.disable(logging.INFO)  # the classifier logs every model it builds
+    logging.disable(logging.WARNING)  # the classifier logs every model; open_clip warns of random weights
+    if args.presets:
+        print_presets()
+        return
     defaults = model_defaults()
     print(f"{args.classes} classes\n")
     print("| backbone | method | tunable | total | tunable (%) |")

@@ -1,10 +1,17 @@
 """Thin DVC stage entry points: `python -m stages.<name>` from the repository root.
 
-Importing the package pins each numeric library's CPU code path (`eva.utils.numerics`) before
-any stage module loads torch or numpy, so every machine computes the same bits.
+Importing the package, before any stage module loads torch, numpy or huggingface_hub:
+- pins each numeric library's CPU code path (`eva.utils.numerics`), so every machine computes the
+  same bits;
+- makes the run offline unless the user says otherwise (`HF_HUB_OFFLINE=0`): a missing weight fails
+  at once, naming its param key and `python -m eva.weights fetch`, instead of a minute of hub retries.
 """
+
+import os
 
 from eva.utils.numerics import configure_torch, pin_cpu_isa
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 pin_cpu_isa()
 configure_torch()

@@ -164,6 +164,36 @@ def write_ssv2(folder: Path) -> None:
     (folder / "something-something-v2-test.sample20.json").write_text(json.dumps(test))
 
 
+# --------------------------------------------------------------------------- Kinetics-400
+
+K400_HEADER = ("label", "youtube_id", "time_start", "time_end", "split")
+# (label, youtube_id, start, end); ids may start with "-" and labels hold spaces and brackets.
+K400_TRAIN = (
+    ("abseiling", "-3B32lodo2M", 59, 69),
+    ("abseiling", "0DCgLcz-WZM", 0, 10),
+    ("passing American football (in game)", "--6bJUbfpnQ", 17, 27),
+    ("passing American football (in game)", "Zz9b2SpIUWk", 140, 150),
+)
+K400_VAL = (
+    ("abseiling", "0wR5jVB-WPk", 417, 427),
+    ("passing American football (in game)", "-_9J4aLQMkE", 3, 13),
+)
+
+
+def k400_stem(youtube_id: str, start: int, end: int) -> str:
+    return f"{youtube_id}_{start:06d}_{end:06d}"
+
+
+def write_k400(folder: Path) -> None:
+    """train.csv and validate.csv as in the CVDF release (a header row, labels quoted where needed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for filename, rows, split in (("train.csv", K400_TRAIN, "train"), ("validate.csv", K400_VAL, "val")):
+        with open(folder / filename, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(K400_HEADER)
+            writer.writerows((*row, split) for row in rows)
+
+
 # --------------------------------------------------------------------------- ActivityNet
 
 ANET_LABELS = ("Drinking beer", "Paintball", "Removing ice from car", "Shoveling snow", "Wakeboarding")

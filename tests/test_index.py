@@ -20,7 +20,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from official_annotations import OFFICIAL, Expected, ucf_video, write_samples
+from official_annotations import (
+    K400_TRAIN,
+    K400_VAL,
+    OFFICIAL,
+    Expected,
+    k400_stem,
+    ucf_video,
+    write_k400,
+    write_samples,
+)
 
 from eva.data import index as index_module
 from eva.data.index import INDEX_SCHEMA, build_index, read_index
@@ -249,6 +258,38 @@ def test_ssv2_unknown_template_and_missing_file(ssv2_annotations: Path) -> None:
 
 def anet_json(meta: Meta) -> dict:
     return json.loads((meta / "activitynet" / "activity_net.v1-3.excerpt40.json").read_text())
+
+
+def test_k400_csv_and_both_folder_layouts(tmp_path: Path) -> None:
+    """Kinetics-400: classes are the train csv's sorted labels; a clip is found in the crawler layout
+    (<split>/<label with spaces or underscores>/<id>_<start>_<end>.mp4) or the flat CVDF one (<split>/...)."""
+    write_k400(tmp_path / "annotations")
+    root = tmp_path / "kinetics400"
+    label, yid, start, end = K400_TRAIN[0]
+    touch(root / "train" / label / f"{k400_stem(yid, start, end)}.mp4")
+    label, yid, start, end = K400_TRAIN[2]  # "passing American football (in game)", id starting with "-"
+    touch(root / "train" / label.replace(" ", "_") / f"{k400_stem(yid, start, end)}.mp4")
+    for _, yid, start, end in K400_VAL:
+        touch(root / "val" / f"{k400_stem(yid, start, end)}.mkv")
+
+    result = build_index("k400", root, tmp_path / "annotations")
+    check_table(result.table)
+    assert result.classes == ["abseiling", "passing American football (in game)"]
+    assert result.counts == {"train": 2, "val": 2}
+    assert result.annotated == {"train": len(K400_TRAIN), "val": len(K400_VAL)}
+    rows = {r["video_id"]: r for r in result.table.to_pylist()}
+    football = rows[k400_stem(*K400_TRAIN[2][1:])]
+    assert football["label"] == 1 and football["path"].endswith(
+        "passing_American_football_(in_game)/--6bJUbfpnQ_000017_000027.mp4"
+    )
+    assert rows[k400_stem(*K400_VAL[0][1:])]["path"] == str(root / "val" / "0wR5jVB-WPk_000417_000427.mkv")
+    assert sorted(Path(m).name for m in result.missing) == sorted(
+        f"{k400_stem(*row[1:])}.mp4" for row in (K400_TRAIN[1], K400_TRAIN[3])
+    )
+
+    (tmp_path / "annotations" / "validate.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="validate.csv"):
+        build_index("k400", root, tmp_path / "annotations")
 
 
 def test_activitynet_segments(meta: Meta) -> None:

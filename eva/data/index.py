@@ -42,7 +42,7 @@ from eva.config import (
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("demo", "ucf101", "hmdb51", "ssv2", "activitynet", "folder")
+DATASETS = ("demo", "ucf101", "hmdb51", "ssv2", "k400", "activitynet", "folder")
 SPLITS = ("train", "val")
 OFFICIAL_SPLITS = (1, 2, 3)  # UCF101 and HMDB51 both define three train/test splits
 MISSING_LISTED = 100  # how many missing paths metrics/index.json lists (the count is always complete)
@@ -56,6 +56,14 @@ SSV2_SPLIT_FILES = {
     "train": "something-something-v2-train.json",
     "val": "something-something-v2-validation.json",
 }
+
+# Kinetics-400 (CVDF release `kinetics400.tar.gz`): train.csv / validate.csv, "label,youtube_id,time_start,
+# time_end,split"; the 2017 release names them kinetics_train.csv / kinetics_val.csv. Split folders on disk.
+KINETICS_SPLIT_FILES = {
+    "train": ("train.csv", "kinetics_train.csv"),
+    "val": ("validate.csv", "kinetics_val.csv"),
+}
+KINETICS_SPLIT_DIRS = {"train": ("train", "train_256"), "val": ("val", "validate", "val_256")}
 
 ACTIVITYNET_JSON = "activity_net.v1-3.min.json"
 ACTIVITYNET_SUBSETS = {"training": "train", "validation": "val"}  # "testing" has no labels
@@ -170,6 +178,8 @@ def build_index(
         classes, clips = _read_hmdb51(_require_dir(annotations, name), official_split, stats)
     elif name in ("ssv2", "demo"):
         classes, clips = _read_ssv2(_require_dir(annotations, name))
+    elif name == "k400":
+        classes, clips = _read_kinetics(_require_dir(annotations, name))
     elif name == "activitynet":
         classes, clips = _read_activitynet(_require_path(annotations, name), class_list, stats)
     else:
@@ -439,6 +449,53 @@ def _read_ssv2(annotations: Path) -> tuple[list[str], list[_Clip]]:
                 )
             video_id = str(entry["id"])
             clips.append(_Clip(video_id, _with_extensions([video_id], usual="webm"), key, split_name))
+    return classes, clips
+
+
+def kinetics_clip_name(youtube_id: str, start: float, end: float) -> str:
+    """The file stem every Kinetics downloader writes: `<youtube_id>_<start:06d>_<end:06d>`."""
+    return f"{youtube_id}_{int(start):06d}_{int(end):06d}"
+
+
+def _read_kinetics(annotations: Path) -> tuple[list[str], list[_Clip]]:
+    """Kinetics-400: per split a csv "label,youtube_id,time_start,time_end,split" (a header row; labels such
+    as "passing American football (in game)" hold spaces and brackets). Classes are the train csv's labels,
+    sorted (the order every K400 codebase uses). A clip's file is `<youtube_id>_<start>_<end>` with any
+    container, found in `<split dir>/<label>/` (the crawler layout, label with spaces or underscores),
+    `<split dir>/` (the CVDF layout), `<label>/` or the root itself."""
+    expected = "Kinetics-400's train.csv and validate.csv"
+    clips = []
+    for split_name, filenames in KINETICS_SPLIT_FILES.items():
+        path = next((annotations / f for f in filenames if (annotations / f).is_file()), None)
+        if path is None:
+            path = _require_file(annotations, filenames[0], "k400", expected)  # raises, naming the files
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+        absent = {"label", "youtube_id", "time_start", "time_end"} - set(rows[0] if rows else {})
+        if absent:
+            raise ValueError(
+                f"{path}: expected the columns label,youtube_id,time_start,time_end; missing {sorted(absent)}"
+            )
+        for row in rows:
+            label = row["label"].strip()
+            start, end = float(row["time_start"]), float(row["time_end"])
+            stem = kinetics_clip_name(row["youtube_id"], start, end)
+            folders = [
+                *(
+                    f"{d}/{lab}"
+                    for d in KINETICS_SPLIT_DIRS[split_name]
+                    for lab in (label, label.replace(" ", "_"))
+                ),
+                *KINETICS_SPLIT_DIRS[split_name],
+                label,
+                label.replace(" ", "_"),
+            ]
+            stems = [f"{folder}/{stem}" for folder in folders] + [stem]
+            clips.append(_Clip(stem, _with_extensions(stems, usual="mp4"), label, split_name))
+    classes = sorted({c.label_name for c in clips if c.split == "train"})
+    unknown = sorted({c.label_name for c in clips} - set(classes))
+    if unknown:
+        raise ValueError(f"{annotations}: validation labels absent from the train csv: {unknown[:5]}")
     return classes, clips
 
 

@@ -16,10 +16,9 @@ import torch
 from open_clip.transformer import QuickGELU
 
 from eva.utils.fingerprint import path_fingerprint
+from eva.weights import FETCH_COMMAND, LOCAL_DIR
 
 log = logging.getLogger(__name__)
-
-LOCAL_DIR = "local-dir:"
 
 
 def weights_fingerprint(name: str, pretrained: str = "") -> list[str]:
@@ -44,9 +43,9 @@ class OpenClipBundle:
 def missing_weights(param: str, what: str) -> FileNotFoundError:
     """The error every loader raises when a model source cannot be loaded: it names the param to set."""
     return FileNotFoundError(
-        f"{what}. Set `{param}` to a hub name whose weights are in the local cache, or to a local "
-        f"path that exists (e.g. `dvc exp run -S {param}=...`); for the demo's models run the "
-        "`pretrain` stage."
+        f"{what}. Set `{param}` to a hub name whose weights are in the local cache (`{FETCH_COMMAND}` "
+        f"fetches them, online), or to a local path that exists (e.g. `dvc exp run -S {param}=...`); "
+        "for the demo's models run the `pretrain` stage."
     )
 
 

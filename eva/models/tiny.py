@@ -70,20 +70,20 @@ def build_tiny_open_clip(spec: TinyClipSpec = TinyClipSpec(), seed: int = 0) -> 
     return open_clip.CLIP(**spec.model_cfg())
 
 
-def write_open_clip_folder(folder: str | Path, model: open_clip.CLIP, spec: TinyClipSpec) -> str:
-    """Write `open_clip_config.json` + `open_clip_model.safetensors`; return the `local-dir:` model name."""
+def write_open_clip_folder(folder: str | Path, model: open_clip.CLIP, config: dict) -> str:
+    """Write `open_clip_config.json` (`config`: model_cfg + preprocess_cfg) + `open_clip_model.safetensors`,
+    open_clip's own local-dir format; return the `local-dir:` model name."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "open_clip_model.safetensors"))
-    config = open_clip_folder_config(spec)
     (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return f"local-dir:{folder}"
 
 
 def save_tiny_open_clip(folder: str | Path, spec: TinyClipSpec = TinyClipSpec(), seed: int = 0) -> str:
     """A random tiny CLIP in open_clip's local-dir format; return the `local-dir:` model name."""
-    return write_open_clip_folder(folder, build_tiny_open_clip(spec, seed), spec)
+    return write_open_clip_folder(folder, build_tiny_open_clip(spec, seed), open_clip_folder_config(spec))
 
 
 # Marker file written next to every demo model, so reports can say their outputs are meaningless.

@@ -30,7 +30,13 @@ from eva.config import (
     setting,
     value_at,
 )
-from eva.models.tiny import DEMO_PRETRAINED_MARKER, TinyCaptionerSpec, TinyClipSpec, write_open_clip_folder
+from eva.models.tiny import (
+    DEMO_PRETRAINED_MARKER,
+    TinyCaptionerSpec,
+    TinyClipSpec,
+    open_clip_folder_config,
+    write_open_clip_folder,
+)
 from eva.models.videomae import TinyVideoMAESpec, save_demo_videomae
 from eva.pretrain.captioner import pretrain_captioner
 from eva.pretrain.clip import pretrain_clip
@@ -267,7 +273,7 @@ def run_pretraining(cfg: PretrainConfig) -> dict[str, Any]:
             logit_scale_init=cfg.clip_schedule.logit_scale_init,
             workers=cfg.workers,
         )
-        clip_name = write_open_clip_folder(tmp / "clip", clip.model, cfg.clip)
+        clip_name = write_open_clip_folder(tmp / "clip", clip.model, open_clip_folder_config(cfg.clip))
         captioner = pretrain_captioner(
             tmp / "captioner", cfg.captioner, cfg.captioner_schedule, seed=cfg.seed, workers=cfg.workers
         )

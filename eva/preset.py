@@ -1,0 +1,168 @@
+"""Named presets: one command sets every params.yaml key that a published setup fixes.
+
+    python -m eva.preset --list            # the presets and their first comment line
+    python -m eva.preset ucf101 --dry-run  # what would change
+    python -m eva.preset ucf101            # write it into params.yaml, then `dvc exp run` / `dvc repro`
+
+A preset is a YAML file in `presets/` holding a part of params.yaml, optionally `extends:` one preset
+or a list of them (resolved first, in order, later wins; the file's own keys win over all). Files
+named `_*.yaml` are building blocks, not meant to be applied alone. Applying one writes params.yaml
+the way `dvc exp run -S` does (DVC's own round-trip YAML writer: comments, order and quoting kept),
+after checking the result through the same validation as the pipeline's `check` stage. Every key a
+preset sets must already exist in params.yaml, so a typo in a preset cannot add a stray key.
+
+`demo` sets the same keys back to the embedded demo's values: every real preset sets exactly the keys
+the demo preset does (tests/test_presets.py), so `python -m eva.preset demo` undoes any of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESETS = Path(__file__).resolve().parents[1] / "presets"
+EXTENDS = "extends"
+
+
+def names(folder: Path = PRESETS) -> list[str]:
+    """The presets meant to be applied (building blocks `_*.yaml` excluded), sorted."""
+    return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def _read(name: str, folder: Path) -> dict[str, Any]:
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        raise KeyError(f"no preset '{name}' in {folder}; presets: {', '.join(names(folder))}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a preset is a mapping of params.yaml sections")
+    return data
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """`override` on top of `base`: mappings merge key by key, anything else is replaced."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve(name: str, folder: Path = PRESETS, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The preset `name` with its `extends` chain applied: the params it sets."""
+    if name in _seen:
+        raise ValueError(f"preset '{name}' extends itself: {' -> '.join((*_seen, name))}")
+    data = _read(name, folder)
+    parents = data.pop(EXTENDS, [])
+    resolved: dict[str, Any] = {}
+    for parent in [parents] if isinstance(parents, str) else parents:
+        resolved = merge(resolved, resolve(parent, folder, (*_seen, name)))
+    return merge(resolved, data)
+
+
+def leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every non-mapping value."""
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from leaves(value, f"{dotted}.")
+        else:
+            yield dotted, value
+
+
+def changes(params: Mapping[str, Any], preset: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, current, new) for each key the preset sets to another value; KeyError for a key params lacks."""
+    out = []
+    for key, new in leaves(preset):
+        node: Any = params
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                raise KeyError(f"the preset sets `{key}`, which params.yaml does not have")
+            node = node[part]
+        if node != new or type(node) is not type(new):
+            out.append((key, node, new))
+    return out
+
+
+def _set(tree: Any, key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    for part in parents:
+        tree = tree[part]
+    if isinstance(tree[last], list) and isinstance(value, list):
+        del tree[last][:]  # in place: the YAML writer keeps the list's flow style ([0.7, 1.0])
+        tree[last].extend(value)
+    else:
+        tree[last] = value
+
+
+def apply(
+    name: str, params_file: Path = Path("params.yaml"), folder: Path = PRESETS, *, dry_run: bool = False
+) -> list[tuple[str, Any, Any]]:
+    """Write preset `name` into `params_file` (unless `dry_run`); return what changes.
+
+    The result is validated first (`eva.params.check_params`: every section through its config
+    class), so a preset that does not fit the code leaves params.yaml untouched.
+    """
+    from dvc.utils.serialize import modify_yaml
+
+    from eva.params import check_params
+
+    preset = resolve(name, folder)
+    current = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+    diff = changes(current, preset)
+    updated = copy.deepcopy(current)
+    for key, _, new in diff:
+        _set(updated, key, new)
+    check_params(updated)
+    if diff and not dry_run:
+        with modify_yaml(params_file) as data:
+            for key, _, new in diff:
+                _set(data, key, new)
+    return diff
+
+
+def _first_comment(name: str, folder: Path) -> str:
+    for line in (folder / f"{name}.yaml").read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m eva.preset",
+        description="Write a named preset (presets/<name>.yaml) into params.yaml.",
+    )
+    parser.add_argument("name", nargs="?", help="preset to apply (see --list)")
+    parser.add_argument("--list", action="store_true", help="list the presets")
+    parser.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
+    parser.add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)"
+    )
+    args = parser.parse_args(argv)
+    if args.list or not args.name:
+        for name in names():
+            print(f"{name:18s} {_first_comment(name, PRESETS)}")
+        return 0
+    try:
+        diff = apply(args.name, args.params, dry_run=args.dry_run)
+    except (KeyError, ValueError) as err:
+        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+    for key, old, new in diff:
+        print(f"{key}: {old!r} -> {new!r}")
+    verb = "would change" if args.dry_run else "changed"
+    print(f"{args.params}: preset '{args.name}' {verb} {len(diff)} keys")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
