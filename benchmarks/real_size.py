@@ -18,6 +18,13 @@ params.yaml is this repository's with the real-size keys set, as `dvc exp run -S
 `eva` at 224 px. Each stage runs in its own process, so its peak memory is its own: per stage the
 benchmark prints items, wall seconds (model loading included), items/s, peak resident memory and,
 on GPU, `torch.cuda.max_memory_allocated`. Accuracy is meaningless (random weights).
+
+Then the optional attribute models, per keyframe, through the stage's own classes on keyframes of the
+extracted size: the detector of `attributes.label.method: detector` (OWLv2 at the size of
+google/owlv2-base-patch16-ensemble: ViT-B/16 at 960 px) and the mask model of
+`attributes.mask.method: model` (CLIPSeg at the size of CIDAS/clipseg-rd64-refined), random weights
+with a CLIP-sized tokenizer, the vocabulary eva/resources/objects.txt. `--only-attribute-models` runs
+just that part (about a minute on CPU); `--skip-attribute-models` leaves it out.
 """
 
 from __future__ import annotations
@@ -190,6 +197,64 @@ def stage_items(stage: str, project: Path, args: argparse.Namespace) -> tuple[in
     return int(metrics["videos"]) * int(metrics["views"]), "views"
 
 
+def attribute_model_costs(
+    root: Path, args: argparse.Namespace
+) -> list[tuple[str, float, float, float | None]]:
+    """(model, load seconds, seconds per keyframe, CUDA max MB) of the detector and the mask model."""
+    import torch
+
+    from eva.attributes.detect import ObjectDetector
+    from eva.attributes.label import read_vocabulary
+    from eva.attributes.segment import SegmentationMasker
+    from eva.models.loading import resolve_device
+    from eva.models.tiny_vision import save_random_clipseg, save_random_owlv2
+
+    device = resolve_device(args.device)
+    keyframes = (args.train_videos + args.val_videos) * args.keyframes
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, 224, 298), dtype=torch.uint8, generator=g) for _ in range(keyframes)]
+    vocabulary = read_vocabulary(REPO / "eva" / "resources" / "objects.txt")
+    builders = {
+        "detector (OWLv2-B/16, 960 px)": lambda: ObjectDetector(
+            str(save_random_owlv2(root / "owlv2", real_size=True)), vocabulary, device=device
+        ),
+        "mask model (CLIPSeg rd64)": lambda: SegmentationMasker(
+            str(save_random_clipseg(root / "clipseg", real_size=True)), "the main subject", device=device
+        ),
+    }
+    rows = []
+    for name, build in builders.items():
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        start = time.perf_counter()
+        model = build()  # writing the random folder included: an upper bound on loading
+        loaded = time.perf_counter() - start
+        run = model.detect if isinstance(model, ObjectDetector) else model.masks
+        run(images[:1])  # warm-up
+        start = time.perf_counter()
+        for b in range(0, len(images), args.batch_size):
+            run(images[b : b + args.batch_size])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = (time.perf_counter() - start) / len(images)
+        cuda = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+        rows.append((name, loaded, seconds, cuda))
+        del model
+    return rows
+
+
+def print_attribute_model_costs(
+    rows: list[tuple[str, float, float, float | None]], args: argparse.Namespace
+) -> None:
+    print(
+        f"\noptional attribute models on {args.device} (random, real size), batch {args.batch_size}, 224x298 keyframes"
+    )
+    print(f"{'model':<30} {'write+load s':>12} {'s/keyframe':>11} {'keyframes/s':>12} {'CUDA max MB':>12}")
+    for name, loaded, seconds, cuda in rows:
+        shown = f"{cuda:.0f}" if cuda is not None else "-"
+        print(f"{name:<30} {loaded:>12.1f} {seconds:>11.3f} {1 / seconds:>12.2f} {shown:>12}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -203,7 +268,17 @@ def main() -> None:
     parser.add_argument(
         "--workdir", type=Path, default=None, help="keep the project here (default: a temp dir)"
     )
+    parser.add_argument(
+        "--skip-attribute-models", action="store_true", help="leave out the detector / mask model"
+    )
+    parser.add_argument(
+        "--only-attribute-models", action="store_true", help="time only the detector and the mask model"
+    )
     args = parser.parse_args()
+    if args.only_attribute_models:
+        with tempfile.TemporaryDirectory(prefix="eva-real-size-") as tmp:
+            print_attribute_model_costs(attribute_model_costs(Path(tmp), args), args)
+        return
 
     with tempfile.TemporaryDirectory(prefix="eva-real-size-") as tmp:
         project = args.workdir or Path(tmp)
@@ -227,6 +302,7 @@ def main() -> None:
         evaluation = json.loads((project / "metrics" / "eval.json").read_text())
         evaluation |= json.loads((timings / "evaluate.json").read_text())
         phases = json.loads((timings / "attributes.json").read_text())["seconds"]
+        optional = [] if args.skip_attribute_models else attribute_model_costs(project / "optional", args)
 
     print(f"\nreal-size pipeline on {args.device}: CLIP ViT-B/16 + BLIP-base (random), 224 px, "
           f"T={args.frames}, K={args.keyframes}, batch {args.batch_size}, eva stage 2")  # fmt: skip
@@ -257,6 +333,8 @@ def main() -> None:
         f"evaluate, model time only: {evaluation['throughput_clips_per_s']:.2f} views/s; "
         f"tunable {evaluation['tunable_params']:,} of {evaluation['total_params']:,} parameters"
     )
+    if optional:
+        print_attribute_model_costs(optional, args)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ import logging
 from pathlib import Path
 
 from eva.attributes.gallery import render_gallery
-from eva.attributes.pipeline import AttributeConfig, decoded_samples, run_attributes
+from eva.attributes.pipeline import AttributeConfig, decoded_samples, load_masker, run_attributes
 from eva.attributes.store import AttributeStore
 from eva.data.shards import list_shards
+from eva.models.loading import resolve_device
 from eva.models.tiny import demo_pretrained_scores, is_random_weights
 from eva.utils.dist import worker_slot
 from eva.utils.io import atomic_dir, atomic_path
@@ -43,6 +44,9 @@ def main() -> None:
     outputs = {split: out / path.name for split, path in run.outputs.items()}
     split = "val" if "val" in outputs else next(iter(outputs))
     random_models = is_random_weights(cfg.clip_model) or is_random_weights(cfg.captioner)
+    masker = None  # the gallery recomputes a mask model's masks: the run's model, loaded once
+    if cfg.mask_method == "model":
+        masker = run.models.masker if run.models is not None else load_masker(cfg, resolve_device(cfg.device))
     page = render_gallery(
         decoded_samples(list_shards(shard_root, split)),
         AttributeStore(outputs[split]),
@@ -51,6 +55,7 @@ def main() -> None:
         random_models=random_models,
         demo_scores=demo_pretrained_scores(cfg.clip_model) or demo_pretrained_scores(cfg.captioner),
         title=f"EVA attributes: {name} / {split}",
+        masker=masker,
     )
     with atomic_path(GALLERY) as tmp:
         tmp.write_text(page, encoding="utf-8")

@@ -122,8 +122,8 @@ def attributes_project(root: Path, models: dict[str, str]) -> Path:
             "clip": {"model": models["clip"], "pretrained": ""},
             "captioner": models["captioner"],
             "caption": {"max_new_tokens": 4},
-            "label": {"vocabulary": models["vocabulary"]},
-            "mask": {"method": "median"},
+            "label": {"vocabulary": models["vocabulary"], "method": "clip", "detector": "google/owlv2-base-patch16-ensemble"},
+            "mask": {"method": "median", "model": "CIDAS/clipseg-rd64-refined", "prompt": "the main subject", "threshold": 0.5},
         },
     }  # fmt: skip
     (root / "params.yaml").write_text(yaml.safe_dump(params))

@@ -8,22 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
-from eva.models.loading import missing_weights
+from eva.attributes.pretrained import from_pretrained
 
 log = logging.getLogger(__name__)
-
-
-def _missing(source: str, param: str, err: Exception) -> FileNotFoundError:
-    detail = str(err).splitlines()[0] if str(err) else ""
-    return missing_weights(
-        param,
-        f"Could not load the captioner '{source}' (a folder written by save_pretrained, or a transformers "
-        f"hub name such as Salesforce/blip-image-captioning-base; {type(err).__name__}: {detail})",
-    )
 
 
 class Captioner:
@@ -35,16 +25,13 @@ class Captioner:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         self.source = source
-        path = Path(source)
-        if path.exists() and not (path / "config.json").is_file():
-            raise _missing(source, param, FileNotFoundError(f"no config.json in '{path}'"))
-        # A relative local path that does not exist would otherwise reach the hub as a repo id.
-        local_only = path.exists()
-        try:
-            self.processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
-            self.model = AutoModelForImageTextToText.from_pretrained(source, local_files_only=local_only)
-        except (OSError, ValueError, KeyError) as err:
-            raise _missing(source, param, err) from err
+        self.processor, self.model = from_pretrained(
+            source,
+            param=param,
+            what="the captioner",
+            example="Salesforce/blip-image-captioning-base",
+            classes=(AutoProcessor, AutoModelForImageTextToText),
+        )
         self.device = torch.device(device)
         self.model.to(self.device).eval().requires_grad_(False)
 

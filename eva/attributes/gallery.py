@@ -2,7 +2,9 @@
 
 The pictures are recomputed from the shards at the stored keyframe positions (masks are cheap and
 deterministic), the label and caption come from the written Parquet file, so the page shows exactly
-what was encoded without storing any images in the attribute file.
+what was encoded without storing any images in the attribute file. A detector's top box (stored with
+its label) is outlined on the original; a mask model's masks are recomputed by the `masker` given
+(the run's own, so the page shows that model's masks).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import html
 import io
 from collections.abc import Iterable
 
+import torch
 from PIL import Image
 
-from eva.attributes.store import AttributeStore
-from eva.attributes.visual import keyframe_images
+from eva.attributes.segment import SegmentationMasker
+from eva.attributes.store import BOX_COLUMN, AttributeStore
+from eva.attributes.visual import MODEL_MASKS, box_masks, keyframe_images
 from eva.data.shards import VideoSample
 
 _COLUMNS = ("original", "foreground", "background", "dynamic")
@@ -35,6 +39,24 @@ def _png(image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def outlined(image: torch.Tensor, box: list[float], width: int = 1) -> torch.Tensor:
+    """A copy of uint8 `[3, H, W]` `image` with `box` (x0, y0, x1, y1 in pixels) outlined in yellow."""
+    out = image.clone()
+    h, w = out.shape[-2:]
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, x1 = max(0, min(x0, w - 1)), max(0, min(x1 - 1, w - 1))
+    y0, y1 = max(0, min(y0, h - 1)), max(0, min(y1 - 1, h - 1))
+    yellow = torch.tensor([255, 220, 0], dtype=out.dtype)[:, None, None]
+    for region in (
+        out[:, y0 : y0 + width, x0 : x1 + 1],
+        out[:, y1 - width + 1 : y1 + 1, x0 : x1 + 1],
+        out[:, y0 : y1 + 1, x0 : x0 + width],
+        out[:, y0 : y1 + 1, x1 - width + 1 : x1 + 1],
+    ):
+        region[:] = yellow
+    return out
+
+
 def render_gallery(
     samples: Iterable[VideoSample],
     store: AttributeStore,
@@ -44,12 +66,16 @@ def render_gallery(
     random_models: bool,
     demo_scores: dict | None = None,
     title: str = "EVA attributes",
+    masker: SegmentationMasker | None = None,
 ) -> str:
     """HTML for the first `videos` samples that have attributes in `store`.
 
     `random_models` puts up the banner that labels and captions are meaningless; `demo_scores`
-    (the held-out scores of the demo's pretrained models) says what they are instead.
+    (the held-out scores of the demo's pretrained models) says what they are instead. `masker`: the
+    mask model, needed (only) for `mask_method` model.
     """
+    if mask_method == "model" and masker is None:
+        raise ValueError("the gallery of `attributes.mask.method: model` needs the mask model (masker)")
     meta = store.meta
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -60,7 +86,11 @@ def render_gallery(
         parts.append(
             "<p class='note'><b>Demo models: demo captions are meaningless.</b> The CLIP encoder and the "
             "captioner are tiny random-initialised stand-ins, so captions and object labels mean nothing. "
-            "The masks and motion images use no model and are real.</p>"
+            + (
+                "The motion images use no model and are real.</p>"
+                if mask_method in MODEL_MASKS
+                else "The masks and motion images use no model and are real.</p>"
+            )
         )
     elif demo_scores is not None:
         parts.append(
@@ -75,7 +105,17 @@ def render_gallery(
     parts.append(
         f"<p>Encoder <code>{html.escape(meta.encoder)}</code> ({meta.text_layers} text / {meta.image_layers} "
         f"image layers, dim {meta.dim}); captioner <code>{html.escape(meta.captioner)}</code>; "
-        f"{meta.keyframes} keyframes per video; mask method <code>{html.escape(mask_method)}</code>.</p>"
+        f"{meta.keyframes} keyframes per video; mask method <code>{html.escape(mask_method)}</code>"
+        + "".join(
+            f"; {what} <code>{html.escape(str(meta.extra[key]))}</code>"
+            for key, what in (
+                ("detector", "labels and yellow boxes from the detector"),
+                ("mask_model", "mask model"),
+                ("mask_prompt", "prompt"),
+            )  # fmt: skip
+            if key in meta.extra
+        )
+        + ".</p>"
     )
     shown = 0
     for sample in samples:
@@ -88,10 +128,20 @@ def render_gallery(
         parts.append(f"<h2>{html.escape(video_id)}</h2><table><tr><th>frame</th>")
         parts += [f"<th>{name}</th>" for name in _COLUMNS]
         parts.append("<th>label (score)</th><th>caption</th><th>mask coverage</th></tr>")
-        images = keyframe_images(sample.frames, row["keyframe_indices"], mask_method)
+        positions, boxes = row["keyframe_indices"], row.get(BOX_COLUMN)
+        masks = None
+        if mask_method == "box":
+            masks = box_masks(torch.tensor(boxes, dtype=torch.float32), *sample.frames.shape[-2:])
+        elif mask_method == "model":
+            assert masker is not None
+            masks = torch.stack(masker.masks(list(sample.frames[positions]), row["label_text"]))
+        images = keyframe_images(sample.frames, positions, mask_method, masks)
         for i, im in enumerate(images):
+            pictures = {name: getattr(im, name) for name in _COLUMNS}
+            if boxes is not None:
+                pictures["original"] = outlined(im.original, boxes[i])
             parts.append(f"<tr><td>{im.position}</td>")
-            parts += [f"<td><img src='{_png(getattr(im, name))}' alt='{name}'></td>" for name in _COLUMNS]
+            parts += [f"<td><img src='{_png(pictures[name])}' alt='{name}'></td>" for name in _COLUMNS]
             parts.append(
                 f"<td>{html.escape(row['label_text'][i])} ({row['label_score'][i]:.2f})</td>"
                 f"<td>{html.escape(row['caption_text'][i])}</td>"

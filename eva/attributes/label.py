@@ -38,6 +38,7 @@ class LabelResult:
     index: torch.Tensor  # long [B], vocabulary index
     score: torch.Tensor  # float [B], softmax probability of the chosen object
     texts: list[str]  # the chosen objects
+    boxes: torch.Tensor | None = None  # float [B, 4] pixel x0, y0, x1, y1 of the top box (detector only)
 
 
 class ZeroShotLabeler:

@@ -27,8 +27,10 @@ import torch
 from webdataset.tariterators import tarfile_samples
 
 from eva.attributes.caption import Captioner
+from eva.attributes.detect import ObjectDetector
 from eva.attributes.encode import HierarchicalEncoder
-from eva.attributes.label import ZeroShotLabeler, read_vocabulary
+from eva.attributes.label import LabelResult, ZeroShotLabeler, read_vocabulary
+from eva.attributes.segment import LABEL_FIELD, SegmentationMasker
 from eva.attributes.store import (
     ATTRIBUTES,
     VISUAL_ATTRIBUTES,
@@ -40,8 +42,25 @@ from eva.attributes.store import (
     rows_to_table,
     write_table,
 )
-from eva.attributes.visual import MASK_METHODS, KeyframeImages, choose_keyframes, keyframe_images
-from eva.config import OPTIONAL_TEXT, TEXT, check_fields, integer, one_of, section_values, setting
+from eva.attributes.visual import (
+    MASK_METHODS,
+    MODEL_MASKS,
+    KeyframeImages,
+    box_masks,
+    choose_keyframes,
+    keyframe_images,
+)
+from eva.config import (
+    OPTIONAL_TEXT,
+    TEXT,
+    check_fields,
+    integer,
+    invalid,
+    number,
+    one_of,
+    section_values,
+    setting,
+)
 from eva.data.shards import VideoSample, decode_sample, list_shards
 from eva.models.loading import load_open_clip, resolve_device, weights_fingerprint
 from eva.utils.dist import WorkerSlot, worker_slot
@@ -57,6 +76,10 @@ SPLITS = ("train", "val")
 CACHE_VERSION = 1
 PHASES = ("read", "masks", "captioner", "label", "encoding", "writing")
 _MODEL_PHASES = ("captioner", "label", "encoding")
+LABEL_METHODS = ("clip", "detector")
+# Choices added after the demo's outputs were fixed: they enter the cache key, the metrics and the file
+# metadata only while they take effect (`AttributeConfig.in_use`), so a run at the defaults keeps its bytes.
+MODEL_CHOICES = ("label_method", "detector", "mask_model", "mask_prompt", "mask_threshold")
 
 
 @dataclass(frozen=True)
@@ -70,6 +93,11 @@ class AttributeConfig:
     keyframes: int = setting(default=4, rule=integer(1))
     max_new_tokens: int = setting("caption.max_new_tokens", default=12, rule=integer(1))
     mask_method: str = setting("mask.method", default="median", rule=one_of(*MASK_METHODS))
+    label_method: str = setting("label.method", default="clip", rule=one_of(*LABEL_METHODS))
+    detector: str = setting("label.detector", default="google/owlv2-base-patch16-ensemble", rule=TEXT)
+    mask_model: str = setting("mask.model", default="CIDAS/clipseg-rd64-refined", rule=TEXT)
+    mask_prompt: str = setting("mask.prompt", default="the main subject", rule=TEXT)
+    mask_threshold: float = setting("mask.threshold", default=0.5, rule=number(above=0, below=1))
     batch_size: int = setting(default=32, rule=integer(1))
     device: str = setting(default="auto", rule=TEXT)  # auto | cpu | cuda | cuda:N
     gallery_videos: int = setting(default=6, rule=integer(0))  # videos in the HTML gallery (stage only)
@@ -77,6 +105,21 @@ class AttributeConfig:
     def __post_init__(self) -> None:
         check_fields(self, "attributes")
         object.__setattr__(self, "clip_pretrained", self.clip_pretrained or "")
+        detector = self.label_method == "detector"
+        if self.mask_method == "box" and not detector:
+            raise invalid(
+                "attributes.mask.method", "median, center or model unless `attributes.label.method` is "
+                "detector (the box is the detector's)", self.mask_method,
+            )  # fmt: skip
+        if self.mask_method == "model" and LABEL_FIELD in self.mask_prompt and not detector:
+            raise invalid(
+                "attributes.mask.prompt", f"a prompt without {LABEL_FIELD} unless `attributes.label.method` "
+                "is detector (the label is the detector's)", self.mask_prompt,
+            )  # fmt: skip
+        for used, key, value in ((detector, "label.detector", self.detector),
+                                 (self.mask_method == "model", "mask.model", self.mask_model)):  # fmt: skip
+            if used and not value.strip():
+                raise invalid(f"attributes.{key}", "a hub name or a local folder", value)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> AttributeConfig:
@@ -97,7 +140,24 @@ class AttributeConfig:
             "max_new_tokens": self.max_new_tokens,
             "mask_method": self.mask_method,
         }
+        for name, value in self.in_use().items():
+            content[name] = [value, path_fingerprint(value)] if name in ("detector", "mask_model") else value
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+    def in_use(self) -> dict[str, Any]:
+        """The MODEL_CHOICES that take effect, by field name: none at the defaults (CLIP label, a mask
+        without a segmentation model)."""
+        used: dict[str, Any] = {}
+        if self.label_method != "clip":
+            used |= {"label_method": self.label_method, "detector": self.detector}
+        if self.mask_method == "model":
+            used |= {"mask_model": self.mask_model, "mask_prompt": self.mask_prompt,
+                     "mask_threshold": self.mask_threshold}  # fmt: skip
+        return used
+
+    def recorded(self) -> dict[str, Any]:
+        """The config as the metrics record it: MODEL_CHOICES only where they take effect."""
+        return {k: v for k, v in asdict(self).items() if k not in MODEL_CHOICES} | self.in_use()
 
 
 class PhaseTimer:
@@ -121,8 +181,10 @@ class PhaseTimer:
 @dataclass
 class AttributeModels:
     encoder: HierarchicalEncoder
-    labeler: ZeroShotLabeler
+    labeler: ZeroShotLabeler  # its per-layer vocabulary tensors are the label attribute, whoever labels
     captioner: Captioner
+    detector: ObjectDetector | None = None  # attributes.label.method: detector
+    masker: SegmentationMasker | None = None  # attributes.mask.method: model
 
     def meta(self, cfg: AttributeConfig) -> AttributeMeta:
         return AttributeMeta(
@@ -140,6 +202,7 @@ class AttributeModels:
                 "vocabulary_size": len(self.labeler.vocabulary),
                 "mask_method": cfg.mask_method,
                 "max_new_tokens": cfg.max_new_tokens,
+                **cfg.in_use(),  # `label_method: detector` adds the label_box column (store.py)
             },
         )
 
@@ -151,7 +214,36 @@ def load_models(cfg: AttributeConfig, device: torch.device) -> AttributeModels:
     captioner = Captioner(cfg.captioner, param="attributes.captioner", device=device)
     encoder = HierarchicalEncoder(bundle, device)
     labeler = ZeroShotLabeler(encoder, vocabulary, batch_size=max(cfg.batch_size, 64))
-    return AttributeModels(encoder=encoder, labeler=labeler, captioner=captioner)
+    detector = None
+    if cfg.label_method == "detector":
+        detector = ObjectDetector(cfg.detector, vocabulary, param="attributes.label.detector", device=device)
+    return AttributeModels(
+        encoder=encoder,
+        labeler=labeler,
+        captioner=captioner,
+        detector=detector,
+        masker=load_masker(cfg, device),
+    )
+
+
+def load_masker(cfg: AttributeConfig, device: torch.device) -> SegmentationMasker | None:
+    """The mask model when `attributes.mask.method` is `model`, else None."""
+    if cfg.mask_method != "model":
+        return None
+    return SegmentationMasker(
+        cfg.mask_model, cfg.mask_prompt, cfg.mask_threshold, param="attributes.mask.model", device=device
+    )
+
+
+def detect(detector: ObjectDetector, images: list[torch.Tensor], batch_size: int) -> LabelResult:
+    """The detector's label and top box for every image, `batch_size` images per forward."""
+    parts = [detector.detect(images[b]) for b in _batches(len(images), batch_size)]
+    return LabelResult(
+        index=torch.cat([p.index for p in parts]),
+        score=torch.cat([p.score for p in parts]),
+        texts=[t for p in parts for t in p.texts],
+        boxes=torch.cat([p.boxes for p in parts if p.boxes is not None]),
+    )
 
 
 @dataclass
@@ -164,6 +256,7 @@ class PreparedChunk:
     skipped: list[dict[str, str]] = field(default_factory=list)
     replaced: list[dict[str, Any]] = field(default_factory=list)
     center_prior_keyframes: int = 0
+    frames: list[torch.Tensor] = field(default_factory=list)  # per video, until a model makes its masks
 
 
 def _batches(n: int, size: int) -> Iterator[slice]:
@@ -183,11 +276,52 @@ def prepare_chunk(samples: list[VideoSample], cfg: AttributeConfig, timer: Phase
                 out.skipped.append({"video_id": video_id, "reason": str(err)})
                 continue
             out.replaced += [{"video_id": video_id, "position": p, "reason": r} for p, r in replaced]
+            out.videos.append((video_id, positions))
+            if cfg.mask_method in MODEL_MASKS:  # the masks come from a model: `model_masked_images`
+                out.frames.append(sample.frames)
+                continue
             images = keyframe_images(sample.frames, positions, cfg.mask_method)
             out.center_prior_keyframes += sum(im.mask_source == "center" for im in images)
-            out.videos.append((video_id, positions))
             out.images.append(images)
     return out
+
+
+def model_masked_images(
+    chunk: PreparedChunk, models: AttributeModels, cfg: AttributeConfig, timer: PhaseTimer
+) -> LabelResult | None:
+    """Fill `chunk.images` with masks from the detector's box or the mask model (batched across the
+    chunk); returns the detector's labels when it ran (a `{label}` prompt and the box need them first)."""
+    originals = [
+        frames[p]
+        for frames, (_, positions) in zip(chunk.frames, chunk.videos, strict=True)
+        for p in positions
+    ]
+    detected = None
+    if models.detector is not None:
+        with timer("label"):
+            detected = detect(models.detector, originals, cfg.batch_size)
+    with timer("masks"):
+        if cfg.mask_method == "box":
+            assert detected is not None and detected.boxes is not None
+            masks = [
+                box_masks(box[None], *im.shape[-2:])[0]
+                for box, im in zip(detected.boxes, originals, strict=True)
+            ]
+        else:
+            assert models.masker is not None
+            labels = detected.texts if detected is not None else [""] * len(originals)
+            masks = []
+            for b in _batches(len(originals), cfg.batch_size):
+                masks += models.masker.masks(originals[b], labels[b])
+        k = cfg.keyframes
+        for i, (frames, (_, positions)) in enumerate(zip(chunk.frames, chunk.videos, strict=True)):
+            images = keyframe_images(
+                frames, positions, cfg.mask_method, torch.stack(masks[i * k : (i + 1) * k])
+            )
+            chunk.center_prior_keyframes += sum(im.mask_source == "center" for im in images)
+            chunk.images.append(images)
+        chunk.frames.clear()
+    return detected
 
 
 def encode_chunk(
@@ -198,6 +332,7 @@ def encode_chunk(
     if n == 0:
         return []
     encoder = models.encoder
+    detected = model_masked_images(chunk, models, cfg, timer) if chunk.frames else None
     with timer("encoding"):
         # Visual attributes: attribute-major, then video, then keyframe -> [4*n*K] images.
         flat = [getattr(im, name) for name in VISUAL_ATTRIBUTES for kf in chunk.images for im in kf]
@@ -209,9 +344,18 @@ def encode_chunk(
         )  # [4, n, K, Lv, D]
 
     with timer("label"):
-        original = visual[VISUAL_ATTRIBUTES.index("original")]  # [n, K, Lv, D]
-        labels = models.labeler.classify(original[:, :, -1].reshape(n * k, -1))  # last layer == encode_image
-        label_layers = models.labeler.layers[labels.index].view(
+        if models.detector is None:
+            original = visual[
+                VISUAL_ATTRIBUTES.index("original")
+            ]  # [n, K, Lv, D], last layer == encode_image
+            labels = models.labeler.classify(original[:, :, -1].reshape(n * k, -1))
+        elif detected is None:  # not yet run for the masks
+            labels = detect(
+                models.detector, [im.original for kf in chunk.images for im in kf], cfg.batch_size
+            )
+        else:
+            labels = detected
+        label_layers = models.labeler.layers[labels.index.to(models.labeler.layers.device)].view(
             n, k, encoder.text_layers, -1
         )  # [n, K, Lt, D]
 
@@ -230,6 +374,7 @@ def encode_chunk(
         caption16 = caption_layers.to(torch.float16).cpu().numpy()
 
     scores = labels.score.view(n, k).tolist()
+    boxes = None if labels.boxes is None else labels.boxes.view(n, k * 4).tolist()  # detector only
     rows = []
     for i, (video_id, positions) in enumerate(chunk.videos):
         embeddings = {"label": label16[i], "caption": caption16[i]}
@@ -243,6 +388,7 @@ def encode_chunk(
                 caption_text=captions[i * k : (i + 1) * k],
                 mask_coverage=[im.coverage for im in chunk.images[i]],
                 embeddings=embeddings,
+                label_box=None if boxes is None else boxes[i],
             )
         )
     return rows
@@ -346,6 +492,7 @@ class AttributesRun:
     outputs: dict[str, Path]
     metrics: dict[str, Any]
     merged: bool
+    models: AttributeModels | None = None  # loaded by this run (none when every shard was cached)
 
 
 def _part_path(cache: Path, shard: str) -> Path:
@@ -404,6 +551,7 @@ def run_attributes(
 
     timer = PhaseTimer(device)
     meta: AttributeMeta | None = None
+    models: AttributeModels | None = None
     computed_videos = 0
     if pending:
         with timer("load_models"):
@@ -413,7 +561,9 @@ def run_attributes(
             computed_videos += process_shard(shard, part, models, meta, cfg, timer)["videos"]
 
     if slot.rank != 0:
-        return AttributesRun(outputs={}, metrics={"seconds": dict(timer.seconds)}, merged=False)
+        return AttributesRun(
+            outputs={}, metrics={"seconds": dict(timer.seconds)}, merged=False, models=models
+        )
     _wait_for([w[2] for w in work] + [w[2].with_suffix(".json") for w in work], poll_s, wait_timeout_s)
     if meta is None:  # everything came from the cache: the parts carry the metadata
         meta = read_meta(work[0][2])
@@ -431,7 +581,7 @@ def run_attributes(
     metrics = _metrics(
         summaries, meta, cfg, device, timer, reused=len(mine) - len(pending), computed_videos=computed_videos
     )
-    return AttributesRun(outputs=outputs, metrics=metrics, merged=True)
+    return AttributesRun(outputs=outputs, metrics=metrics, merged=True, models=models)
 
 
 def _metrics(
@@ -467,7 +617,7 @@ def _metrics(
         "replaced_keyframes": replaced,
         "encoder": {k: v for k, v in asdict(meta).items() if k != "extra"}
         | {"attributes": list(meta.attributes)},
-        "config": asdict(cfg) | {"cache_key": cfg.cache_key()},
+        "config": cfg.recorded() | {"cache_key": cfg.cache_key()},
         "device": str(device),
         "shards_reused": reused,
         "seconds": seconds,

@@ -4,6 +4,10 @@ One row per video. Each attribute is a `fixed_size_list<halffloat>[K*L*D]` colum
 row-major `[K, L, D]` tensor (K keyframes, L encoder layers, D joint embedding dim). Embedding
 columns are stored uncompressed and without dictionaries, in small row groups, so the reader can
 memory-map the file and decode only the row group holding the requested video.
+
+Attributes labelled by a detector (`attributes.label.method: detector`) have one more small column,
+`label_box`: the top box of each keyframe, 4 floats (x0, y0, x1, y1 in pixels of the stored frame)
+per keyframe. Other files have no such column, so their bytes are what they always were.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ METADATA_KEY = b"eva"
 # Rows per row group: a random read decodes one group, so keep it small (16 x 6 x [4, 12, 512] fp16 ~ 5 MB).
 ROW_GROUP_ROWS = 16
 _TEXT_COLUMNS = ("video_id", "keyframe_indices", "label_text", "label_score", "caption_text", "mask_coverage")
+BOX_COLUMN = "label_box"
 
 
 def attributes_for_stage(stage: int) -> tuple[str, ...]:
@@ -62,6 +67,11 @@ class AttributeMeta:
             return self.image_layers
         raise ValueError(f"Unknown attribute {name!r}; expected one of {ATTRIBUTES}")
 
+    @property
+    def boxes(self) -> bool:
+        """Whether the file has the `label_box` column (labels from a detector)."""
+        return self.extra.get("label_method") == "detector"
+
     def shape(self, name: str) -> tuple[int, int, int]:
         return (self.keyframes, self.layers(name), self.dim)
 
@@ -89,6 +99,7 @@ class VideoAttributes:
     caption_text: list[str]
     mask_coverage: list[float]
     embeddings: dict[str, np.ndarray]
+    label_box: list[float] | None = None  # K x (x0, y0, x1, y1), flat; labels from a detector only
 
 
 def attribute_schema(meta: AttributeMeta) -> pa.Schema:
@@ -100,6 +111,8 @@ def attribute_schema(meta: AttributeMeta) -> pa.Schema:
         pa.field("caption_text", pa.list_(pa.string())),
         pa.field("mask_coverage", pa.list_(pa.float32())),
     ]
+    if meta.boxes:
+        fields.append(pa.field(BOX_COLUMN, pa.list_(pa.float32())))
     for name in meta.attributes:
         size = int(np.prod(meta.shape(name)))
         fields.append(pa.field(name, pa.list_(pa.float16(), size)))
@@ -117,6 +130,8 @@ def rows_to_table(rows: Sequence[VideoAttributes], meta: AttributeMeta) -> pa.Ta
         pa.array([r.caption_text for r in rows], pa.list_(pa.string())),
         pa.array([r.mask_coverage for r in rows], pa.list_(pa.float32())),
     ]
+    if meta.boxes:
+        columns.append(pa.array([r.label_box for r in rows], pa.list_(pa.float32())))
     for name in meta.attributes:
         shape = meta.shape(name)
         size = int(np.prod(shape))
@@ -139,8 +154,9 @@ def _leaf(name: str) -> str:
 
 
 def _writer(path: str | os.PathLike[str], schema: pa.Schema) -> pq.ParquetWriter:
-    small = [_leaf(n) for n in _TEXT_COLUMNS]
-    embeddings = [_leaf(f.name) for f in schema if f.name not in _TEXT_COLUMNS]
+    small_names = (*_TEXT_COLUMNS, BOX_COLUMN)
+    small = [_leaf(n) for n in schema.names if n in small_names]
+    embeddings = [_leaf(f.name) for f in schema if f.name not in small_names]
     return pq.ParquetWriter(
         str(path),
         schema,
@@ -257,7 +273,13 @@ class AttributeStore:
         return out
 
     def describe(self, video_id: str) -> dict[str, list]:
-        """The human-readable columns (keyframes, labels, scores, captions, mask coverage) of one video."""
+        """The human-readable columns (keyframes, labels, scores, captions, mask coverage) of one video;
+        with a detector's labels also `label_box`, one [x0, y0, x1, y1] per keyframe."""
         group, row = self._locate(video_id)
-        table = self._group(group, _TEXT_COLUMNS)
-        return {name: table.column(name)[row].as_py() for name in _TEXT_COLUMNS}
+        names = (*_TEXT_COLUMNS, BOX_COLUMN) if self.meta.boxes else _TEXT_COLUMNS
+        table = self._group(group, names)
+        out = {name: table.column(name)[row].as_py() for name in names}
+        if BOX_COLUMN in out:
+            flat = out[BOX_COLUMN]
+            out[BOX_COLUMN] = [flat[i : i + 4] for i in range(0, len(flat), 4)]
+        return out

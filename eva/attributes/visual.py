@@ -4,6 +4,11 @@ The mask is what moves: the keyframe's difference from the temporal median of th
 frames (a background estimate), smoothed, thresholded (Otsu, with a floor), cleaned by morphological
 opening and closing. When nothing or everything moves (static shot, camera motion) a centred ellipse
 stands in, the usual prior that the subject is framed in the middle.
+
+Two methods take the mask from a model instead (computed with the models, passed in as `masks`):
+`box`, the detector's top box (`eva.attributes.detect`), and `model`, a segmentation model's
+thresholded map (`eva.attributes.segment`). The centre prior stands in for an empty box, and for a
+model mask that is empty or covers almost everything, as for the motion mask.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import torch.nn.functional as F
 from eva.config import invalid
 from eva.data.segments import segment_centres
 
-MASK_METHODS = ("median", "center")
+MASK_METHODS = ("median", "center", "box", "model")
+MODEL_MASKS = ("box", "model")  # masks made by a model: `keyframe_images(..., masks=...)`
 MIN_SIDE = 16  # frames smaller than this cannot be encoded meaningfully
 BLACK_LEVEL = 8  # a frame whose brightest pixel is at most this is treated as black
 _MIN_DIFF = 15.0  # below this grey-level difference a pixel never counts as moving
@@ -33,7 +39,7 @@ class KeyframeImages:
     background: torch.Tensor
     dynamic: torch.Tensor
     coverage: float
-    mask_source: str  # "motion" or "center"
+    mask_source: str  # "motion" (median), "box", "model", or "center" (the prior stood in)
 
 
 def keyframe_positions(num_frames: int, keyframes: int) -> list[int]:
@@ -80,6 +86,15 @@ def center_prior(height: int, width: int, device: torch.device | None = None) ->
     ys = (torch.arange(height, device=device).float() + 0.5) / height - 0.5
     xs = (torch.arange(width, device=device).float() + 0.5) / width - 0.5
     return (ys[:, None] / 0.35) ** 2 + (xs[None, :] / 0.35) ** 2 <= 1.0
+
+
+def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bool `[K, H, W]`: the pixels inside each float `[K, 4]` box (x0, y0, x1, y1 in pixels, rounded)."""
+    x0, y0, x1, y1 = boxes.round().long().unbind(-1)  # [K] each
+    ys, xs = torch.arange(height), torch.arange(width)
+    rows = (ys[None] >= y0[:, None]) & (ys[None] < y1[:, None])  # [K, H]
+    cols = (xs[None] >= x0[:, None]) & (xs[None] < x1[:, None])  # [K, W]
+    return rows[:, :, None] & cols[:, None, :]
 
 
 def _otsu(values: torch.Tensor, bins: int = 64) -> float:
@@ -137,9 +152,11 @@ def motion_images(frames: torch.Tensor, positions: list[int]) -> torch.Tensor:
 
 
 def keyframe_images(
-    frames: torch.Tensor, positions: list[int], method: str = "median"
+    frames: torch.Tensor, positions: list[int], method: str = "median", masks: torch.Tensor | None = None
 ) -> list[KeyframeImages]:
     """Original, foreground, background and dynamic images for each keyframe of uint8 `[T, 3, H, W]`.
+
+    `masks`: bool `[K, H, W]` from the method's model, for the methods in MODEL_MASKS (only).
 
     Vectorised over the keyframes: a video costs a handful of small tensor ops, not K times as many.
     """
@@ -148,13 +165,23 @@ def keyframe_images(
     h, w = frames.shape[-2:]
     keyframes = frames[positions]  # [K, 3, H, W]
     prior = center_prior(h, w, frames.device)  # [H, W]
+    if (masks is not None) != (method in MODEL_MASKS):
+        raise ValueError(f"mask method {method!r} {'needs' if masks is None else 'takes no'} model masks")
     if method == "median":
         background = frames.median(dim=0).values  # [3, H, W], lower median: exact on uint8
         masks, usable = motion_masks(keyframes, background)
         masks = torch.where(usable[:, None, None], masks, prior)  # [K, H, W]
+    elif masks is not None:
+        masks = masks.to(prior.device)
+        coverage = masks.float().mean(dim=(1, 2))  # [K]
+        usable = coverage > 0  # a box is the subject whatever its size; a segmentation map is not:
+        if method == "model":
+            usable &= (coverage >= _COVERAGE_RANGE[0]) & (coverage <= _COVERAGE_RANGE[1])
+        masks = torch.where(usable[:, None, None], masks, prior)
     else:
         usable = torch.zeros(len(positions), dtype=torch.bool)
         masks = prior.expand(len(positions), h, w)
+    source = "motion" if method == "median" else method
     keep = masks.to(torch.uint8)[:, None]  # [K, 1, H, W]
     foreground, background_images = keyframes * keep, keyframes * (1 - keep)
     dynamic = motion_images(frames, positions)
@@ -167,7 +194,7 @@ def keyframe_images(
             background=background_images[i],
             dynamic=dynamic[i],
             coverage=coverage[i],
-            mask_source="motion" if bool(usable[i]) else "center",
+            mask_source=source if bool(usable[i]) else "center",
         )
         for i, pos in enumerate(positions)
     ]
