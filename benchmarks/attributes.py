@@ -27,6 +27,7 @@ import webdataset as wds
 from PIL import Image
 
 from eva.attributes.encode import HierarchicalEncoder
+from eva.attributes.label import read_vocabulary
 from eva.attributes.pipeline import AttributeConfig, PhaseTimer, load_models, process_shard
 from eva.attributes.store import ATTRIBUTES, AttributeMeta, VideoAttributes, rows_to_table, write_table
 from eva.models.loading import load_open_clip
@@ -160,7 +161,7 @@ def write_synthetic_shard(path: Path, videos: int) -> None:
 
 def phase_breakdown(clip: str, workdir: Path, videos: int, batch_size: int) -> None:
     vocabulary = Path(__file__).resolve().parents[1] / "eva" / "resources" / "objects.txt"
-    captioner = save_tiny_captioner(workdir / "captioner", vocabulary.read_text().splitlines(), seed=0)
+    captioner = save_tiny_captioner(workdir / "captioner", read_vocabulary(vocabulary), seed=0)
     cfg = AttributeConfig(
         clip_model=clip, captioner=str(captioner), vocabulary=str(vocabulary),
         keyframes=K, batch_size=batch_size, device="cpu",

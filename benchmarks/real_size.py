@@ -158,11 +158,9 @@ def write_params(project: Path, args: argparse.Namespace, checkpoint: Path, capt
     params["attributes"]["label"]["vocabulary"] = str(REPO / "eva" / "resources" / "objects.txt")
     params["attributes"]["gallery_videos"] = 2
     params["model"].update(method="eva", frames=args.frames, image_size=224, drop_path=0.2)
-    params["model"]["backbone"] = {
-        "family": "open_clip",
-        "name": "ViT-B-16-quickgelu",
-        "pretrained": str(checkpoint),
-    }
+    params["model"]["backbone"].update(
+        family="open_clip", name="ViT-B-16-quickgelu", pretrained=str(checkpoint)
+    )
     params["train"].update(epochs=1, batch_size=args.batch_size, workers=0, nproc=1, warmup_epochs=0)
     params["evaluate"].update(clips=1, crops=1, batch_size=args.batch_size)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -39,7 +39,7 @@ class Recipe:
     lr: float = setting(default=1e-3, rule=number(above=0))  # adapters, prompts, attribute projections, head
     # pretrained backbone weights; only methods that train the backbone use it
     backbone_lr: float = setting(default=0.0, rule=number(0))
-    # on weight matrices only (biases, norms, embeddings, prompts: none)
+    # on weight matrices only (biases, norms, embeddings, prompts: none; prompts too with train.decay_prompts)
     weight_decay: float = setting(default=0.05, rule=number(0))
     momentum: float = setting(default=0.9, rule=number(0))  # sgd only
 

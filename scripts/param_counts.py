@@ -75,6 +75,7 @@ def model_defaults() -> dict:
     params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text(encoding="utf-8"))
     config = ModelConfig.from_params(params, num_classes=1)
     names = ("adapter_ratio", "prompt_length", "adaptformer_bottleneck", "lora_rank", "lora_targets")
+    names += ("readout", "final_norm")  # the head's input width; VideoMAE's final LayerNorm (total)
     return {name: getattr(config, name) for name in (*names, "attribute_projection", "attribute_attention")}
 
 

@@ -726,8 +726,8 @@ def _stage_project(data: TinyData, root: Path, **train: Any) -> Path:
     (root / "attributes" / "demo").symlink_to(data.root / "attributes")
     params = load_params(Path(__file__).parents[1] / "params.yaml")
     params["dataset"]["name"] = "demo"
-    params["model"].update(backbone={"family": "open_clip", "name": data.backbone, "pretrained": ""}, image_size=SPEC.image_size,
-                           frames=FRAMES)  # fmt: skip
+    params["model"]["backbone"].update(family="open_clip", name=data.backbone, pretrained="")
+    params["model"].update(image_size=SPEC.image_size, frames=FRAMES)
     params["train"].update(epochs=1, workers=0, **train)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root

@@ -21,6 +21,12 @@ import torch
 
 from eva.models.lora import AttentionLoRA
 
+# `model.readout`: proj, the backbone's own output (CLIP: `ln_post(CLS) @ proj`); width, the feature at the
+# transformer's width (CLIP: `ln_post(CLS)`, AIM). VideoMAE's token mean is at the width either way.
+READOUTS = ("proj", "width")
+# `model.backbone.final_norm`: keep the checkpoint's final LayerNorm, or identity (APT / VideoMAE fine-tuning)
+FINAL_NORMS = ("keep", "identity")
+
 
 class BlockBackbone(Protocol):
     width: int  # D
@@ -76,6 +82,10 @@ class BlockBackbone(Protocol):
     def drop_tokens(self, x: torch.Tensor, num_tokens: int) -> torch.Tensor: ...
 
     def features(self, x: torch.Tensor) -> torch.Tensor: ...  # tokens -> [B, F, D_out] (F frames or 1)
+
+    # `model.readout` and `model.backbone.final_norm` (READOUTS, FINAL_NORMS): set `features` and
+    # `feature_dim` once, before the classifier is built on the backbone; an unsupported value names its key
+    def configure_readout(self, readout: str, final_norm: str) -> None: ...
 
 
 def lora_block(backbone: BlockBackbone, i: int, x: torch.Tensor, lora: AttentionLoRA) -> torch.Tensor:

@@ -10,7 +10,9 @@ backbone) and the backbone is passed to `BlockAdapters.forward`. Per layer:
 with the backbone's frozen `ln_1`, `attention` (attn; attn_t: `temporal_attention`), `ln_2`, `mlp`. G (gate, AIM's "T-Adapter in",
 optional: `model.adapter.gate`) and S are skip adapters, T and J are not; all up-projections
 start at zero, so an adapted block starts as exactly the frozen block. `dp` is drop-path
-(stochastic depth) on the two branches AIM applies it to, per video, identity in eval mode.
+(stochastic depth) on the two branches AIM applies it to, identity in eval mode: per video
+(`model.drop_path_mode: video`), or per token position across the whole batch as AIM's code does
+(`aim`, see `DropPath`).
 """
 
 from __future__ import annotations
@@ -56,30 +58,43 @@ def attend(
     return attn.out_proj(out)
 
 
-class DropPath(nn.Module):
-    """Stochastic depth on a residual branch: drop it for a whole video with probability `p`.
+DROP_PATH_MODES = ("video", "aim")  # `model.drop_path_mode`
 
-    Rows of `[B*T, L, D]` are ordered (b t); one draw per video is shared by its T frames, so a
-    dropped branch is dropped for the clip, as stochastic depth drops it for a sample. Kept
-    branches are scaled by 1/(1-p) so the expectation matches evaluation, where this is identity.
+
+class DropPath(nn.Module):
+    """Stochastic depth on a residual branch `[rows, L, D]`, kept branches scaled by 1/(1-p).
+
+    `video` (default): rows are ordered (b t), `frames` rows per video; one draw per video is shared
+    by its frames, so a dropped branch is dropped for the clip, as stochastic depth drops it for a
+    sample. `aim`: one draw per token position l, shared by every row of the batch (all videos and
+    frames), which is what AIM's code does: it applies timm's `DropPath` (one draw per index of dim
+    0) to its sequence-first `[L, B*T, D]` tensors (vit_clip.py). Identity in evaluation either way.
     """
 
-    def __init__(self, p: float) -> None:
+    def __init__(self, p: float, mode: str = "video") -> None:
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"`model.drop_path` must be in [0, 1); got {p}")
+        if mode not in DROP_PATH_MODES:
+            raise ValueError(
+                f"`model.drop_path_mode` must be one of {', '.join(DROP_PATH_MODES)}; got {mode!r}"
+            )
         self.p = p
+        self.mode = mode
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
         keep = 1.0 - self.p
+        if self.mode == "aim":
+            shape = (1, x.shape[1], *([1] * (x.ndim - 2)))  # [1, L, 1]: per token position
+            return x * (torch.empty(shape, device=x.device, dtype=x.dtype).bernoulli_(keep) / keep)
         videos = x.shape[0] // frames
         mask = torch.empty(videos, device=x.device, dtype=x.dtype).bernoulli_(keep) / keep  # [B]
         return x * mask.repeat_interleave(frames).view(-1, *([1] * (x.ndim - 1)))  # [B*T, 1, 1]
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.p}" if self.mode == "video" else f"p={self.p}, mode={self.mode}"
 
 
 class BlockAdapters(nn.Module):
@@ -90,15 +105,23 @@ class BlockAdapters(nn.Module):
     """
 
     def __init__(
-        self, width: int, ratio: float, scale: float, *, gate: bool = True, drop_path: float = 0.0
+        self,
+        width: int,
+        ratio: float,
+        scale: float,
+        *,
+        gate: bool = True,
+        drop_path: float = 0.0,
+        drop_path_mode: str = "video",
+        init: str = "default",
     ) -> None:
         super().__init__()
-        self.gate = Adapter(width, ratio, skip=True) if gate else None
-        self.temporal = Adapter(width, ratio, skip=False)
-        self.spatial = Adapter(width, ratio, skip=True)
-        self.joint = Adapter(width, ratio, skip=False)
+        self.gate = Adapter(width, ratio, skip=True, init=init) if gate else None
+        self.temporal = Adapter(width, ratio, skip=False, init=init)
+        self.spatial = Adapter(width, ratio, skip=True, init=init)
+        self.joint = Adapter(width, ratio, skip=False, init=init)
         self.scale = scale
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = DropPath(drop_path, drop_path_mode)
 
     def forward(
         self,

@@ -17,10 +17,11 @@ joint-adapter scale) defaults to the method's published layout for the backbone 
 add a learnable time embedding, zero-initialised as in AIM or at a small random scale
 (`model.time_embedding_init`); VideoMAE's position table is space-time already.
 
-The read-out is the backbone's (`ln_post(CLS) @ proj` per frame on CLIP, the token mean on
-VideoMAE), averaged over frames; the head is `[fc_norm] -> dropout -> Linear`, with VideoMAE's
-tunable `fc_norm`. The model does not normalise pixels: the data pipeline does, with the `mean` /
-`std` buffers exposed here. What is trainable follows from the module structure: the backbone is
+The read-out is the backbone's (`ln_post(CLS) @ proj` per frame on CLIP, or `ln_post(CLS)` at the
+width as in AIM with `model.readout: width`; the token mean on VideoMAE), averaged over frames; the
+head is `[fc_norm] -> dropout -> Linear` on the read-out's width, with VideoMAE's tunable `fc_norm`.
+The model does not normalise pixels: the data pipeline does, with the `mean` / `std` buffers
+exposed here. What is trainable follows from the module structure: the backbone is
 frozen by `freeze()` unless the method trains it, and every other submodule is tunable.
 """
 
@@ -29,7 +30,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -51,9 +52,10 @@ from eva.config import (
     setting,
 )
 from eva.methods import METHODS, get_method
+from eva.models.adapters import ADAPTER_INITS
 from eva.models.adaptformer import AdaptFormerAdapter, adaptformer_block
-from eva.models.backbone import BlockBackbone, lora_block
-from eva.models.blocks import BlockAdapters
+from eva.models.backbone import FINAL_NORMS, READOUTS, BlockBackbone, lora_block
+from eva.models.blocks import DROP_PATH_MODES, BlockAdapters
 from eva.models.families import get_family
 from eva.models.lora import AttentionLoRA
 from eva.models.summary import format_groups, group_tensors
@@ -111,6 +113,10 @@ def attribute_fields(method: str, stage: int, meta: AttributeMeta | None) -> dic
     }
 
 
+# ModelConfig fields added to select a reference's behaviour; `ModelConfig.record` omits them at their default.
+REFERENCE_OPTIONS = ("readout", "final_norm", "drop_path_mode", "adapter_init", "prompt_dropout")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The `model` section of params.yaml plus what the data decides; saved in the checkpoint (`asdict`)."""
@@ -143,6 +149,18 @@ class ModelConfig:
     lora_alpha: float = setting("lora.alpha", default=8.0, rule=number(above=0))
     lora_targets: tuple[str, ...] = setting("lora.targets", default=("q", "v"))
     lora_dropout: float = setting("lora.dropout", default=0.0, rule=number(0, below=1))
+    # Options that select a reference's behaviour (docs/reference-deviations.md); left out of the
+    # checkpoint's record while at their default (`record`), so a default run saves what it did before.
+    # proj: CLIP's `ln_post(CLS) @ proj` | width: `ln_post(CLS)`, proj removed (AIM)
+    readout: str = setting(default="proj", rule=one_of(*READOUTS))
+    # keep | identity: no final LayerNorm before the mean pool (VideoMAE; the EVA authors' code)
+    final_norm: str = setting("backbone.final_norm", default="keep", rule=one_of(*FINAL_NORMS))
+    # video: drop-path draws per video | aim: per token position across the batch (AIM's code)
+    drop_path_mode: str = setting(default="video", rule=one_of(*DROP_PATH_MODES))
+    # default: PyTorch's Linear init of the adapter down-projections | aim: trunc normal std 0.02, zero bias
+    adapter_init: str = setting("adapter.init", default="default", rule=one_of(*ADAPTER_INITS))
+    # vpt: dropout on the prompt tokens in training (VPT's MODEL.PROMPT.DROPOUT)
+    prompt_dropout: float = setting("prompt.dropout", default=0.0, rule=number(0, below=1))
     # eva: active attribute names (from `stage`, store order), their encoder depth and width
     attributes: tuple[str, ...] = derived(default=())
     attribute_layers: dict[str, int] = derived(default_factory=dict)
@@ -170,6 +188,14 @@ class ModelConfig:
             derived_fields = attribute_fields(values["method"], stage, attribute_meta) | derived_fields
         return cls(**values, **derived_fields)
 
+    def record(self) -> dict[str, Any]:
+        """The checkpoint's record (`asdict`), without the reference options that are at their default.
+
+        `ModelConfig(**record)` gives this config back (an absent option takes its default).
+        """
+        defaults = {f.name: f.default for f in fields(self) if f.name in REFERENCE_OPTIONS}
+        return {k: v for k, v in asdict(self).items() if not (k in defaults and v == defaults[k])}
+
     def __post_init__(self) -> None:
         # Accept the JSON round trip of a checkpoint (lists, string keys).
         set_field = object.__setattr__  # frozen: normalised once, here
@@ -191,6 +217,12 @@ class ModelConfig:
             "num_classes", self.num_classes, Rule("an integer >= 1 (the dataset's class list)", integer(1).ok)
         )
         check("head_dropout", self.head_dropout, number(0, below=1))  # not a param: set by code only
+        if self.final_norm != "keep" and self.backbone_family == "open_clip":
+            raise invalid(
+                "model.backbone.final_norm",
+                "keep for model.backbone.family=open_clip (ln_post is CLIP's read-out norm; AIM keeps it)",
+                self.final_norm,
+            )
         if get_method(self.method).uses_attributes:
             if len(set(self.attributes)) != len(self.attributes):
                 raise invalid("stage", "a stage whose attribute names are distinct", self.attributes)
@@ -229,7 +261,13 @@ LAYER_KINDS: dict[str, LayerKind] = {
     "frozen": LayerKind(make=None, run=lambda bb, i, x, m, k, g: bb.frozen_block(i, x)),
     "aim": LayerKind(
         make=lambda cfg, bb, rate: BlockAdapters(
-            bb.width, cfg.adapter_ratio, cfg.adapter_scale, gate=cfg.adapter_gate, drop_path=rate
+            bb.width,
+            cfg.adapter_ratio,
+            cfg.adapter_scale,
+            gate=cfg.adapter_gate,
+            drop_path=rate,
+            drop_path_mode=cfg.drop_path_mode,
+            init=cfg.adapter_init,
         ),
         run=lambda bb, i, x, m, k, g: m(bb, i, x, num_extra=k, token_gate=g),
         time_embedding=True,
@@ -263,6 +301,7 @@ class VideoClassifier(nn.Module):
             raise ValueError(
                 f"`model.frames`={config.frames} but the backbone takes exactly {backbone.frames} frames"
             )
+        backbone.configure_readout(config.readout, config.final_norm)  # before its features' width is read
         self.config = config
         self.method = get_method(config.method)
         self.layer_kind = LAYER_KINDS[self.method.layer]
@@ -286,7 +325,7 @@ class VideoClassifier(nn.Module):
         make = self.layer_kind.make
         self.adapters = nn.ModuleList(make(config, backbone, rate) for rate in rates) if make else None
         self.prompts = (
-            DeepPrompts(layers, config.prompt_length, width, backbone.patch_area)
+            DeepPrompts(layers, config.prompt_length, width, backbone.patch_area, config.prompt_dropout)
             if self.method.tokens == "prompts"
             else None
         )

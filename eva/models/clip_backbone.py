@@ -2,7 +2,8 @@
 
 A frame-level ViT sees a clip `[B, T, 3, H, W]` as B*T images: tokens are `[B*T, 1+N, D]` (rows
 ordered (b t)), extra tokens go after CLS and are shared by the T frames of a video, and the
-read-out is what `clip.visual` returns per frame, `ln_post(CLS) @ proj`. AIM's temporal pass runs
+read-out is what `clip.visual` returns per frame, `ln_post(CLS) @ proj` (`model.readout: proj`), or
+`ln_post(CLS)` at the width without `proj`, as AIM reads it (`width`). AIM's temporal pass runs
 the frozen attention across the T frames of each token position; the extra tokens, identical in
 every frame, take no part in it (attending over time would only mix a token with copies of itself),
 so their temporal update is zero.
@@ -20,6 +21,8 @@ from einops import rearrange
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
+from eva.config import invalid
+from eva.models.backbone import FINAL_NORMS, READOUTS
 from eva.models.blocks import attend, check_attention
 from eva.models.lora import AttentionLoRA, attend_with_lora
 from eva.models.tokens import drop_tokens, insert_tokens
@@ -149,6 +152,25 @@ class OpenClipBackbone(nn.Module):
         x = x + self.attention(i, self.ln_1(i, x))
         return x + self.mlp(i, self.ln_2(i, x))
 
+    def configure_readout(self, readout: str, final_norm: str) -> None:
+        """`model.readout`: `proj` keeps `ln_post(CLS) @ proj`; `width` removes `proj` from the model, as
+        AIM deletes it from the CLIP state dict (vit_clip.py `init_weights`), so the features are
+        `ln_post(CLS)` at the width, and the unused tensor is neither counted nor trained.
+
+        `model.backbone.final_norm` must be `keep`: `ln_post` is the read-out norm, and AIM keeps it.
+        """
+        if readout not in READOUTS:
+            raise invalid("model.readout", f"one of {', '.join(READOUTS)}", readout)
+        if final_norm != FINAL_NORMS[0]:
+            raise invalid(
+                "model.backbone.final_norm",
+                "keep for model.backbone.family=open_clip (ln_post is CLIP's read-out norm; AIM keeps it)",
+                final_norm,
+            )
+        if readout == "width" and self.visual.proj is not None:
+            self.visual.proj = None  # unregisters the parameter
+            self.feature_dim = self.width
+
     # -- extra tokens and read-out -----------------------------------------------------------
 
     def insert_tokens(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -160,7 +182,8 @@ class OpenClipBackbone(nn.Module):
         return drop_tokens(x, num_tokens)  # [B*T, 1+N, D]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """`[B*T, 1+N, D]` -> per-frame features `[B, T, D_out]`: `ln_post(CLS) @ proj`, as `clip.visual`."""
+        """`[B*T, 1+N, D]` -> per-frame features `[B, T, D_out]`: `ln_post(CLS) @ proj`, as `clip.visual`
+        (`ln_post(CLS)` with `model.readout: width`)."""
         cls = self.visual.ln_post(x[:, 0])  # [B*T, D]
         if self.visual.proj is not None:
             cls = cls @ self.visual.proj  # [B*T, D_out]

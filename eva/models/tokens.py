@@ -107,20 +107,30 @@ class LayerTokens(nn.Module):
 
 
 class DeepPrompts(LayerTokens):
-    """VPT-deep: `length` learnable tokens per layer, the same for every video."""
+    """VPT-deep: `length` learnable tokens per layer, the same for every video.
 
-    def __init__(self, layers: int, length: int, width: int, patch_area: int) -> None:
+    `dropout` > 0 (`model.prompt.dropout`) drops prompt elements in training, drawn per video (and
+    shared by its frames), as VPT's `prompt_dropout` on the batch-expanded prompts (src/models/
+    vit_prompt/vit.py; `MODEL.PROMPT.DROPOUT`, 0.0 by default, 0.1 in its demo runs).
+    """
+
+    def __init__(self, layers: int, length: int, width: int, patch_area: int, dropout: float = 0.0) -> None:
         super().__init__()
         if length < 1:
             raise invalid("model.prompt.length", "an integer >= 1 for model.method=vpt", length)
+        if not 0.0 <= dropout < 1.0:
+            raise invalid("model.prompt.dropout", "a number in 0..1 (1 excluded)", dropout)
         self.num_tokens = length
         self.tokens = nn.Parameter(torch.empty(layers, length, width))
         # VPT's initialisation: Xavier-uniform bound for a patch embedding of fan-in 3 * patch area.
         bound = math.sqrt(6.0 / float(3 * patch_area + width))
         nn.init.uniform_(self.tokens, -bound, bound)
+        # none at 0: the module tree (and so the default model) stays as without the option
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
 
     def forward(self, layer: int, batch_size: int, attributes: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.tokens[layer].unsqueeze(0).expand(batch_size, -1, -1)  # [B, k, D]
+        tokens = self.tokens[layer].unsqueeze(0).expand(batch_size, -1, -1)  # [B, k, D]
+        return self.dropout(tokens) if self.dropout is not None else tokens
 
 
 class AttributeLayerTokens(LayerTokens):

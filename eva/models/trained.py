@@ -8,7 +8,6 @@ the run): the frozen backbone is rebuilt from `model.backbone.*`. Written atomic
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,7 @@ def save_trained_model(
         raise ValueError(f"{len(classes)} class names for a {model.config.num_classes}-way model")
     save_torch(
         {
-            "config": asdict(model.config),
+            "config": model.config.record(),  # reference options only when set: a default run's bytes as before
             "tunable": {k: v.detach().cpu().clone() for k, v in model.tunable_state_dict().items()},
             "classes": list(classes),
             "stage": int(stage),

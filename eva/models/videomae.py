@@ -15,7 +15,9 @@ q/k/v/out projections without replacing modules.
 
 Readout and `fc_norm`: HF `VideoMAEModel` ends in a LayerNorm only when `use_mean_pooling` is off
 (the pre-training checkpoints such as `MCG-NJU/videomae-base`); `readout` applies it when present,
-so it always equals `last_hidden_state.mean(1)`. The `fc_norm` LayerNorm that VideoMAE's
+so it always equals `last_hidden_state.mean(1)`; `model.backbone.final_norm: identity` removes it, as
+the EVA authors' VideoMAE (Rxn666/APT promptmae.py: `norm = nn.Identity()` with mean pooling) and
+VideoMAE's own fine-tuning do (the `-finetuned-` checkpoints have none). The `fc_norm` LayerNorm that VideoMAE's
 fine-tuning puts between the mean pool and the head is NOT part of the backbone: it belongs to the
 classifier and is tunable (the EVA authors count it: 2 * D parameters).
 """
@@ -35,6 +37,8 @@ from torch import nn
 from transformers import VideoMAEConfig, VideoMAEImageProcessor, VideoMAEModel
 from transformers.utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from eva.config import invalid
+from eva.models.backbone import FINAL_NORMS, READOUTS
 from eva.models.blocks import BlockAdapters
 from eva.models.loading import missing_weights
 from eva.models.lora import AttentionLoRA
@@ -194,6 +198,17 @@ class VideoMAEBackbone(nn.Module):
     def drop_tokens(x: torch.Tensor, num_tokens: int) -> torch.Tensor:
         """`[B, k+N, D]` -> `[B, N, D]`: remove the k prepended tokens."""
         return x[:, num_tokens:]  # [B, N, D]
+
+    def configure_readout(self, readout: str, final_norm: str) -> None:
+        """`model.readout`: either value reads the token mean at the width (no projection here).
+        `model.backbone.final_norm: identity` drops the checkpoint's final LayerNorm (when it has one),
+        as HF's `use_mean_pooling` checkpoints and the EVA authors' VideoMAE do."""
+        if readout not in READOUTS:
+            raise invalid("model.readout", f"one of {', '.join(READOUTS)}", readout)
+        if final_norm not in FINAL_NORMS:
+            raise invalid("model.backbone.final_norm", f"one of {', '.join(FINAL_NORMS)}", final_norm)
+        if final_norm == "identity":
+            self.model.layernorm = None  # unregisters it: neither applied nor counted
 
     def readout(self, x: torch.Tensor) -> torch.Tensor:
         """`[B, N, D]` space-time tokens (extra tokens dropped) -> `[B, D]`: `last_hidden_state.mean(1)`.

@@ -54,6 +54,7 @@ from eva.data.clips import (
 from eva.methods import get_method
 from eva.models import ModelConfig, VideoClassifier, build_model
 from eva.models.loading import weights_fingerprint
+from eva.models.tokens import DeepPrompts
 from eva.train.checkpoint import (
     capture_rng_state,
     data_fingerprint,
@@ -71,8 +72,8 @@ from eva.utils.log import progress
 
 log = logging.getLogger(__name__)
 
-# Only the weight matrices of these layers get weight decay; biases, norms, embeddings, prompts,
-# attribute-token offsets and other free tensors do not.
+# Only the weight matrices of these layers get weight decay; biases, norms, embeddings, prompts (unless
+# `train.decay_prompts`), attribute-token offsets and other free tensors do not.
 DECAYED_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MultiheadAttention)
 
 
@@ -95,7 +96,10 @@ class TrainConfig:
     lr_scale_adamw: float = setting("lr_scale.adamw", default=1.0, rule=number(above=0))
     lr_scale_sgd: float = setting("lr_scale.sgd", default=1.0, rule=number(above=0))
     warmup_epochs: float = setting(default=1.0, rule=number(0))
-    label_smoothing: float = setting(default=0.1, rule=number(0, below=1))
+    label_smoothing: float = setting(default=0.1, rule=number(0, below=1))  # AIM, VPT, AdaptFormer: 0
+    # vpt: the prompt tokens get the recipe's weight decay too, as in VPT's SGD (it decays every tunable
+    # tensor but the head's bias); false: prompts are free tensors, not decayed
+    decay_prompts: bool = setting(default=False, rule=BOOLEAN)
     flip: bool = setting(default=False, rule=BOOLEAN)
     crop_scale: tuple[float, float] = (0.7, 1.0)
     workers: int = setting(default=1, rule=integer(0, what="(DataLoader worker processes per rank)"))
@@ -230,11 +234,14 @@ def _gather_rng(env: DistEnv) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- optimisation
 
 
-def param_groups(model: VideoClassifier, recipe: Recipe) -> list[dict[str, Any]]:
+def param_groups(
+    model: VideoClassifier, recipe: Recipe, *, decay_prompts: bool = False
+) -> list[dict[str, Any]]:
     """AdamW/SGD groups over the tunable tensors only, new parameters first (their lr is the one logged).
 
     New parameters train at `recipe.lr`, pretrained backbone weights (trainable only under `full`)
-    at `recipe.backbone_lr`; weight decay on layer weight matrices, none on biases, norms and free tensors.
+    at `recipe.backbone_lr`; weight decay on layer weight matrices, none on biases, norms and free
+    tensors, except VPT's prompt tokens with `decay_prompts` (`train.decay_prompts`).
     """
     tunable = {id(p) for _, p in model.named_tunable_parameters()}
     in_backbone = {id(p) for p in model.backbone.parameters()}
@@ -248,6 +255,7 @@ def param_groups(model: VideoClassifier, recipe: Recipe) -> list[dict[str, Any]]
                 continue
             seen.add(id(p))
             decay = isinstance(module, DECAYED_LAYERS) and p.ndim >= 2
+            decay = decay or (decay_prompts and isinstance(module, DeepPrompts))
             groups[(id(p) in in_backbone, decay)].append(p)
     return [
         {
@@ -260,9 +268,11 @@ def param_groups(model: VideoClassifier, recipe: Recipe) -> list[dict[str, Any]]
     ]
 
 
-def build_optimizer(model: VideoClassifier, recipe: Recipe) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: VideoClassifier, recipe: Recipe, *, decay_prompts: bool = False
+) -> torch.optim.Optimizer:
     """The recipe's optimiser over `param_groups` (each group carries its own lr)."""
-    groups = param_groups(model, recipe)
+    groups = param_groups(model, recipe, decay_prompts=decay_prompts)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)
     return torch.optim.AdamW(groups, lr=recipe.lr)
@@ -478,7 +488,7 @@ def _build_optimisation(job: TrainJob, env: DistEnv, optimiser_steps: int) -> _O
     torch.manual_seed(derive_seed(cfg.seed, "rank", env.rank))  # independent dropout per rank
     # (build_model logs the tunable vs total parameter counts and the tunable tensor names.)
     recipe = cfg.scaled_recipe
-    optimizer = build_optimizer(model, recipe)
+    optimizer = build_optimizer(model, recipe, decay_prompts=cfg.decay_prompts)
     if env.is_main:
         log.info(
             "recipe train.recipes.%s: %s; run at lr %g, backbone_lr %g (train.lr_scale.%s)",
