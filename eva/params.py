@@ -97,6 +97,14 @@ def check_inputs(params: Mapping[str, Any], produced: Iterable[Path] = ()) -> No
     _must_exist(
         "attributes.label.vocabulary", value_at(params, "attributes.label.vocabulary"), produced, kind="file"
     )
-    problems = weights.missing(params, skip=tuple(p for p in produced if not p.exists()))
+    check_weights(params, produced)
+
+
+def check_weights(params: Mapping[str, Any], produced: Iterable[Path] = ()) -> None:
+    """Every model source the params name is here (local paths always, hub names when offline).
+
+    Needs no torch: the check stage runs it first, so a missing weight is reported in seconds.
+    """
+    problems = weights.missing(params, skip=tuple(p for p in map(Path, produced) if not p.exists()))
     if problems:
         raise FileNotFoundError("\n".join(problems))

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from eva.config import value_at
-from eva.params import check_inputs, check_params
+from eva.params import check_inputs, check_params, check_weights
 from eva.utils.io import atomic_path
 from eva.utils.log import setup_logging
 from stages._entry import run_stage
@@ -28,8 +28,10 @@ PRODUCED = (Path("data/demo"),)  # folders a stage writes; `pretrain.out` is add
 def main() -> None:
     setup_logging()
     params = load_params()
+    produced = (*PRODUCED, Path(value_at(params, "pretrain.out")))
+    check_weights(params, produced)  # first: it needs none of the model code the config classes load
     check_params(params)
-    check_inputs(params, produced=(*PRODUCED, Path(value_at(params, "pretrain.out"))))
+    check_inputs(params, produced=produced)
     if not CHECKED.is_file() or CHECKED.read_text(encoding="utf-8") != TEXT:
         with atomic_path(CHECKED) as tmp:
             tmp.write_text(TEXT, encoding="utf-8")

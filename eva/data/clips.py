@@ -355,6 +355,8 @@ class VideoAttributeDataset(IterableDataset):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        if train:  # a worker makes every `workers`-th batch: beyond `steps` of them, one would idle
+            workers = min(workers, steps)
         self.workers = max(workers, 1)
         self.num_workers = workers  # what the DataLoader must be built with
         self.epoch = 0

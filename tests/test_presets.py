@@ -1,0 +1,123 @@
+"""Presets: each sets every key the demo changes, to the published setup's values, and applying one
+writes params.yaml the way `dvc exp run -S` does (a preset then `demo` gives back the same bytes)."""
+
+from __future__ import annotations
+
+import runpy
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from eva import preset
+from eva.params import check_params
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = [n for n in preset.names() if n != "demo"]
+CLIP_PRESETS = ("ucf101", "hmdb51", "ssv2", "k400")
+VIDEOMAE_PRESETS = ("ucf101-videomae", "hmdb51-videomae")
+
+
+def keys(name: str) -> set[str]:
+    return {k for k, _ in preset.leaves(preset.resolve(name))}
+
+
+def values(name: str) -> dict[str, object]:
+    return dict(preset.leaves(preset.resolve(name)))
+
+
+def test_the_published_setups_are_there() -> None:
+    assert set(CLIP_PRESETS + VIDEOMAE_PRESETS) <= set(REAL)
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_each_preset_sets_exactly_the_keys_the_demo_sets(name: str) -> None:
+    """So `python -m eva.preset demo` undoes any preset, and no demo setting leaks into a real run."""
+    assert keys(name) == keys("demo")
+
+
+def test_the_demo_preset_is_the_committed_params() -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    assert preset.changes(params, preset.resolve("demo")) == []
+
+
+@pytest.mark.parametrize("name", CLIP_PRESETS)
+def test_clip_presets_follow_aim(name: str) -> None:
+    v = values(name)
+    assert v["model.backbone.family"] == "open_clip"
+    assert (
+        v["model.backbone.name"]
+        == v["attributes.clip.model"]
+        == "local-dir:weights/open_clip/ViT-B-16/openai"
+    )
+    assert (v["model.frames"], v["model.image_size"], v["model.drop_path"]) == (8, 224, 0.2)
+    assert v["model.time_embedding_init"] == 0.0  # AIM's zero init
+    assert v["train.lr_scale.adamw"] == v["train.lr_scale.sgd"] == 1.0
+    assert (v["train.batch_size"], v["train.warmup_epochs"], v["train.label_smoothing"]) == (64, 2.5, 0.0)
+    assert v["evaluate.crops"] == 3
+    assert v["attributes.label.vocabulary"] != "eva/resources/demo_shapes.txt"
+    assert v["train.flip"] is (name != "ssv2")  # left/right is SSv2's label
+    assert v["dataset.name"] == name
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_extraction_stores_more_frames_than_the_model_takes(name: str) -> None:
+    """Training clips jitter in time and the evaluation clips differ only when stored frames > T."""
+    v = values(name)
+    assert v["extract.frames_per_video"] >= 3 * v["model.frames"]
+
+
+@pytest.mark.parametrize("name", VIDEOMAE_PRESETS)
+def test_videomae_presets_are_the_eva_authors_configuration(name: str) -> None:
+    v = values(name)
+    assert v["model.backbone.family"] == "videomae" and v["model.frames"] == 16
+    assert (v["model.attribute_projection"], v["model.attribute_attention"]) == ("none", "joint")
+
+
+def test_videomae_hmdb51_has_the_authors_parameter_count() -> None:
+    """14,242,611 tunable of 100,468,275 at HMDB51's 51 classes (the EVA authors' promptmae.py)."""
+    counts = runpy.run_path(str(REPO / "scripts" / "param_counts.py"))["preset_counts"]
+    assert counts("hmdb51-videomae", 2) == (14_242_611, 100_468_275)
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_apply_then_demo_gives_back_the_same_bytes(name: str, tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    shutil.copyfile(REPO / "params.yaml", params)
+    diff = preset.apply(name, params)
+    applied = yaml.safe_load(params.read_text(encoding="utf-8"))
+    check_params(applied)
+    assert diff and dict(preset.leaves(applied)) | values(name) == dict(preset.leaves(applied))
+    preset.apply("demo", params)
+    assert params.read_bytes() == (REPO / "params.yaml").read_bytes()
+
+
+def test_dry_run_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    params = tmp_path / "params.yaml"
+    shutil.copyfile(REPO / "params.yaml", params)
+    assert preset.main(["ucf101", "--dry-run", "--params", str(params)]) == 0
+    assert "dataset.name: 'demo' -> 'ucf101'" in capsys.readouterr().out
+    assert params.read_bytes() == (REPO / "params.yaml").read_bytes()
+
+
+def test_bad_presets_fail_and_leave_params_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "presets"
+    folder.mkdir()
+    (folder / "typo.yaml").write_text("model:\n  frame: 8\n")
+    (folder / "loop.yaml").write_text("extends: loop2\n")
+    (folder / "loop2.yaml").write_text("extends: loop\n")
+    (folder / "invalid.yaml").write_text("model:\n  frames: 0\n")
+    params = tmp_path / "params.yaml"
+    shutil.copyfile(REPO / "params.yaml", params)
+    with pytest.raises(KeyError, match=r"`model\.frame`"):
+        preset.apply("typo", params, folder)
+    with pytest.raises(ValueError, match="extends itself"):
+        preset.apply("loop", params, folder)
+    with pytest.raises(ValueError, match=r"model\.frames"):
+        preset.apply("invalid", params, folder)
+    with pytest.raises(KeyError, match="no preset 'nonsense'"):
+        preset.apply("nonsense", params, folder)
+    assert params.read_bytes() == (REPO / "params.yaml").read_bytes()
+    assert preset.main(["nonsense", "--params", str(params)]) == 2
+    assert "no preset 'nonsense'" in capsys.readouterr().err

@@ -1,0 +1,183 @@
+"""README's real-data commands, run verbatim, for every preset.
+
+A copy of the project (its git-tracked and untracked files, committed to a fresh git repo) gets
+generated videos in the benchmark's official layout at the preset's paths, and tiny random models in
+the real formats at the real paths: an open_clip local-dir folder in `weights/open_clip/ViT-B-16/openai`,
+BLIP and VideoMAE `save_pretrained` folders in the Hugging Face cache layout under their hub names.
+Then README's block between the `real-data-commands` markers runs line by line in bash: verbatim for
+`ucf101`, the preset it names (30 epochs, stage 1 then 2); for every other preset with its name in
+place of `ucf101`, stage 1, for one epoch (`-S train.epochs=1`: the same stages, a sixth of the time). Only the demo-only stages' sizes are shrunk in the
+copy's params.yaml before its first commit (they run on real data too, and no preset touches them),
+so the commands stay exactly README's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import moving_square, write_video
+from hub_cache import put_in_hub_cache
+from official_annotations import SSV2_TEMPLATES, write_hmdb51, write_k400, write_ssv2, write_ucf101
+
+from eva import preset
+from eva.data.index import SSV2_SPLIT_FILES, build_index
+from eva.models.tiny import TinyClipSpec, save_tiny_captioner, save_tiny_open_clip
+from eva.models.videomae import TinyVideoMAESpec, save_tiny_videomae
+
+REPO = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- real-data-commands", "<!-- /real-data-commands -->"
+CODEC = {".avi": "mpeg4", ".mp4": "libx264", ".webm": "libvpx-vp9", ".mkv": "libx264"}
+DEMO_ONLY = {  # sections no preset sets: the demo's data and models, which every `dvc exp run` makes
+    "demo": {"train_per_class": 2, "val_per_class": 1, "frames": 8},
+    "pretrain": {
+        "held_out": 8,
+        "clip": {"steps": 2, "batch_size": 8, "warmup_steps": 1},
+        "captioner": {"steps": 2, "batch_size": 4, "warmup_steps": 1},
+    },
+}
+VIDEOS_PER_CLASS = {"train": 2, "val": 1}
+CLASSES_WITH_VIDEOS = 2
+
+
+def readme_commands() -> list[str]:
+    """The commands of README's real-data block, comments and blank lines dropped."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text[text.index(BEGIN) : text.index(END)]
+    code = re.search(r"```bash\n(.*?)```", block, re.S)
+    assert code, "README's real-data block has no ```bash fence"
+    lines = [line.split("  #")[0].strip() for line in code.group(1).splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _merge(base: dict, over: dict) -> dict:
+    for key, value in over.items():
+        base[key] = _merge(base[key], value) if isinstance(value, dict) else value
+    return base
+
+
+def _copy_project(dest: Path) -> None:
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for rel in filter(None, files):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+def _write_annotations(name: str, folder: Path) -> None:
+    if name == "ucf101":
+        write_ucf101(folder)
+    elif name == "hmdb51":
+        write_hmdb51(folder)
+    elif name == "k400":
+        write_k400(folder)
+    elif name == "ssv2":  # the labels json, and train / validation lists under their official names
+        write_ssv2(folder)
+        for split, filename in SSV2_SPLIT_FILES.items():
+            entries = [
+                {"id": f"{split}{c}{i}", "template": template, "label": template.lower(), "placeholders": []}
+                for c, template in enumerate(SSV2_TEMPLATES[:CLASSES_WITH_VIDEOS])
+                for i in range(VIDEOS_PER_CLASS[split])
+            ]
+            (folder / filename).write_text(json.dumps(entries))
+    else:
+        raise AssertionError(name)
+
+
+def _write_videos(name: str, root: Path, annotations: Path) -> int:
+    """Real videos for the first classes' first clips, at the paths the annotations name."""
+    table = build_index(name, root, annotations, check_exists=False).table.to_pylist()
+    classes = sorted({r["label"] for r in table})[:CLASSES_WITH_VIDEOS]
+    written = 0
+    for split, count in VIDEOS_PER_CLASS.items():
+        for label in classes:
+            rows = [r for r in table if r["split"] == split and r["label"] == label][:count]
+            for row in rows:
+                path = Path(row["path"])
+                write_video(path, moving_square(40, 64, seed=written), fps=25, codec=CODEC[path.suffix])
+                written += 1
+    return written
+
+
+def _tiny_weights(params: dict, project: Path, hub: Path, tmp: Path) -> None:
+    """Tiny random models at the paths and hub names the preset's params name."""
+    clip = params["attributes"]["clip"]["model"].removeprefix("local-dir:")
+    save_tiny_open_clip(
+        project / clip,
+        TinyClipSpec(
+            image_size=params["model"]["image_size"],
+            patch_size=32,
+            vision_width=32,
+            vision_layers=2,
+            text_width=32,
+            text_layers=2,
+            embed_dim=32,
+        ),
+    )
+    put_in_hub_cache(
+        save_tiny_captioner(tmp / "blip", ["person", "ball"]), hub, params["attributes"]["captioner"]
+    )
+    backbone = params["model"]["backbone"]
+    if backbone["family"] == "videomae":
+        spec = TinyVideoMAESpec(
+            image_size=params["model"]["image_size"], patch_size=32, frames=params["model"]["frames"]
+        )
+        put_in_hub_cache(save_tiny_videomae(tmp / "videomae", spec), hub, backbone["name"])
+
+
+def _run(command: str, project: Path, env: dict[str, str]) -> str:
+    done = subprocess.run(["bash", "-c", command], cwd=project, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"`{command}` failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    return done.stdout + done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("git") is None, reason="dvc needs git")
+@pytest.mark.parametrize("name", [n for n in preset.names() if n != "demo"])
+def test_readme_real_data_commands_run_verbatim(name: str, tmp_path: Path) -> None:
+    commands = readme_commands()
+    assert commands[0] == "python -m eva.preset ucf101" and any(c.startswith("dvc exp run") for c in commands)
+    if name != "ucf101":  # another preset: the same commands for stage 1, one epoch (ucf101 runs them all)
+        commands = [c.replace("ucf101", name) for c in commands if "stage=2" not in c]
+        commands = [f"{c} -S train.epochs=1" if c == "dvc exp run" else c for c in commands]
+    project, hub = tmp_path / "project", tmp_path / "hub"
+    _copy_project(project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    (project / "params.yaml").write_text(yaml.safe_dump(_merge(params, DEMO_ONLY), sort_keys=False))
+    real = preset.merge(params, preset.resolve(name))
+    dataset = real["dataset"]
+    _write_annotations(dataset["name"], project / dataset["annotations"])
+    assert _write_videos(dataset["name"], project / dataset["root"], project / dataset["annotations"]) > 0
+    _tiny_weights(real, project, hub, tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE")}  # the stages' own default
+    env |= {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+        "HF_HUB_CACHE": str(hub),
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+    }  # fmt: skip
+    _run("git init -q && git add -A && git commit -qm clone", project, env)
+
+    outputs = [_run(command, project, env) for command in commands]
+
+    evaluated = json.loads((project / "metrics" / "eval.json").read_text())
+    assert evaluated["method"] == real["model"]["method"] and 0.0 <= evaluated["top1"] <= 1.0
+    assert evaluated["stage"] == (2 if name == "ucf101" else 1)
+    index = json.loads((project / "metrics" / "index.json").read_text())
+    assert index["dataset"] == dataset["name"] and index["counts"]["train"] == CLASSES_WITH_VIDEOS * 2
+    if name == "ucf101":
+        assert "top1" in outputs[-1]  # dvc exp show lists the experiments with their accuracy
