@@ -140,3 +140,13 @@ def test_the_check_stage_stops_on_a_missing_weight_then_passes_once_fetched(tmp_
     assert fetched.stdout.count("ok ") == 2
     done, _ = _check_stage(project, env)
     assert done.returncode == 0, done.stderr
+
+
+def test_loader_errors_name_the_one_key_to_set(hub: Path, tmp_path: Path) -> None:
+    """Not the section (`attributes.clip`), which `-S` would replace whole: the key inside it."""
+    with pytest.raises(FileNotFoundError, match=r"`model\.backbone\.name`"):
+        load_open_clip(f"local-dir:{tmp_path / 'none'}", param="model.backbone")
+    with pytest.raises(FileNotFoundError, match=r"`attributes\.clip\.model`"):
+        load_open_clip(f"local-dir:{tmp_path / 'none'}", param="attributes.clip")
+    with pytest.raises(FileNotFoundError, match=r"`attributes\.clip\.pretrained`.*eva\.weights fetch"):
+        load_open_clip("ViT-B-16", "openai", param="attributes.clip")  # offline, not in the cache

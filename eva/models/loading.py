@@ -79,15 +79,17 @@ def load_open_clip(
 
     `model` is an open_clip architecture name (`ViT-B-16`, with `pretrained` a tag such as `openai`
     or a checkpoint file), `local-dir:/path` (a folder with `open_clip_config.json` and weights, as
-    the demo writes) or `hf-hub:org/repo`. `param` is the params.yaml prefix (e.g.
-    `attributes.clip`) used in error messages.
+    the demo writes) or `hf-hub:org/repo`. `param` is the params.yaml prefix (`attributes.clip`:
+    keys `.model` and `.pretrained`; `model.backbone`: keys `.name` and `.pretrained`), so that each
+    error names the one key to set.
     """
+    model_key = f"{param}.name" if param == "model.backbone" else f"{param}.model"
     if model.startswith(LOCAL_DIR):
         folder = Path(model[len(LOCAL_DIR) :])
         if not (folder / "open_clip_config.json").is_file():
-            raise missing_weights(f"{param}.model", f"No open_clip_config.json in '{folder}'")
+            raise missing_weights(model_key, f"No open_clip_config.json in '{folder}'")
         if not any(folder.glob(pat) for pat in ("*.safetensors", "*.bin", "*.pth")):
-            raise missing_weights(f"{param}.model", f"No weights file in '{folder}'")
+            raise missing_weights(model_key, f"No weights file in '{folder}'")
         pretrained = ""
     elif not model.startswith("hf-hub:"):
         if not pretrained:
@@ -108,7 +110,8 @@ def load_open_clip(
         )
     except (RuntimeError, OSError, ValueError) as err:
         raise missing_weights(
-            param, f"Could not load open_clip model '{model}' (pretrained='{pretrained}'): {err}"
+            f"{param}.pretrained" if pretrained else model_key,
+            f"Could not load open_clip model '{model}' (pretrained='{pretrained}'): {err}",
         ) from err
     clip.eval().requires_grad_(False)
     log.info(
