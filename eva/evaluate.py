@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from eva.attributes.store import AttributeStore
 from eva.config import check_fields, integer, section_values, setting
+from eva.data.attribute_store import AttributeStore
 from eva.data.clips import ClipSpec, VideoAttributeDataset, make_loader
 from eva.metrics import ClassificationReport, classification_report
 from eva.models import VideoClassifier

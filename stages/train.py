@@ -17,8 +17,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from eva.attributes.store import read_meta
 from eva.config import value_at
+from eva.data.attribute_store import read_meta
 from eva.data.clips import read_classes
 from eva.data.shards import list_shards
 from eva.models import ModelConfig, build_model

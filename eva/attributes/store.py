@@ -1,285 +1,41 @@
-"""Parquet storage of per-video attribute embeddings, and a random-access reader for training.
+"""Re-export of `eva.data.attribute_store`, where the attribute store's contract lives.
 
-One row per video. Each attribute is a `fixed_size_list<halffloat>[K*L*D]` column holding the
-row-major `[K, L, D]` tensor (K keyframes, L encoder layers, D joint embedding dim). Embedding
-columns are stored uncompressed and without dictionaries, in small row groups, so the reader can
-memory-map the file and decode only the row group holding the requested video.
-
-Attributes labelled by a detector (`attributes.label.method: detector`) have one more small column,
-`label_box`: the top box of each keyframe, 4 floats (x0, y0, x1, y1 in pixels of the stored frame)
-per keyframe. Other files have no such column, so their bytes are what they always were.
+Data and models import the contract from `eva.data`, so that they do not depend on the attribute
+extractors; this name stays for the extractors, the stages and existing callers.
 """
 
-from __future__ import annotations
+from eva.data.attribute_store import (
+    ATTRIBUTES,
+    BOX_COLUMN,
+    METADATA_KEY,
+    ROW_GROUP_ROWS,
+    TEXT_ATTRIBUTES,
+    VISUAL_ATTRIBUTES,
+    AttributeMeta,
+    AttributeStore,
+    VideoAttributes,
+    attribute_schema,
+    attributes_for_stage,
+    concat_parquet,
+    read_meta,
+    rows_to_table,
+    write_table,
+)
 
-import json
-import os
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-import torch
-
-from eva.config import invalid
-
-TEXT_ATTRIBUTES = ("label", "caption")
-VISUAL_ATTRIBUTES = ("foreground", "background", "original", "dynamic")
-ATTRIBUTES = TEXT_ATTRIBUTES + VISUAL_ATTRIBUTES
-
-METADATA_KEY = b"eva"
-# Rows per row group: a random read decodes one group, so keep it small (16 x 6 x [4, 12, 512] fp16 ~ 5 MB).
-ROW_GROUP_ROWS = 16
-_TEXT_COLUMNS = ("video_id", "keyframe_indices", "label_text", "label_score", "caption_text", "mask_coverage")
-BOX_COLUMN = "label_box"
-
-
-def attributes_for_stage(stage: int) -> tuple[str, ...]:
-    """Stage 1 trains with the text attributes, stage 2 with all six."""
-    if stage == 1:
-        return TEXT_ATTRIBUTES
-    if stage == 2:
-        return ATTRIBUTES
-    raise invalid("stage", "1 (text attributes) or 2 (text + visual)", stage)
-
-
-@dataclass(frozen=True)
-class AttributeMeta:
-    encoder: str
-    text_layers: int
-    image_layers: int
-    dim: int
-    keyframes: int
-    attributes: tuple[str, ...] = ATTRIBUTES
-    pretrained: str = ""
-    captioner: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)  # how the attributes were made (vocabulary, mask...)
-
-    def layers(self, name: str) -> int:
-        """Layer count of the tower that encoded attribute `name`."""
-        if name in TEXT_ATTRIBUTES:
-            return self.text_layers
-        if name in VISUAL_ATTRIBUTES:
-            return self.image_layers
-        raise ValueError(f"Unknown attribute {name!r}; expected one of {ATTRIBUTES}")
-
-    @property
-    def boxes(self) -> bool:
-        """Whether the file has the `label_box` column (labels from a detector)."""
-        return self.extra.get("label_method") == "detector"
-
-    def shape(self, name: str) -> tuple[int, int, int]:
-        return (self.keyframes, self.layers(name), self.dim)
-
-    def to_json(self) -> str:
-        d = asdict(self)
-        d["attributes"] = list(self.attributes)
-        return json.dumps(d, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> AttributeMeta:
-        d = json.loads(text)
-        d["attributes"] = tuple(d["attributes"])
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-
-@dataclass
-class VideoAttributes:
-    """Everything stored for one video; `embeddings[name]` is float16 `[K, L, D]`."""
-
-    video_id: str
-    keyframe_indices: list[int]
-    label_text: list[str]
-    label_score: list[float]
-    caption_text: list[str]
-    mask_coverage: list[float]
-    embeddings: dict[str, np.ndarray]
-    label_box: list[float] | None = None  # K x (x0, y0, x1, y1), flat; labels from a detector only
-
-
-def attribute_schema(meta: AttributeMeta) -> pa.Schema:
-    fields = [
-        pa.field("video_id", pa.string(), nullable=False),
-        pa.field("keyframe_indices", pa.list_(pa.int32())),
-        pa.field("label_text", pa.list_(pa.string())),
-        pa.field("label_score", pa.list_(pa.float32())),
-        pa.field("caption_text", pa.list_(pa.string())),
-        pa.field("mask_coverage", pa.list_(pa.float32())),
-    ]
-    if meta.boxes:
-        fields.append(pa.field(BOX_COLUMN, pa.list_(pa.float32())))
-    for name in meta.attributes:
-        size = int(np.prod(meta.shape(name)))
-        fields.append(pa.field(name, pa.list_(pa.float16(), size)))
-    return pa.schema(fields, metadata={METADATA_KEY: meta.to_json().encode()})
-
-
-def rows_to_table(rows: Sequence[VideoAttributes], meta: AttributeMeta) -> pa.Table:
-    """Columnar build: one contiguous float16 buffer per attribute, no per-row Python lists of floats."""
-    schema = attribute_schema(meta)
-    columns: list[pa.Array] = [
-        pa.array([r.video_id for r in rows], pa.string()),
-        pa.array([r.keyframe_indices for r in rows], pa.list_(pa.int32())),
-        pa.array([r.label_text for r in rows], pa.list_(pa.string())),
-        pa.array([r.label_score for r in rows], pa.list_(pa.float32())),
-        pa.array([r.caption_text for r in rows], pa.list_(pa.string())),
-        pa.array([r.mask_coverage for r in rows], pa.list_(pa.float32())),
-    ]
-    if meta.boxes:
-        columns.append(pa.array([r.label_box for r in rows], pa.list_(pa.float32())))
-    for name in meta.attributes:
-        shape = meta.shape(name)
-        size = int(np.prod(shape))
-        for r in rows:
-            if r.embeddings[name].shape != shape:
-                raise ValueError(
-                    f"{r.video_id}: attribute {name!r} has shape {r.embeddings[name].shape}, expected {shape}"
-                )
-        flat = (
-            np.stack([r.embeddings[name] for r in rows]).astype(np.float16).reshape(-1)  # [N*K*L*D]
-            if rows
-            else np.zeros(0, np.float16)
-        )
-        columns.append(pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float16()), size))
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _leaf(name: str) -> str:
-    return name if name == "video_id" else f"{name}.list.element"  # Parquet path of a (list) column
-
-
-def _writer(path: str | os.PathLike[str], schema: pa.Schema) -> pq.ParquetWriter:
-    small_names = (*_TEXT_COLUMNS, BOX_COLUMN)
-    small = [_leaf(n) for n in schema.names if n in small_names]
-    embeddings = [_leaf(f.name) for f in schema if f.name not in small_names]
-    return pq.ParquetWriter(
-        str(path),
-        schema,
-        compression={**dict.fromkeys(small, "zstd"), **dict.fromkeys(embeddings, "none")},
-        use_dictionary=small,
-        write_statistics=["video_id"],
-    )
-
-
-def write_table(path: str | os.PathLike[str], table: pa.Table, row_group_rows: int = ROW_GROUP_ROWS) -> None:
-    """Write one attribute table (caller handles atomicity, e.g. with `eva.utils.io.atomic_path`)."""
-    with _writer(path, table.schema) as writer:
-        writer.write_table(table, row_group_size=row_group_rows)
-
-
-def concat_parquet(
-    parts: Iterable[str | os.PathLike[str]],
-    path: str | os.PathLike[str],
-    schema: pa.Schema,
-    row_group_rows: int = ROW_GROUP_ROWS,
-) -> int:
-    """Stream the rows of several part files (same schema) into one file; returns the row count."""
-    rows = 0
-    with _writer(path, schema) as writer:
-        for part in parts:
-            table = pq.read_table(part, memory_map=True)
-            if table.schema.metadata != schema.metadata or not table.schema.equals(schema):
-                raise ValueError(f"Part file {part} was written with another attribute config; delete it")
-            writer.write_table(table, row_group_size=row_group_rows)
-            rows += table.num_rows
-    return rows
-
-
-def read_meta(path: str | os.PathLike[str]) -> AttributeMeta:
-    metadata = pq.read_schema(path).metadata or {}
-    if METADATA_KEY not in metadata:
-        raise ValueError(f"{path} has no EVA attribute metadata (schema key {METADATA_KEY!r})")
-    return AttributeMeta.from_json(metadata[METADATA_KEY])
-
-
-class AttributeStore:
-    """Random access to one attribute file by video id, for the training loader.
-
-    Opening reads the footer and the `video_id` column only. `get` decodes the row group holding
-    the video (memory-mapped, embedding columns uncompressed) and keeps a few decoded groups, since
-    loaders tend to revisit neighbours. Picklable: each DataLoader worker re-opens the file lazily.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], cache_groups: int = 8) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(
-                f"Attribute file '{self.path}' does not exist (run the `attributes` stage)"
-            )
-        self.meta = read_meta(self.path)
-        self._cache_groups = cache_groups
-        self._file: pq.ParquetFile | None = None
-        self._cache: OrderedDict[tuple[int, tuple[str, ...]], pa.Table] = OrderedDict()
-        self._where: dict[str, tuple[int, int]] = {}
-        pf = self._parquet()
-        for group in range(pf.num_row_groups):
-            ids = pf.read_row_group(group, columns=["video_id"]).column(0).to_pylist()
-            for row, video_id in enumerate(ids):
-                self._where[video_id] = (group, row)
-
-    def _parquet(self) -> pq.ParquetFile:
-        if self._file is None:
-            self._file = pq.ParquetFile(self.path, memory_map=True)
-        return self._file
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_file"] = None
-        state["_cache"] = OrderedDict()
-        return state
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def __contains__(self, video_id: object) -> bool:
-        return video_id in self._where
-
-    def _group(self, group: int, columns: tuple[str, ...]) -> pa.Table:
-        key = (group, columns)
-        table = self._cache.get(key)
-        if table is None:
-            table = self._parquet().read_row_group(group, columns=list(columns))
-            self._cache[key] = table
-            while len(self._cache) > self._cache_groups:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(key)
-        return table
-
-    def _locate(self, video_id: str) -> tuple[int, int]:
-        try:
-            return self._where[video_id]
-        except KeyError:
-            raise KeyError(f"Video {video_id!r} has no attributes in {self.path}") from None
-
-    def get(self, video_id: str, names: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Attribute name -> float16 tensor `[K, L, D]` for one video."""
-        unknown = [n for n in names if n not in self.meta.attributes]
-        if unknown:
-            raise ValueError(f"Unknown attributes {unknown}; {self.path} holds {list(self.meta.attributes)}")
-        group, row = self._locate(video_id)
-        table = self._group(group, tuple(names))
-        out = {}
-        for name in names:
-            column = table.column(name).combine_chunks()  # one chunk per row group: no copy
-            size = column.type.list_size
-            values = column.flatten().to_numpy(zero_copy_only=False)[row * size : (row + 1) * size]  # [K*L*D]
-            out[name] = torch.from_numpy(values.reshape(self.meta.shape(name)).copy())  # [K, L, D]
-        return out
-
-    def describe(self, video_id: str) -> dict[str, list]:
-        """The human-readable columns (keyframes, labels, scores, captions, mask coverage) of one video;
-        with a detector's labels also `label_box`, one [x0, y0, x1, y1] per keyframe."""
-        group, row = self._locate(video_id)
-        names = (*_TEXT_COLUMNS, BOX_COLUMN) if self.meta.boxes else _TEXT_COLUMNS
-        table = self._group(group, names)
-        out = {name: table.column(name)[row].as_py() for name in names}
-        if BOX_COLUMN in out:
-            flat = out[BOX_COLUMN]
-            out[BOX_COLUMN] = [flat[i : i + 4] for i in range(0, len(flat), 4)]
-        return out
+__all__ = [
+    "ATTRIBUTES",
+    "BOX_COLUMN",
+    "METADATA_KEY",
+    "ROW_GROUP_ROWS",
+    "TEXT_ATTRIBUTES",
+    "VISUAL_ATTRIBUTES",
+    "AttributeMeta",
+    "AttributeStore",
+    "VideoAttributes",
+    "attribute_schema",
+    "attributes_for_stage",
+    "concat_parquet",
+    "read_meta",
+    "rows_to_table",
+    "write_table",
+]

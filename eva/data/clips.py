@@ -48,8 +48,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import tarfile_samples
 
-from eva.attributes.store import AttributeStore
 from eva.config import invalid
+from eva.data.attribute_store import AttributeStore
 from eva.data.shards import VideoSample, buffer_shuffle, decode_sample
 
 log = logging.getLogger(__name__)

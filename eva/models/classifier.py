@@ -36,7 +36,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from eva.attributes.store import AttributeMeta, attributes_for_stage
 from eva.config import (
     OPTIONAL_TEXT,
     TEXT,
@@ -51,6 +50,7 @@ from eva.config import (
     section_values,
     setting,
 )
+from eva.data.attribute_store import AttributeMeta, attributes_for_stage
 from eva.methods import METHODS, get_method
 from eva.models.adapters import ADAPTER_INITS
 from eva.models.adaptformer import AdaptFormerAdapter, adaptformer_block

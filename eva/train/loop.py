@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from eva.attributes.store import AttributeStore
 from eva.config import (
     BOOLEAN,
     check_fields,
@@ -42,6 +41,7 @@ from eva.config import (
     setting,
     value_at,
 )
+from eva.data.attribute_store import AttributeStore
 from eva.data.clips import (
     ClipSpec,
     VideoAttributeDataset,
