@@ -86,6 +86,8 @@ class VideoMAEBackbone(nn.Module):
         # HF keeps the sinusoidal table as a plain tensor attribute; a buffer follows `.to(device)`.
         table = model.embeddings.position_embeddings.detach().clone()  # [1, N, D]
         self.register_buffer("position_embeddings", table, persistent=False)
+        # the protocol's unit of `model.time_embedding_init`, as on CLIP (no time embedding is added here)
+        self.position_rms = float(table.float().pow(2).mean().sqrt())
         self.layers = model.encoder.layer
         self.patch_area = self.tubelet * self.patch_size**2
         self.rows_per_video = 1  # one row of space-time tokens per video
