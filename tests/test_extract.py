@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -17,16 +18,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from av.video.reformatter import VideoReformatter
 from conftest import moving_square, write_video
 
 from eva.attributes.visual import keyframe_positions
 from eva.data.extract import (
+    RESIZE,
+    TAR_MTIME,
+    TAR_OWNER,
     ExtractConfig,
+    TarSampleWriter,
     clip_range_from_times,
     extract_shards,
     plan_shards,
+    resize_frame,
     sample_segment_indices,
     shard_key,
+    short_side_size,
     unique_keys,
 )
 from eva.data.shards import iter_videos, list_shards
@@ -186,6 +194,50 @@ def test_same_bytes_for_reruns_worker_counts_and_rank_splits(tmp_path: Path, goo
     assert shard_hashes(tmp_path / "ranks") == reference
     assert sorted(parts[0].shards + parts[1].shards) == sorted(reference)
     assert not set(parts[0].shards) & set(parts[1].shards)
+
+
+@pytest.mark.parametrize("codec", ["libx264", "mpeg4"])
+def test_one_reformatter_per_video_gives_the_pixels_of_a_fresh_one_per_frame(
+    tmp_path: Path, codec: str
+) -> None:
+    """The stage keeps one swscale context per video (threads=1); `frame.reformat` makes one per frame
+    (default threads). Same flags, so the same pixels, whatever the size (down, up, odd)."""
+    path = write_video(
+        tmp_path / f"v.{'mp4' if codec == 'libx264' else 'avi'}", wide_square(12, 96, 128), codec=codec
+    )
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+    for side in (24, 57, 64, 200):
+        reformatter = VideoReformatter()
+        for frame in frames:
+            width, height = short_side_size(frame.height, frame.width, side)
+            fresh = frame.reformat(width=width, height=height, format="rgb24", interpolation=RESIZE)
+            kept = np.asarray(resize_frame(frame, side, reformatter))
+            assert kept.shape == (height, width, 3)
+            assert np.array_equal(kept, fresh.to_ndarray())
+
+
+def test_tar_writer_matches_webdataset_bytes(tmp_path: Path) -> None:
+    """The stage's own tar writer (no torch import) writes exactly webdataset.TarWriter's bytes."""
+    import webdataset as wds
+
+    records = [
+        {
+            "__key__": f"clip_{i}",
+            "000.jpg": bytes((i + k) % 256 for k in range(700)),
+            "json": '{"a": "\u00e9"}'.encode(),
+        }
+        for i in range(3)
+    ] + [{"__key__": "x" * 80, "001.jpg": b"", "000.jpg": b"\xff" * 1025, "json": b"{}"}]
+    ours, theirs = io.BytesIO(), io.BytesIO()
+    writer = TarSampleWriter(ours)
+    reference = wds.TarWriter(theirs, encoder=False, mtime=TAR_MTIME, user=TAR_OWNER, group=TAR_OWNER)
+    for record in records:
+        writer.write(record)
+        reference.write(record)
+    writer.close()
+    reference.close()
+    assert ours.getvalue() == theirs.getvalue()
 
 
 def write_faststart_noise(path: Path, num_frames: int = 24, height: int = 120, width: int = 160) -> Path:
