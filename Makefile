@@ -12,9 +12,12 @@ export PYTHONHASHSEED := 0
 # Stage commands (`python -m stages.x`, `torchrun`) must find the venv's interpreter.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install lock demo test test-fast lint bench results clean
+.PHONY: help install lock demo test test-fast lint bench results results-committed counts readme plots-template clean
 
-install: $(STAMP)
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-zA-Z_-]+):.*## (.*)/\1\t\2/' | expand -t 20
+
+install: $(STAMP) ## create .venv and install the pinned dependencies (requirements.lock)
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,32 +25,33 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $@
 
 # Re-pin every installed distribution after changing pyproject.toml (keeps the lock's header comment).
-lock: install
+lock: install ## re-pin every installed distribution into requirements.lock
 	{ grep '^#' requirements.lock; $(BIN)/python -m pip freeze --exclude-editable --all | grep -v '^pip=='; } > requirements.lock.tmp
 	mv requirements.lock.tmp requirements.lock
 
-demo: install
+demo: install ## run the demo pipeline (dvc repro) and print its metrics
 	$(BIN)/dvc repro
 	@$(BIN)/python scripts/show_metrics.py metrics/eval.json
 
-test: install
+test: install ## ruff and the whole test suite (offline, CPU)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
 # The edit-test loop: everything but the tests marked `slow` (end-to-end runs, DDP, the demo pipeline).
-test-fast: install
+test-fast: install ## the tests not marked slow
 	$(BIN)/pytest -q -m "not slow"
 
-lint: install
+lint: install ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: install
+bench: install ## run the benchmarks (installs ffmpeg if missing); assemble results/bench.md
 	command -v ffmpeg >/dev/null || (apt-get update -qq && apt-get install -y -qq ffmpeg)
 	$(BIN)/python benchmarks/extract.py
 	$(BIN)/python benchmarks/attributes.py
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python scripts/readme_tables.py bench
 
 # The README's results table: 14 configurations x 3 seeds as queued DVC experiments (needs `make demo` first);
 # experiments DVC already holds are kept while they ran on today's code, data and models; stale ones are removed and re-run.
@@ -55,11 +59,31 @@ bench: install
 # RESULTS_QUEUE="--only 'cmp-*-s?-seed*'" queues a subset by name pattern (here: the methods' own rows, 24 of 42 runs).
 RESULTS_JOBS ?= 1
 RESULTS_QUEUE ?=
-results: install
+results: install ## every method x 3 seeds as DVC experiments on the demo -> results/demo.md (hours)
 	$(BIN)/python scripts/results_table.py queue $(RESULTS_QUEUE)
 	$(if $(filter 1,$(RESULTS_JOBS)),,OMP_NUM_THREADS=1) $(BIN)/dvc queue start -j $(RESULTS_JOBS)
 	$(BIN)/python scripts/results_table.py wait
-	$(BIN)/python scripts/results_table.py table
+	$(BIN)/python scripts/results_table.py table --out results/demo.md
 
-clean:
+# results/demo.md from the workspace's one run (metrics/eval.json of `dvc repro`) instead of `make results`.
+results-committed: install ## results/demo.md from the committed demo run (metrics/eval.json), in seconds
+	$(BIN)/python scripts/results_table.py committed --out results/demo.md
+
+counts: install ## results/params.md: tunable / total parameters of every method and preset
+	{ echo '<!-- written by `make counts` (scripts/param_counts.py): do not edit -->'; \
+	  $(BIN)/python scripts/param_counts.py; echo; echo 'Presets (`--presets`):'; echo; \
+	  $(BIN)/python scripts/param_counts.py --presets; } > results/params.md.tmp
+	mv results/params.md.tmp results/params.md
+
+readme: install ## copy the generated tables under results/ into README.md
+	$(BIN)/python scripts/readme_tables.py
+
+# vendor/vega/dvc_plots.html: the offline page `dvc plots show` renders into (.dvc/config plots.html_template).
+plots-template: install ## re-vendor vega, vega-lite and vega-embed from npm into vendor/vega/
+	rm -rf .vega-pack && mkdir .vega-pack
+	cd .vega-pack && npm pack --silent vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2
+	$(BIN)/python scripts/vega_template.py .vega-pack
+	rm -rf .vega-pack
+
+clean: ## remove the pipeline's outputs
 	rm -rf data/demo data/index shards attributes models checkpoints dvclive metrics/plots

@@ -63,8 +63,9 @@ def _mean_std(values: list[float | None]) -> str:
     if any(v is None for v in values):
         return "n/a"
     mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+    if len(values) == 1:  # one seed: no spread to report
+        return f"{100 * mean:.1f}"
+    return f"{100 * mean:.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
 def _row_key(run: Mapping[str, Any]) -> tuple[str, int | None, str]:
@@ -138,6 +139,21 @@ def format_recipe(recipe: Mapping[str, Any] | None, lr_scale: Mapping[str, float
     return text + f", wd {recipe.get('weight_decay', 0):g}"
 
 
+def run_record(metrics: Mapping[str, Any], params: Mapping[str, Any], name: str = "") -> dict[str, Any]:
+    """One run for `aggregate_runs`: its eval.json metrics and the params that name its row and recipe."""
+    model, train = params["model"], params["train"]
+    return {
+        **metrics,  # first: the run's own params name its method, stage and seed
+        "name": name,
+        "method": model["method"],
+        "stage": params["stage"],
+        "seed": train["seed"],
+        "recipe": (train.get("recipes") or {}).get(model["method"]),
+        "lr_scale": train.get("lr_scale"),
+        **{variant: model.get(variant, VARIANT_DEFAULTS[variant]) for variant in ATTRIBUTE_VARIANTS},
+    }
+
+
 def runs_from_exp_show(states: list[Mapping[str, Any]], name_prefix: str = "") -> list[dict[str, Any]]:
     """Flatten `dvc exp show --json` into one dict per finished experiment (params + eval metrics).
 
@@ -154,20 +170,7 @@ def runs_from_exp_show(states: list[Mapping[str, Any]], name_prefix: str = "") -
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
         metrics = ((data.get("metrics") or {}).get("metrics/eval.json") or {}).get("data")
         if metrics and params and name.startswith(name_prefix) and not state.get("error"):
-            runs.append(
-                {
-                    **metrics,  # first: the run's own params name its method, stage and seed
-                    "name": name,
-                    "method": params["model"]["method"],
-                    "stage": params["stage"],
-                    "seed": params["train"]["seed"],
-                    "recipe": (params["train"].get("recipes") or {}).get(params["model"]["method"]),
-                    "lr_scale": params["train"].get("lr_scale"),
-                    **{
-                        name: params["model"].get(name, VARIANT_DEFAULTS[name]) for name in ATTRIBUTE_VARIANTS
-                    },
-                }
-            )
+            runs.append(run_record(metrics, params, name))
         for group in state.get("experiments") or []:
             if (group.get("executor") or {}).get("state", "success") != "success":
                 continue  # queued, running or failed: its metrics are not its own

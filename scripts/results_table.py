@@ -6,8 +6,11 @@
     OMP_NUM_THREADS=1 dvc queue start -j 2    # two at a time, one thread each (2 x 2 threads: 5x slower)
     python scripts/results_table.py wait      # block until the queue is empty
     python scripts/results_table.py table     # markdown table from `dvc exp show --json`
+    python scripts/results_table.py table --out results/demo.md         # ... into README's results file
+    python scripts/results_table.py committed --out results/demo.md     # the one committed run instead
 
-`make results` does all four.
+`make results` does the first four and writes results/demo.md; `committed` makes the same table from
+the workspace's metrics/eval.json and params.yaml (the demo's own `dvc repro`, one run).
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ import fnmatch
 import json
 import subprocess
 import time
+from pathlib import Path
+
+import yaml
 
 from eva.experiments import current_experiments
 from eva.methods import METHODS
-from eva.report import aggregate_runs, runs_from_exp_show
+from eva.report import aggregate_runs, run_record, runs_from_exp_show
 
 PREFIX = "cmp"
 # (method, stage, extra `-S` settings, name tag): every registered method, those that read attributes
@@ -107,14 +113,47 @@ def table() -> str:
             f"no finished experiments named {PREFIX}-* on the current code, data and models: "
             "run `python scripts/results_table.py queue` first"
         )
-    return aggregate_runs(runs)
+    intro = (
+        f"`make results`: every configuration of `scripts/results_table.py` as DVC experiments on the "
+        f"demo ({len(runs)} runs), mean ± std over the seeds listed."
+    )
+    return f"{intro}\n\n{aggregate_runs(runs)}"
+
+
+def committed(metrics: str = "metrics/eval.json", params: str = "params.yaml") -> str:
+    """The table's rows for the one run whose metrics are in the workspace (the demo's `dvc repro`)."""
+    evaluated = json.loads(Path(metrics).read_text(encoding="utf-8"))
+    run = run_record(evaluated, yaml.safe_load(Path(params).read_text(encoding="utf-8")))
+    if (run["method"], run["stage"], run["seed"]) != (
+        evaluated["method"],
+        evaluated["stage"],
+        evaluated["seed"],
+    ):
+        raise SystemExit(f"{metrics} was not written with {params}'s method, stage and seed: run `dvc repro`")
+    intro = (
+        f"The demo's own run (`dvc repro`, `{metrics}`): one seed of one configuration. "
+        "`make results` replaces it with every method over three seeds."
+    )
+    return f"{intro}\n\n{aggregate_runs([run])}"
+
+
+def write(text: str, out: str | None) -> None:
+    if out is None:
+        print(text)
+        return
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    command = "make results" if "`make results`:" in text else "scripts/results_table.py committed"
+    Path(out).write_text(f"<!-- written by {command}: do not edit -->\n{text}\n", encoding="utf-8")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("action", choices=["queue", "wait", "table"])
+    parser.add_argument("action", choices=["queue", "wait", "table", "committed"])
+    parser.add_argument(
+        "--out", help="write the table (table, committed) to this file instead of printing it"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument(
         "--only",
@@ -129,8 +168,10 @@ def main() -> None:
         queue(tuple(args.seeds), only=tuple(args.only))
     elif args.action == "wait":
         wait()
+    elif args.action == "table":
+        write(table(), args.out)
     else:
-        print(table())
+        write(committed(), args.out)
 
 
 if __name__ == "__main__":
