@@ -21,7 +21,7 @@ from conftest import moving_square
 from PIL import Image
 
 from eva.attributes import store as store_mod
-from eva.attributes.caption import Captioner
+from eva.attributes.caption import Captioner, inference_dtype
 from eva.attributes.encode import HierarchicalEncoder
 from eva.attributes.gallery import render_gallery
 from eva.attributes.pipeline import AttributeConfig, decoded_samples, run_attributes
@@ -340,6 +340,36 @@ def test_captioner_loads_through_auto_classes(models):
     captions = captioner.generate(list(frames), max_new_tokens=5)
     assert len(captions) == 4 and all(isinstance(c, str) and c for c in captions)
     assert is_random_weights(models["captioner"]) and is_random_weights(models["clip"]) is False
+
+
+def test_batched_captions_equal_one_by_one(models):
+    """One `generate` call for the whole batch gives the captions of one call per image, in order;
+    fp32 on CPU, the half-precision dtype only on CUDA."""
+    captioner = Captioner(models["captioner"])
+    assert captioner.dtype == torch.float32 and inference_dtype(torch.device("cpu")) == torch.float32
+    assert inference_dtype(torch.device("cuda")) == torch.float16
+    rng = np.random.default_rng(0)
+    frames = [torch.from_numpy(v).permute(0, 3, 1, 2) for v in (moving_square(4, 40), moving_square(3, 40))]
+    images = [*frames[0], *frames[1], torch.from_numpy(rng.integers(0, 256, (3, 32, 56), dtype=np.uint8))]
+    batched = captioner.generate(images, max_new_tokens=6)
+    single = [captioner.generate([image], max_new_tokens=6)[0] for image in images]
+    assert batched == single
+
+
+def test_batched_captions_keep_the_order_of_the_images():
+    """The demo's pretrained captioner (when `dvc pull`ed) tells stills apart: order is checked too."""
+    from eva.data.demo import render_clip, sample_still
+
+    folder = Path(__file__).resolve().parents[1] / "models" / "pretrained" / "captioner"
+    if not (folder / "config.json").is_file():
+        pytest.skip("models/pretrained/captioner not present (dvc pull)")
+    captioner = Captioner(str(folder))
+    rng = np.random.default_rng(0)
+    stills = [render_clip(sample_still(rng, size=64))[0] for _ in range(6)]
+    images = [torch.from_numpy(np.ascontiguousarray(s)).permute(2, 0, 1) for s in stills]
+    batched = captioner.generate(images, max_new_tokens=12)
+    assert batched == [captioner.generate([image], max_new_tokens=12)[0] for image in images]
+    assert len(set(batched)) == len(batched)
 
 
 def test_masks_follow_the_moving_object():
