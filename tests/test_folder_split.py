@@ -115,7 +115,7 @@ def test_dvc_sees_videos_added_and_removed_with_empty_annotations(tmp_path: Path
     """The real dvc.yaml on folder data with `dataset.annotations: ""`: repro works, status tracks videos."""
     project = tmp_path / "project"
     shutil.copytree(REPO / "stages", project / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    files = ("dvc.yaml", "params.yaml", "eva/data/index.py", "eva/utils/numerics.py", "eva/params.py",
+    files = ("dvc.yaml", "params.yaml", "eva/data/index.py", "eva/utils/numerics.py", "eva/params.py", "eva/weights.py",
              "eva/config.py", "eva/resources/demo_shapes.txt")  # index and the check stage it depends on  # fmt: skip
     for rel in files:
         (project / rel).parent.mkdir(parents=True, exist_ok=True)

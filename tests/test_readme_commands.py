@@ -6,7 +6,7 @@ the real formats at the real paths: an open_clip local-dir folder in `weights/op
 BLIP and VideoMAE `save_pretrained` folders in the Hugging Face cache layout under their hub names.
 Then README's block between the `real-data-commands` markers runs line by line in bash: verbatim for
 `ucf101`, the preset it names (30 epochs, stage 1 then 2); for every other preset with its name in
-place of `ucf101`, stage 1, for one epoch (`-S train.epochs=1`: the same stages, a sixth of the time). Only the demo-only stages' sizes are shrunk in the
+place of `ucf101`, stage 1, for 3 epochs (`-S train.epochs=3`: the same stages, a tenth of the time). Only the demo-only stages' sizes are shrunk in the
 copy's params.yaml before its first commit (they run on real data too, and no preset touches them),
 so the commands stay exactly README's.
 """
@@ -151,9 +151,9 @@ def _run(command: str, project: Path, env: dict[str, str]) -> str:
 def test_readme_real_data_commands_run_verbatim(name: str, tmp_path: Path) -> None:
     commands = readme_commands()
     assert commands[0] == "python -m eva.preset ucf101" and any(c.startswith("dvc exp run") for c in commands)
-    if name != "ucf101":  # another preset: the same commands for stage 1, one epoch (ucf101 runs them all)
+    if name != "ucf101":  # another preset: the same commands for stage 1, 3 epochs (ucf101 runs them all)
         commands = [c.replace("ucf101", name) for c in commands if "stage=2" not in c]
-        commands = [f"{c} -S train.epochs=1" if c == "dvc exp run" else c for c in commands]
+        commands = [f"{c} -S train.epochs=3" if c == "dvc exp run" else c for c in commands]  # > warm-up 2.5
     project, hub = tmp_path / "project", tmp_path / "hub"
     _copy_project(project)
     params = yaml.safe_load((project / "params.yaml").read_text())
