@@ -53,7 +53,7 @@ bench: install ## run the benchmarks (installs ffmpeg if missing); assemble resu
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python scripts/readme_tables.py bench
 
-# The README's results table: 14 configurations x 3 seeds as queued DVC experiments (needs `make demo` first);
+# results/demo.md, README's results table: 14 configurations x 3 seeds as queued DVC experiments (needs `make demo` first);
 # experiments DVC already holds are kept while they ran on today's code, data and models; stale ones are removed and re-run.
 # RESULTS_JOBS=2 runs two at a time, each on one thread (OMP_NUM_THREADS=1): on 2 cores that is faster.
 # RESULTS_QUEUE="--only 'cmp-*-s?-seed*'" queues a subset by name pattern (here: the methods' own rows, 24 of 42 runs).

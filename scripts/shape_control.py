@@ -1,4 +1,4 @@
-"""Supervised shape control (README, "seventh round"): how fast can a network learn shape from these stills?
+"""Supervised shape control (docs/demo.md, "Why shape stays low"): how fast can a network learn shape from these stills?
 
     python scripts/shape_control.py --model vit --lr 1e-3   # the demo's CLIP image tower + a linear head
     python scripts/shape_control.py --model cnn --lr 2e-3   # a small convolutional net, same data and loop
@@ -159,5 +159,5 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)  # the README's numbers: one thread (a thread count can change float sums)
+    torch.set_num_threads(1)  # docs/demo.md's numbers: one thread (a thread count can change float sums)
     main()

@@ -199,7 +199,7 @@ def test_colours_and_shapes_are_single_caption_words() -> None:
 
 @pytest.fixture(scope="module")
 def shape_control():
-    """scripts/shape_control.py (README, seventh and ninth rounds), loaded as a module."""
+    """scripts/shape_control.py (docs/demo.md, "Why shape stays low"), loaded as a module."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("shape_control", REPO / "scripts" / "shape_control.py")

@@ -65,14 +65,14 @@ class ClipPretrainConfig(Schedule):
     text_layers: int = setting(rule=integer(1))
     context_length: int = setting(rule=integer(1))
     # the image tower's position embedding (open_clip `pos_embed_type`): sin_cos_2d is fixed, so the
-    # place of a patch is known from the first step instead of being learned (README, "The demo's models")
+    # place of a patch is known from the first step instead of being learned (docs/demo.md, the CLIP recipe)
     pos_embed: str = setting(rule=one_of("learnable", "sin_cos_2d"))
     group: int = setting(rule=integer(1))  # stills per batch group differing in one factor
     factor_weights: tuple[float, ...] = setting()  # one weight per eva.pretrain.stills.FACTORS
     # share of captions that only say where the object is ("something at the top left")
     place_captions: float = setting(rule=number(0, 1))
     # the text tower's rate, x lr (0 locks it at its initialisation); below 1 it keeps telling place
-    # words apart while the image tower learns place (README, "The demo's models")
+    # words apart while the image tower learns place (docs/demo.md, the CLIP recipe)
     text_lr_scale: float = setting(rule=number(0, 1))
     logit_scale_init: float = setting(rule=number(hi=100, above=0))  # 1/temperature at step 0; CLIP: 1/0.07
 

@@ -92,7 +92,7 @@ class TrainConfig:
     # train.recipes.<model.method>: optimiser, lr, backbone_lr, weight decay (read by Recipe.from_params)
     recipe: Recipe = derived(default=Recipe())
     # Multiply a recipe's lr and backbone_lr, per optimiser. Real data: 1 (the published recipes). The
-    # demo's CPU schedule is ~1,000 steps where the papers run tens of thousands (README, "Results").
+    # demo's CPU schedule is ~1,000 steps where the papers run tens of thousands (docs/demo.md).
     lr_scale_adamw: float = setting("lr_scale.adamw", default=1.0, rule=number(above=0))
     lr_scale_sgd: float = setting("lr_scale.sgd", default=1.0, rule=number(above=0))
     warmup_epochs: float = setting(default=1.0, rule=number(0))
