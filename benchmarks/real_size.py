@@ -25,6 +25,13 @@ google/owlv2-base-patch16-ensemble: ViT-B/16 at 960 px) and the mask model of
 `attributes.mask.method: model` (CLIPSeg at the size of CIDAS/clipseg-rd64-refined), random weights
 with a CLIP-sized tokenizer, the vocabulary eva/resources/objects.txt. `--only-attribute-models` runs
 just that part (about a minute on CPU); `--skip-attribute-models` leaves it out.
+
+`--bf16` / `--no-bf16` set `train.amp` for the train stage (bf16 autocast where the GPU has it; the
+loop ignores it on CPU); without either the params' own value holds. Last, one EVA training step of
+the same real-size config is timed in this process (`benchmarks/train_step.py`'s runner, 1 warm-up
++ `--steps`), with bf16 autocast under `--bf16` and `torch.compile` under `--compile`, and its
+FLOPs counted (FlopCounterMode, forward + backward) for TFLOP/s and MFU against the device's bf16
+peak (n/a on CPU). The tables are written to `--out` (results/bench/real_size.md).
 """
 
 from __future__ import annotations
@@ -162,6 +169,8 @@ def write_params(project: Path, args: argparse.Namespace, checkpoint: Path, capt
         family="open_clip", name="ViT-B-16-quickgelu", pretrained=str(checkpoint)
     )
     params["train"].update(epochs=1, batch_size=args.batch_size, workers=0, nproc=1, warmup_epochs=0)
+    if args.bf16 is not None:
+        params["train"]["amp"] = args.bf16
     params["evaluate"].update(clips=1, crops=1, batch_size=args.batch_size)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -253,6 +262,42 @@ def print_attribute_model_costs(
         print(f"{name:<30} {loaded:>12.1f} {seconds:>11.3f} {1 / seconds:>12.2f} {shown:>12}")
 
 
+def measure_step(args: argparse.Namespace) -> dict:
+    """One EVA training step of the real-size config in this process: seconds, FLOPs, TFLOP/s, MFU."""
+    import copy
+    import statistics
+
+    import torch
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import train_step
+
+    step_args = train_step.parse_args(
+        ["--frames", str(args.frames), "--batch", str(args.batch_size), "--device", args.device]
+    )
+    device = torch.device(args.device)
+    visual, mean, std = train_step.make_visual(step_args.backbone, 224)
+    model = train_step.VideoClassifier(
+        train_step.make_config("eva", step_args, 224),
+        train_step.OpenClipBackbone(copy.deepcopy(visual), args.frames, mean, std),
+    )
+    flops = train_step.count_step_flops(model, args.batch_size)
+    runner = train_step.StepRunner(
+        model, args.batch_size, device, bf16=bool(args.bf16), compile="inductor" if args.compile else None
+    )
+    runner.step()  # warm-up (and compilation)
+    seconds = statistics.median(runner.step() for _ in range(args.steps))
+    name, peak = train_step.peak_tflops(device)
+    tflops = flops / seconds / 1e12
+    return {
+        "device": name,
+        "seconds": seconds,
+        "flops": flops,
+        "tflops": tflops,
+        "mfu": tflops / peak if peak else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -272,6 +317,15 @@ def main() -> None:
     parser.add_argument(
         "--only-attribute-models", action="store_true", help="time only the detector and the mask model"
     )
+    parser.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train.amp (bf16 autocast) on or off",
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the in-process train step")
+    parser.add_argument("--steps", type=int, default=2, help="timed in-process train steps")
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "bench" / "real_size.md")
     args = parser.parse_args()
     if args.only_attribute_models:
         with tempfile.TemporaryDirectory(prefix="eva-real-size-") as tmp:
@@ -333,6 +387,35 @@ def main() -> None:
     )
     if optional:
         print_attribute_model_costs(optional, args)
+    step = measure_step(args)
+    mfu = f"{100 * step['mfu']:.1f}%" if step["mfu"] is not None else "n/a"
+    flags = ", ".join(f for f, on in (("bf16", args.bf16), ("compile", args.compile)) if on) or "fp32 eager"
+    print(
+        f"train step in process ({step['device']}, {flags}): {step['seconds']:.2f} s/step of batch {args.batch_size}, "
+        f"{step['flops'] / 1e9:,.0f} GFLOP counted, {step['tflops']:.3f} TFLOP/s, MFU {mfu}"
+    )
+    lines = [
+        f"Real-size pipeline on {args.device}: CLIP ViT-B/16 + BLIP-base (random), 224 px, T={args.frames}, "
+        f"K={args.keyframes}, batch {args.batch_size}, eva stage 2.",
+        "",
+        "| stage | items | seconds | items/s | peak RSS MB | CUDA max MB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for stage, items, unit, cost in rows:
+        cuda = f"{cost['cuda_mb']:.0f}" if cost["cuda_mb"] is not None else "-"
+        lines.append(
+            f"| {stage} | {items} {unit} | {cost['seconds']:.1f} | {items / cost['seconds']:.2f} "
+            f"| {cost['rss_mb']:.0f} | {cuda} |"
+        )
+    lines += [
+        "",
+        "| EVA train step (in process) | s/step | GFLOP/step | TFLOP/s | MFU |",
+        "|---|---:|---:|---:|---:|",
+        f"| {step['device']}, {flags} | {step['seconds']:.2f} | {step['flops'] / 1e9:,.0f} | {step['tflops']:.3f} | {mfu} |",
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

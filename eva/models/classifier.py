@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from eva.config import (
     OPTIONAL_TEXT,
@@ -306,6 +307,9 @@ class VideoClassifier(nn.Module):
         self.method = get_method(config.method)
         self.layer_kind = LAYER_KINDS[self.method.layer]
         self.frozen_backbone = not self.method.trains_backbone
+        # Activation checkpointing per backbone layer (a run-time choice, not part of the model): trades
+        # one more forward of each layer in backward for keeping only the layers' inputs (docs/performance.md).
+        self.checkpointing = False
         self.backbone = freeze(backbone) if self.frozen_backbone else backbone.requires_grad_(True)
         self.register_buffer(
             "mean", torch.tensor(backbone.mean, dtype=torch.float32), persistent=False
@@ -426,18 +430,28 @@ class VideoClassifier(nn.Module):
         self._check_video(video)
         batch = video.shape[0]
         checked = self._check_attributes(attributes, batch)
-        bb, run = self.backbone, self.layer_kind.run
+        bb = self.backbone
         x = bb.embed(video, self.temporal_embedding)  # CLIP [B*T, 1+N, D]; VideoMAE [B, N, D]
-        provider = self.extra_tokens
-        k = provider.num_tokens if provider is not None else 0
+        recompute = self.checkpointing and torch.is_grad_enabled()
         for i in range(bb.num_layers):
-            gate = None
-            if provider is not None:
-                x = bb.insert_tokens(x, provider(i, batch, checked))  # k extra tokens in
-                gate = provider.gate(i)
-            x = run(bb, i, x, self.adapters[i] if self.adapters is not None else None, k, gate)
-            x = bb.drop_tokens(x, k)  # and out again
+            if recompute:  # keep only each layer's input; its activations are recomputed in backward
+                x = checkpoint(self._layer, i, x, batch, checked, use_reentrant=False)
+            else:
+                x = self._layer(i, x, batch, checked)
         return bb.features(x)  # [B, F, D_out]
+
+    def _layer(
+        self, i: int, x: torch.Tensor, batch: int, checked: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Backbone layer i with the method's module and extra tokens: tokens in, block, tokens out."""
+        bb, provider = self.backbone, self.extra_tokens
+        k, gate = 0, None
+        if provider is not None:
+            k = provider.num_tokens
+            x = bb.insert_tokens(x, provider(i, batch, checked))  # k extra tokens in
+            gate = provider.gate(i)
+        x = self.layer_kind.run(bb, i, x, self.adapters[i] if self.adapters is not None else None, k, gate)
+        return bb.drop_tokens(x, k)  # and out again
 
     @staticmethod
     def _time_embedding_init(config: ModelConfig, backbone: BlockBackbone) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """The open_clip ViT as a `BlockBackbone`: per-frame tokens, CLS read-out, attention over time per position.
 
 A frame-level ViT sees a clip `[B, T, 3, H, W]` as B*T images: tokens are `[B*T, 1+N, D]` (rows
-ordered (b t)), extra tokens go after CLS and are shared by the T frames of a video, and the
+ordered (b t)), extra tokens are appended after the patches and shared by the T frames of a video, and the
 read-out is what `clip.visual` returns per frame, `ln_post(CLS) @ proj` (`model.readout: proj`), or
 `ln_post(CLS)` at the width without `proj`, as AIM reads it (`width`). AIM's temporal pass runs
 the frozen attention across the T frames of each token position; the extra tokens, identical in
@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
@@ -114,7 +115,8 @@ class OpenClipBackbone(nn.Module):
             if token_gate is not None:
                 raise ValueError("LoRA attention takes no gated extra tokens")
             return block.ls_1(attend_with_lora(block.attn, x, lora))
-        return block.ls_1(attend(block.attn, x, slice(1, 1 + num_extra), token_gate))  # tokens after CLS
+        length = x.shape[1]
+        return block.ls_1(attend(block.attn, x, slice(length - num_extra, length), token_gate))  # appended
 
     def temporal_attention(
         self,
@@ -124,21 +126,23 @@ class OpenClipBackbone(nn.Module):
         post: Callable[[torch.Tensor], torch.Tensor],
         token_gate: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Layer i's attention across the T frames of each CLS/patch position of a normalised `[B*T, 1+k+N, D]`.
+        """Layer i's attention across the T frames of each CLS/patch position of a normalised `[B*T, 1+N+k, D]`.
 
         `post` (a token-wise adapter) is applied to the attention output; the k extra tokens get 0
         (they take no part, so `token_gate` has nothing to gate here).
         """
         k = num_extra
-        frame_tokens = torch.cat([h[:, :1], h[:, 1 + k :]], dim=1) if k else h  # [B*T, 1+N, D]
+        frame_tokens = h[:, : h.shape[1] - k]  # [B*T, 1+N, D], a view (the tokens are appended)
         n = frame_tokens.shape[1]
-        ht = rearrange(frame_tokens, "(b t) n d -> (b n) t d", t=self.frames)  # [B*(1+N), T, D]
+        # One copy into (b n) t order: the input projection is then one matrix product. On the strided
+        # view, with frozen weights, autograd ran it as a broadcast bmm per position, forward and
+        # backward: 17% of an EVA step on CPU (docs/performance.md).
+        ht = rearrange(frame_tokens, "(b t) n d -> (b n) t d", t=self.frames).contiguous()  # [B*(1+N), T, D]
         yt = post(attend(self.blocks[i].attn, ht))  # [B*(1+N), T, D]
         y = rearrange(yt, "(b n) t d -> (b t) n d", n=n)  # [B*T, 1+N, D]
         if not k:
             return y
-        zeros = y.new_zeros(y.shape[0], k, y.shape[2])  # [B*T, k, D]
-        return torch.cat([y[:, :1], zeros, y[:, 1:]], dim=1)  # [B*T, 1+k+N, D]
+        return F.pad(y, (0, 0, 0, k))  # [B*T, 1+N+k, D], zeros for the tokens
 
     def ln_2(self, i: int, x: torch.Tensor) -> torch.Tensor:
         return self.blocks[i].ln_2(x)
@@ -174,7 +178,7 @@ class OpenClipBackbone(nn.Module):
     # -- extra tokens and read-out -----------------------------------------------------------
 
     def insert_tokens(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """`[B*T, 1+N, D]` + video tokens `[B, k, D]` -> `[B*T, 1+k+N, D]` (after CLS, in every frame)."""
+        """`[B*T, 1+N, D]` + video tokens `[B, k, D]` -> `[B*T, 1+N+k, D]` (appended, in every frame)."""
         return insert_tokens(x, tokens, self.frames)
 
     @staticmethod

@@ -1,7 +1,8 @@
 """Per-layer extra tokens: EVA attribute tokens and VPT deep prompts, inserted the same way.
 
-At backbone layer i every frame's sequence is `[CLS, E_i, patches]`; the k tokens E_i are
-per video (shared by its T frames), are dropped after the block, and fresh ones enter layer i+1.
+At backbone layer i every frame's sequence is `[CLS, patches, E_i]` on open_clip (`[E_i, tokens]`
+on VideoMAE); the k tokens E_i are per video (shared by its T frames), are dropped after the block,
+and fresh ones enter layer i+1.
 A provider only says what E_i is (`forward(layer, batch_size, attributes) -> [B, k, D]`);
 `insert_tokens` / `drop_tokens` are the one insertion mechanism both providers go through.
 
@@ -29,16 +30,31 @@ from eva.config import invalid
 
 
 def insert_tokens(x: torch.Tensor, tokens: torch.Tensor, frames: int) -> torch.Tensor:
-    """`[B*T, 1+N, D]` frame tokens + `[B, k, D]` video tokens -> `[B*T, 1+k+N, D]`."""
+    """`[B*T, 1+N, D]` frame tokens + `[B, k, D]` video tokens -> `[B*T, 1+N+k, D]` (appended).
+
+    Appended rather than put after CLS: attention is permutation-equivariant and the blocks add no
+    position embedding, so where the tokens sit changes nothing but the order of the softmax's sum
+    (docs/performance.md); at the end, dropping them is a view and their keys / the frame's own keys
+    are views too, where after CLS each was a copy of the layer's activations.
+    """
     per_frame = tokens.to(x.dtype).repeat_interleave(frames, dim=0)  # [B*T, k, D], rows ordered (b t)
-    return torch.cat([x[:, :1], per_frame, x[:, 1:]], dim=1)  # [B*T, 1+k+N, D]
+    return torch.cat([x, per_frame], dim=1)  # [B*T, 1+N+k, D]
 
 
 def drop_tokens(x: torch.Tensor, num_tokens: int) -> torch.Tensor:
-    """`[B*T, 1+k+N, D]` -> `[B*T, 1+N, D]`: remove the k tokens after CLS."""
+    """`[B*T, 1+N+k, D]` -> `[B*T, 1+N, D]`: remove the k appended tokens (a view)."""
     if num_tokens == 0:
         return x
-    return torch.cat([x[:, :1], x[:, 1 + num_tokens :]], dim=1)  # [B*T, 1+N, D]
+    return x[:, : x.shape[1] - num_tokens]  # [B*T, 1+N, D]
+
+
+def own_keys(t: torch.Tensor, extra: slice) -> torch.Tensor:
+    """`[S, h, L, e]` without the positions at `extra`: a view when they are at either end, else a copy."""
+    if extra.start == 0:
+        return t[:, :, extra.stop :]
+    if extra.stop == t.shape[2]:
+        return t[:, :, : extra.start]
+    return torch.cat([t[:, :, : extra.start], t[:, :, extra.stop :]], dim=2)
 
 
 def token_gated_attention(
@@ -64,8 +80,7 @@ def token_gated_attention(
         raise ValueError(
             f"gate must be [heads] = [{heads}] or [heads, tokens] = [{heads}, {num_extra}]; got {list(gate.shape)}"
         )
-    keys = torch.cat([k[:, :, : extra.start], k[:, :, extra.stop :]], dim=2)  # [S, h, L-k, e]
-    values = torch.cat([v[:, :, : extra.start], v[:, :, extra.stop :]], dim=2)
+    keys, values = own_keys(k, extra), own_keys(v, extra)  # [S, h, L-k, e]
     own = F.scaled_dot_product_attention(q, keys, values, dropout_p=dropout_p)  # [S, h, L, e]
     scale = torch.tanh(gate).to(q.dtype)
     if gate.ndim == 2:  # per head and token: on the values, before the tokens' softmax mixes them

@@ -1,0 +1,82 @@
+"""Smoke tests of the train-step and real-size benchmarks' CPU paths at a tiny size (docs/performance.md)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import train_step  # noqa: E402
+
+SPEC = TinyClipSpec(embed_dim=16, image_size=32, patch_size=16, vision_width=32, vision_layers=2, heads=2)
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return save_tiny_open_clip(tmp_path_factory.mktemp("bench_backbone"), SPEC)
+
+
+def tiny_args(backbone: str, out: Path, *flags: str) -> list[str]:
+    return [
+        "--backbone", backbone, "--image-size", str(SPEC.image_size), "--frames", "2", "--classes", "3",
+        "--steps", "1", "--skip-counts", "--loader-steps", "3", "--out", str(out), *flags,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flags", "shown"),
+    [
+        (("--bf16", "--checkpointing", "--loader-workers", "0,1"), "bf16, checkpointing"),
+        (("--compile", "--compile-backend", "eager", "--loader-workers", ""), "compile"),
+    ],
+)
+def test_train_step_benchmark_runs_with_every_cpu_flag(
+    backbone: str, tmp_path: Path, flags: tuple[str, ...], shown: str
+) -> None:
+    out = tmp_path / "bench" / "train_step.md"
+    table = train_step.main(tiny_args(backbone, out, *flags))
+    assert out.read_text() == table
+    assert f", {shown}, median" in table
+    for row in ("| eva |", "| full |", "| full space-time |", "| eva / full space-time |", "| eva / full |"):
+        assert row in table
+    assert table.count("| n/a |") == 3  # no MFU on CPU
+    loader_rows = [line for line in table.splitlines() if line.startswith(("| 0 |", "| 1 |"))]
+    assert len(loader_rows) == (2 if "0,1" in flags else 0)
+
+
+@pytest.mark.parametrize("attention", ["gated", "gated_per_token", "joint"])
+def test_counted_flops_leave_out_the_frozen_weight_gradients(
+    backbone: str, tmp_path: Path, attention: str
+) -> None:
+    args = train_step.parse_args(tiny_args(backbone, tmp_path / "t.md", "--attention", attention))
+    visual, mean, std = train_step.make_visual(backbone, SPEC.image_size)
+
+    def model(trains_backbone: bool) -> train_step.VideoClassifier:
+        built = train_step.VideoClassifier(
+            train_step.make_config("eva", args, SPEC.image_size),
+            train_step.OpenClipBackbone(visual, args.frames, mean, std),
+        )
+        return built.requires_grad_(True) if trains_backbone else built
+
+    eva, full_space_time = (train_step.count_step_flops(model(t), 1) for t in (False, True))
+    # the frozen Linear weights' gradients (a third of the backbone's products) are skipped
+    assert 0.6 < eva / full_space_time < 0.8
+    assert next(model(False).parameters()).device.type == "cpu"  # counting ran on a meta copy
+
+
+def test_peak_table_matches_device_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert train_step.peak_tflops(torch.device("cpu")) == ("cpu", None)
+    for name, peak in (
+        ("NVIDIA H200", 989.0),
+        ("NVIDIA H100 80GB HBM3", 989.0),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+    ):
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda _d, name=name: name)
+        assert train_step.peak_tflops(torch.device("cuda")) == (name, peak)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda _d: "Some Other GPU")
+    assert train_step.peak_tflops(torch.device("cuda"))[1] is None
