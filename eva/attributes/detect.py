@@ -18,7 +18,6 @@ import torch
 
 from eva.attributes.label import LabelResult
 from eva.attributes.pretrained import from_pretrained
-from eva.models.loading import missing_weights
 
 QUERY = "a photo of a {}"
 DETECTOR_FAMILIES = ("owlv2", "owlvit")  # transformers model types with zero-shot text queries handled here
@@ -45,14 +44,9 @@ class ObjectDetector:
             what="the object detector",
             example="google/owlv2-base-patch16-ensemble",
             classes=(AutoProcessor, AutoModelForZeroShotObjectDetection),
+            model_types=DETECTOR_FAMILIES,
         )
         self.family = self.model.config.model_type
-        if self.family not in DETECTOR_FAMILIES:
-            raise missing_weights(
-                param,
-                f"The object detector '{source}' is a {self.family!r} model; the detector label supports "
-                f"{', '.join(DETECTOR_FAMILIES)} (OWLv2 / OWL-ViT)",
-            )
         self.device = torch.device(device)
         self.model.to(self.device).eval().requires_grad_(False)
         self.vocabulary = list(vocabulary)

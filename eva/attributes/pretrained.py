@@ -14,10 +14,19 @@ from typing import Any
 from eva.models.loading import missing_weights
 
 
-def from_pretrained(source: str, *, param: str, what: str, example: str, classes: Sequence[Any]) -> list[Any]:
+def from_pretrained(
+    source: str,
+    *,
+    param: str,
+    what: str,
+    example: str,
+    classes: Sequence[Any],
+    model_types: Sequence[str] = (),
+) -> list[Any]:
     """`cls.from_pretrained(source)` for each of `classes` (e.g. a processor, then a model).
 
-    `what` names the model in the message ("the captioner"), `example` a hub name of its kind.
+    `what` names the model in the message ("the captioner"), `example` a hub name of its kind;
+    `model_types`, when given, the `config.model_type`s the caller supports (checked on the last).
     """
 
     def missing(err: Exception) -> FileNotFoundError:
@@ -34,6 +43,13 @@ def from_pretrained(source: str, *, param: str, what: str, example: str, classes
     # A relative local path that does not exist would otherwise reach the hub as a repo id.
     local_only = path.exists()
     try:
-        return [cls.from_pretrained(source, local_files_only=local_only) for cls in classes]
+        loaded = [cls.from_pretrained(source, local_files_only=local_only) for cls in classes]
     except (OSError, ValueError, KeyError) as err:
         raise missing(err) from err
+    model_type = getattr(getattr(loaded[-1], "config", None), "model_type", None)
+    if model_types and model_type not in model_types:
+        raise missing_weights(
+            param,
+            f"{what.capitalize()} '{source}' is a {model_type!r} model; supported: {', '.join(model_types)}",
+        )
+    return loaded

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from eva.attributes.pretrained import from_pretrained
-from eva.models.loading import missing_weights
 
 LABEL_FIELD = "{label}"
 SEGMENTER_FAMILIES = ("clipseg",)
@@ -42,13 +41,8 @@ class SegmentationMasker:
             what="the mask model",
             example="CIDAS/clipseg-rd64-refined",
             classes=(AutoProcessor, CLIPSegForImageSegmentation),
+            model_types=SEGMENTER_FAMILIES,
         )
-        if self.model.config.model_type not in SEGMENTER_FAMILIES:
-            raise missing_weights(
-                param,
-                f"The mask model '{source}' is a {self.model.config.model_type!r} model; the model mask "
-                f"supports {', '.join(SEGMENTER_FAMILIES)}",
-            )
         self.device = torch.device(device)
         self.model.to(self.device).eval().requires_grad_(False)
 
