@@ -225,7 +225,7 @@ def _run_failing(args: list[str], cwd: Path) -> str:
         ("+train.bogus=1", "unknown keys ['train.bogus']"),
         ("+bogus=1", "unknown top-level keys ['bogus']"),
         ("dataset.root=/data/does-not-exist", "`dataset.root`: folder '/data/does-not-exist' does not exist"),
-        ("attributes.captioner=models/pretrained/captionr", "`attributes.captioner`: weights"),
+        ("attributes.captioner=models/pretrained/captionr", "`attributes.captioner`: no config.json in"),
     ],
 )
 def test_a_failed_experiment_costs_nothing(project: Path, setting: str, message: str) -> None:

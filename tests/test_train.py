@@ -579,8 +579,11 @@ def test_two_process_gloo_ddp_matches_one_process(data: TinyData, tmp_path: Path
 
     one = torch.load(single.output, weights_only=True)
     two = torch.load(double.output, weights_only=True)
+    # Two ranks of 2 clips and one process of 4 feed GEMMs of different heights, which round differently;
+    # after two epochs of AdamW an element near zero can differ by about 1e-5 (measured 1.1e-5 once the
+    # temporal projection became one GEMM over the batch).
     for name, value in one["tunable"].items():
-        torch.testing.assert_close(two["tunable"][name], value, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(two["tunable"][name], value, rtol=1e-4, atol=3e-5)
     for a, b in zip(one["history"], two["history"], strict=True):
         for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
