@@ -33,6 +33,22 @@ def torch_threads(count: int):
     return _threads
 
 
+def refuse_network(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Refuse (and record) every socket connection: proves a code path never tries the hub, which a
+    wall-clock bound could not (offline retries wait on time-outs)."""
+    import socket
+
+    connections: list = []
+
+    def refuse(sock, address, *args):
+        connections.append(address)
+        raise OSError(f"test forbids network access ({address})")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    return connections
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: int = 12, codec: str = "libx264") -> Path:
     """Encode `frames` ([T, H, W, 3] uint8, H and W even) to a real video file with PyAV.
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import socket
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -14,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from conftest import moving_square
+from conftest import moving_square, refuse_network
 from test_attributes import SPEC, VOCAB, K, _cfg, make_shards
 
 from eva.attributes.detect import ObjectDetector
@@ -50,18 +49,6 @@ def models(tmp_path_factory) -> dict[str, str]:
 
 def _frames(t: int = 8, size: int = 40, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(moving_square(t, size, seed)).permute(0, 3, 1, 2).contiguous()  # [T, 3, H, W]
-
-
-def _no_network(monkeypatch) -> list:
-    connections = []
-
-    def refuse(sock, address, *args):
-        connections.append(address)
-        raise OSError(f"test forbids network access ({address})")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    return connections
 
 
 def test_detector_matches_the_library_forward_and_boxes_stay_in_the_frame(models):
@@ -217,7 +204,7 @@ def test_bad_combinations_and_values_name_their_key(models):
 
 
 def test_missing_weights_fail_fast_naming_the_key(models, tmp_path, monkeypatch):
-    connections = _no_network(monkeypatch)
+    connections = refuse_network(monkeypatch)
     for source in (str(tmp_path / "no-such-owl"), "google/no-such-detector-in-cache", models["segmenter"]):
         with pytest.raises(FileNotFoundError, match=r"attributes\.label\.detector"):
             ObjectDetector(source, VOCAB)
@@ -243,7 +230,7 @@ def test_hub_names_load_offline_from_the_hf_cache(models, tmp_path, monkeypatch)
         (base / "refs" / "main").write_text(REVISION)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))  # read at import
-    connections = _no_network(monkeypatch)
+    connections = refuse_network(monkeypatch)
     image = _frames()[2]
     by_name = ObjectDetector("acme/tiny-owlv2", VOCAB).detect([image])
     by_folder = ObjectDetector(models["detector"], VOCAB).detect([image])

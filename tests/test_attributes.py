@@ -7,7 +7,6 @@ import json
 import os
 import pickle
 import runpy
-import socket
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import webdataset as wds
-from conftest import moving_square
+from conftest import moving_square, refuse_network
 from PIL import Image
 
 from eva.attributes import store as store_mod
@@ -300,14 +299,7 @@ def test_missing_checkpoints_fail_fast_naming_the_param(models, tmp_path, monkey
     shards = make_shards(tmp_path / "shards")
     # "Fast" means no attempt to reach the hub (which would wait on timeouts and retries): any
     # connection is recorded and refused. Robust where a wall-clock bound is not.
-    connections = []
-
-    def refuse(sock, address, *args):
-        connections.append(address)
-        raise OSError(f"test forbids network access ({address})")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    connections = refuse_network(monkeypatch)
     with pytest.raises(FileNotFoundError, match="attributes.captioner"):
         Captioner(str(tmp_path / "no-such-captioner"))
     with pytest.raises(FileNotFoundError, match="attributes.captioner"):
