@@ -65,10 +65,8 @@ def _must_exist(key: str, value: str, produced: Iterable[Path], *, kind: str = "
 
 
 def check_inputs(params: Mapping[str, Any], produced: Iterable[Path] = ()) -> None:
-    """The dataset root and annotation files (read, not just listed), the weights and the vocabulary.
-
-    Weights: every model source the params name must be here (`eva.weights.missing`: local paths
-    always, hub names when offline, as the stages run), else the message names the key and the fetch command.
+    """The dataset root and annotation files (read, not just listed) and the vocabulary; the weights
+    are `check_weights`, which the check stage runs first (it needs no model code).
 
     Raises FileNotFoundError naming the key. `produced`: folders the pipeline writes (see module doc).
     """
@@ -97,11 +95,11 @@ def check_inputs(params: Mapping[str, Any], produced: Iterable[Path] = ()) -> No
     _must_exist(
         "attributes.label.vocabulary", value_at(params, "attributes.label.vocabulary"), produced, kind="file"
     )
-    check_weights(params, produced)
 
 
 def check_weights(params: Mapping[str, Any], produced: Iterable[Path] = ()) -> None:
-    """Every model source the params name is here (local paths always, hub names when offline).
+    """Every model source the params name is here (`eva.weights.missing`: local paths always, hub
+    names when offline, as the stages run), else the message names the key and the fetch command.
 
     Needs no torch: the check stage runs it first, so a missing weight is reported in seconds.
     """
