@@ -80,15 +80,13 @@ def leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any
 
 def changes(params: Mapping[str, Any], preset: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
     """(key, current, new) for each key the preset sets to another value; KeyError for a key params lacks."""
+    from eva.config import value_at
+
     out = []
     for key, new in leaves(preset):
-        node: Any = params
-        for part in key.split("."):
-            if not isinstance(node, Mapping) or part not in node:
-                raise KeyError(f"the preset sets `{key}`, which params.yaml does not have")
-            node = node[part]
-        if node != new or type(node) is not type(new):
-            out.append((key, node, new))
+        old = value_at(params, key)  # KeyError naming the key params.yaml lacks
+        if old != new or type(old) is not type(new):
+            out.append((key, old, new))
     return out
 
 

@@ -18,6 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from eva.preset import merge
+
 REPO = Path(__file__).resolve().parents[1]
 RAN = re.compile(r"Running stage '([^']+)'")
 ENV = os.environ | {
@@ -40,12 +42,6 @@ TINY = {
     "train": {"epochs": 1, "batch_size": 8, "workers": 0},
     "evaluate": {"clips": 2, "crops": 3},
 }
-
-
-def _merge(base: dict, over: dict) -> dict:
-    for key, value in over.items():
-        base[key] = _merge(base[key], value) if isinstance(value, dict) else value
-    return base
 
 
 def _run(args: list[str], cwd: Path) -> tuple[list[str], str]:
@@ -75,7 +71,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, root / rel)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(merge(params, TINY), sort_keys=False))
     for cmd in (
         ["git", "init", "-q"],
         ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "add", "-A"],

@@ -57,12 +57,6 @@ def readme_commands() -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def _merge(base: dict, over: dict) -> dict:
-    for key, value in over.items():
-        base[key] = _merge(base[key], value) if isinstance(value, dict) else value
-    return base
-
-
 def _copy_project(dest: Path) -> None:
     files = (
         subprocess.run(
@@ -157,7 +151,7 @@ def test_readme_real_data_commands_run_verbatim(name: str, tmp_path: Path) -> No
     project, hub = tmp_path / "project", tmp_path / "hub"
     _copy_project(project)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    (project / "params.yaml").write_text(yaml.safe_dump(_merge(params, DEMO_ONLY), sort_keys=False))
+    (project / "params.yaml").write_text(yaml.safe_dump(preset.merge(params, DEMO_ONLY), sort_keys=False))
     real = preset.merge(params, preset.resolve(name))
     dataset = real["dataset"]
     _write_annotations(dataset["name"], project / dataset["annotations"])

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from eva.preset import merge
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("check", "demo_data", "pretrain", "index", "extract", "attributes", "train", "evaluate")
 TINY = {
@@ -54,16 +56,10 @@ CAPPED = {
 NOT_COMPARED = ("metrics/timings", ".eva_cache", "checkpoints", "logs")
 
 
-def _merge(base: dict, over: dict) -> dict:
-    for key, value in over.items():
-        base[key] = _merge(base[key], value) if isinstance(value, dict) else value
-    return base
-
-
 def _run_pipeline(root: Path, env: dict[str, str]) -> dict[str, bytes]:
     root.mkdir(parents=True)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(merge(params, TINY), sort_keys=False))
     base = {k: v for k, v in os.environ.items() if k not in CAPPED and "THREADS" not in k}
     env = base | {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **env}
     for stage in STAGES:
