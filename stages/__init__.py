@@ -2,16 +2,17 @@
 
 Importing the package, before any stage module loads torch, numpy or huggingface_hub:
 - pins each numeric library's CPU code path (`eva.utils.numerics`), so every machine computes the
-  same bits;
+  same bits (torch's own settings follow in `run_stage`, which every stage's `main` goes through;
+  the package itself does not import torch, so the extract stage and its decode workers, which
+  re-import the stage's module, stay free of it);
 - makes the run offline unless the user says otherwise (`HF_HUB_OFFLINE=0`): a missing weight fails
   at once, naming its param key and `python -m eva.weights fetch`, instead of a minute of hub retries.
 """
 
 import os
 
-from eva.utils.numerics import configure_torch, pin_cpu_isa
+from eva.utils.numerics import pin_cpu_isa
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 pin_cpu_isa()
-configure_torch()

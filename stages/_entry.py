@@ -66,9 +66,17 @@ def user_error_message(err: BaseException) -> str:
     return " ".join(text.split())
 
 
-def run_stage(name: str, main: Callable[[], None]) -> None:
-    """Run `main`; a user error becomes `ERROR ... <name>: <message>` on rank 0 and exit status 2."""
+def run_stage(name: str, main: Callable[[], None], *, uses_torch: bool = True) -> None:
+    """Run `main`; a user error becomes `ERROR ... <name>: <message>` on rank 0 and exit status 2.
+
+    `uses_torch`: apply torch's pinned numerics first (`eva.utils.numerics.configure_torch`: thread
+    count, oneDNN off). Only stages that never compute with torch pass False (they then never load it).
+    """
     try:
+        if uses_torch:
+            from eva.utils.numerics import configure_torch
+
+            configure_torch()
         main()
     except USER_ERRORS as err:
         if os.environ.get("EVA_TRACEBACK"):

@@ -52,4 +52,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage("extract", main)
+    run_stage("extract", main, uses_torch=False)  # no torch: its decode workers re-import this module

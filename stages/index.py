@@ -30,4 +30,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage("index", main)
+    run_stage("index", main, uses_torch=False)

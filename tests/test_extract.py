@@ -381,3 +381,11 @@ def test_stage_script_writes_shards_and_metrics(tmp_path: Path, videos: dict) ->
     ]
     assert noise_lines == []
     assert sorted(p.name for p in (tmp_path / "shards" / "tiny").iterdir()) == ["train-000000.tar"]
+
+
+def test_the_extract_stage_and_its_decode_workers_do_not_load_torch() -> None:
+    """A decode worker re-imports the stage's module (multiprocessing's main-module rule): with torch
+    in it, every worker start cost ~1.5 s and hundreds of MB."""
+    code = "import sys, stages.extract; assert 'torch' not in sys.modules, 'torch imported'"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True)

@@ -43,11 +43,13 @@ def test_the_thread_count_is_pinned_not_taken_from_the_machine() -> None:
 
 
 def test_a_stage_process_runs_the_pinned_numerics() -> None:
-    """Importing `stages` (what `python -m stages.x` does first) pins everything before torch loads."""
+    """Importing `stages` (what `python -m stages.x` does first) pins the ISA before torch loads;
+    `run_stage`, which every stage's main goes through, applies torch's settings."""
     code = (
-        "import os, stages, torch; "
-        "print(torch.get_num_threads(), torch.backends.mkldnn.enabled, os.environ.get('MKL_CBWR'), "
-        "torch.backends.cpu.get_cpu_capability())"
+        "import os, stages, sys; from stages._entry import run_stage; assert 'torch' not in sys.modules; "
+        "import torch; "
+        "run_stage('x', lambda: print(torch.get_num_threads(), torch.backends.mkldnn.enabled, "
+        "os.environ.get('MKL_CBWR'), torch.backends.cpu.get_cpu_capability()))"
     )
     env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
