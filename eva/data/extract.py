@@ -16,6 +16,7 @@ Decoding runs in worker processes that the parent kills and replaces when a vide
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import hashlib
 import io
@@ -49,6 +50,7 @@ TAR_MTIME = 946684800  # 2000-01-01 UTC: fixed so identical samples give identic
 TAR_OWNER = "eva"
 MAX_KEY_CHARS = 80  # member names stay under USTAR's 100-char limit (key + ".NNN.jpg")
 WORKER_START_TIMEOUT_S = 120.0
+QUEUED_PER_WORKER = 2  # jobs sent ahead to each decode worker: the next one is waiting when it finishes
 # swscale flags of the one resize: bilinear, with the rounding of its C reference on every CPU
 RESIZE = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.BITEXACT
 
@@ -456,13 +458,18 @@ def _worker_main(conn: multiprocessing.connection.Connection, cfg: ExtractConfig
 
 
 class _Worker:
+    """One decode process and the jobs sent to it, oldest first (the first is being decoded)."""
+
     def __init__(self, ctx: Any, cfg: ExtractConfig) -> None:
+        """Start the process; `wait_ready` waits for it (start several, then wait: they boot together)."""
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_main, args=(child, cfg), daemon=True)
         self.proc.start()
         child.close()
-        self.seq: int | None = None
-        self.deadline = 0.0
+        self.jobs: collections.deque[int] = collections.deque()
+        self.deadline = 0.0  # when the first job's decode times out; set while `jobs` is not empty
+
+    def wait_ready(self) -> None:
         try:
             ready = self.conn.poll(WORKER_START_TIMEOUT_S) and self.conn.recv() == "ready"
         except (EOFError, OSError):
@@ -473,6 +480,12 @@ class _Worker:
                 f"extract worker process did not start (exit code {self.proc.exitcode}); a script that "
                 "calls extract_shards needs the `if __name__ == '__main__':` guard"
             )
+
+    def send(self, seq: int, job: VideoJob, timeout_s: float) -> None:
+        self.conn.send((seq, job))
+        if not self.jobs:
+            self.deadline = time.monotonic() + timeout_s
+        self.jobs.append(seq)
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -487,14 +500,28 @@ class _Worker:
         self.kill()
 
 
+def _start_workers(ctx: Any, cfg: ExtractConfig, count: int) -> list[_Worker]:
+    workers = [_Worker(ctx, cfg) for _ in range(count)]
+    try:
+        for worker in workers:
+            worker.wait_ready()
+    except BaseException:
+        for worker in workers:
+            worker.kill()
+        raise
+    return workers
+
+
 def decode_in_order(
     jobs: Iterable[VideoJob], cfg: ExtractConfig
 ) -> Iterator[tuple[VideoJob, DecodedVideo | str]]:
     """Decode `jobs` in `cfg.workers` processes; yield (job, result or failure reason) in input order.
 
-    Jobs are pulled lazily and at most 4 x workers results wait for reordering, so memory stays
-    bounded by a few videos whatever the dataset size. A worker past `cfg.timeout_s` on one video,
-    or one that dies, is killed and replaced; that video is reported as failed.
+    Each worker holds up to QUEUED_PER_WORKER jobs, so it starts the next video the moment it sends
+    a result, while the caller writes shards. Jobs are pulled lazily and at most 4 x workers results
+    wait for reordering, so memory stays bounded by a few videos whatever the dataset size. A worker
+    past `cfg.timeout_s` on one video, or one that dies, is killed and replaced: that video is
+    reported as failed and the jobs queued behind it go to the other workers.
     """
     ctx = multiprocessing.get_context("forkserver")
     # Workers fork from a server that has imported the decoder once; the parent itself stays light.
@@ -502,72 +529,86 @@ def decode_in_order(
     source = iter(jobs)
     window = 4 * cfg.workers
     pool: list[_Worker] = []
-    waiting: dict[int, VideoJob] = {}
+    waiting: dict[int, VideoJob] = {}  # seq -> job, until yielded
     done: dict[int, DecodedVideo | str] = {}
+    resend: collections.deque[int] = collections.deque()  # jobs taken back from a killed worker
     next_in = next_out = 0
     exhausted = False
+
+    def next_seq() -> int | None:
+        nonlocal next_in, exhausted
+        if resend:
+            return resend.popleft()
+        if exhausted or next_in >= next_out + window:
+            return None
+        job = next(source, None)
+        if job is None:
+            exhausted = True
+            return None
+        waiting[next_in] = job
+        next_in += 1
+        return next_in - 1
+
+    def replace(i: int, reason: str | None) -> None:
+        """Kill worker i; its current job fails with `reason` (None: it had none), the rest are resent."""
+        worker = pool[i]
+        worker.kill()
+        if worker.jobs and reason is not None:
+            seq = worker.jobs.popleft()
+            log.warning("%s: %s; restarting the worker", waiting[seq].path, reason)
+            done[seq] = reason
+        resend.extendleft(reversed(worker.jobs))
+        pool[i] = _start_workers(ctx, cfg, 1)[0]
+
     try:
+        first = [seq for seq in (next_seq() for _ in range(cfg.workers)) if seq is not None]
+        resend.extend(first)
+        pool = _start_workers(ctx, cfg, len(first))  # no more processes than videos
         while True:
-            for i in range(cfg.workers):
-                if exhausted or next_in >= next_out + window:
-                    break
-                if i < len(pool) and pool[i].seq is not None:
-                    continue
-                job = next(source, None)
-                if job is None:
-                    exhausted = True
-                    break
-                if i >= len(pool):
-                    pool.append(_Worker(ctx, cfg))
-                try:
-                    pool[i].conn.send((next_in, job))
-                except OSError:  # the idle worker died since its last job: replace it
-                    pool[i].kill()
-                    pool[i] = _Worker(ctx, cfg)
-                    pool[i].conn.send((next_in, job))
-                worker = pool[i]
-                worker.seq, worker.deadline = next_in, time.monotonic() + cfg.timeout_s
-                waiting[next_in] = job
-                next_in += 1
+            for i in range(len(pool)):
+                while len(pool[i].jobs) < QUEUED_PER_WORKER and (seq := next_seq()) is not None:
+                    try:
+                        pool[i].send(seq, waiting[seq], cfg.timeout_s)
+                    except OSError:  # the worker died since its last result: replace it, send again
+                        resend.appendleft(seq)
+                        replace(i, "decoder process died")
             while next_out in done:
                 yield waiting.pop(next_out), done.pop(next_out)
                 next_out += 1
-            busy = [w for w in pool if w.seq is not None]
+            busy = [w for w in pool if w.jobs]
             if not busy:
-                if exhausted:
+                if exhausted and not resend:
                     return
                 continue
             timeout = max(0.0, min(w.deadline for w in busy) - time.monotonic())
             multiprocessing.connection.wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout)
             for i, worker in enumerate(pool):
-                seq = worker.seq
-                if seq is None:
-                    continue
                 reason = None
-                if worker.conn.poll():
-                    try:
+                try:
+                    while worker.jobs and worker.conn.poll():
                         got, result = worker.conn.recv()
-                        done[got] = result
-                        worker.seq = None
-                        continue
-                    except (EOFError, OSError):
-                        reason = "decoder process died"
-                elif not worker.proc.is_alive():
-                    reason = f"decoder process died (exit code {worker.proc.exitcode})"
-                elif time.monotonic() >= worker.deadline:
-                    reason = f"timeout: no result within extract.timeout_s={cfg.timeout_s} s"
-                if reason is None:
+                        if got != worker.jobs[0]:
+                            raise RuntimeError(
+                                f"extract worker answered job {got}, expected {worker.jobs[0]}"
+                            )
+                        done[worker.jobs.popleft()] = result
+                        worker.deadline = time.monotonic() + cfg.timeout_s
+                except (EOFError, OSError):
+                    reason = "decoder process died"
+                if not worker.jobs:
                     continue
-                log.warning("%s: %s; restarting the worker", waiting[seq].path, reason)
-                worker.kill()
-                done[seq] = reason
-                pool[i] = _Worker(ctx, cfg)
+                if reason is None and not worker.proc.is_alive():
+                    reason = f"decoder process died (exit code {worker.proc.exitcode})"
+                elif reason is None and time.monotonic() >= worker.deadline:
+                    reason = f"timeout: no result within extract.timeout_s={cfg.timeout_s} s"
+                if reason is not None:
+                    replace(i, reason)
     finally:
         for worker in pool:
-            if worker.seq is None:
-                worker.stop()
-            else:
+            if worker.jobs:
                 worker.kill()
+            else:
+                worker.stop()
 
 
 # ----------------------------------------------------------------------------- shard planning and writing
