@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any
 
 # ----------------------------------------------------------------------------- value rules
@@ -143,6 +144,14 @@ def _leaves(node: Mapping[str, Any], prefix: str = "") -> list[str]:
         dotted = f"{prefix}{name}"
         out += _leaves(value, f"{dotted}.") if isinstance(value, Mapping) else [dotted]
     return out
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """The params file as a dict (an empty file is {})."""
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
 
 
 def value_at(params: Mapping[str, Any], dotted: str) -> Any:

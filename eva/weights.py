@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eva.config import load_params, value_at
+
 LOCAL_DIR = "local-dir:"  # open_clip's schema for a model folder (this module loads no torch at import)
 FETCH_COMMAND = "python -m eva.weights fetch"
 OPEN_CLIP_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -59,12 +61,11 @@ class Source:
 
 
 def _value(params: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
-    node: Any = params
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return default
-        node = node[part]
-    return node
+    """`value_at`, or `default` where the key is missing (the check stage names missing keys itself)."""
+    try:
+        return value_at(params, dotted)
+    except KeyError:
+        return default
 
 
 def sources(params: Mapping[str, Any]) -> list[Source]:
@@ -245,13 +246,6 @@ def fetch(source: Source) -> str:
     return _fetch_transformers(source.name)
 
 
-def _read_params(path: Path) -> dict[str, Any]:
-    import yaml
-
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eva.weights", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -264,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    params = _read_params(args.params)
+    params = load_params(args.params)
     failed = 0
     for source in sources(params):
         label = f"{source.key:28s} {source.name}" + (f" ({source.pretrained})" if source.pretrained else "")

@@ -1,21 +1,11 @@
-"""params.yaml for the stages: the only code that reads the file (the library gets configs built from it)."""
+"""params.yaml for the stages (read by `eva.config.load_params`; the library gets configs built from it)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from eva.config import Rule, check, one_of, value_at
-
-PARAMS_FILE = Path("params.yaml")
-
-
-def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)
-
+from eva.config import load_params as load_params  # the stages' one reader of params.yaml
 
 # The index stage checks it against eva.data.index.DATASETS; the later stages only name folders after it.
 FOLDER_NAME = Rule(
