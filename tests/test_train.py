@@ -418,6 +418,20 @@ def test_a_few_steps_lower_the_loss(data: TinyData, tmp_path: Path) -> None:
     assert (tmp_path / "dvclive" / "plots" / "metrics" / "train" / "lr.tsv").is_file()
 
 
+def test_train_checkpointing_recomputes_layers_and_trains_the_same_model(data: TinyData, tmp_path: Path) -> None:
+    """`train.checkpointing: true` reaches the model and changes memory, not what is learnt."""
+    plain = run_training(make_job(data, tmp_path / "plain", epochs=1))
+    recomputed = run_training(make_job(data, tmp_path / "recomputed", epochs=1, checkpointing=True))
+    assert (plain.model.checkpointing, recomputed.model.checkpointing) == (False, True)
+    for name, value in plain.model.tunable_state_dict().items():
+        torch.testing.assert_close(recomputed.model.tunable_state_dict()[name], value, rtol=0, atol=1e-6)
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    assert TrainConfig.from_params(params).checkpointing is False
+    params["train"]["checkpointing"] = "yes"
+    with pytest.raises(ValueError, match=r"train\.checkpointing"):
+        TrainConfig.from_params(params)
+
+
 class Killed(Exception):
     pass
 

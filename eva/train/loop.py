@@ -104,6 +104,8 @@ class TrainConfig:
     crop_scale: tuple[float, float] = (0.7, 1.0)
     workers: int = setting(default=1, rule=integer(0, what="(DataLoader worker processes per rank)"))
     amp: bool = setting(default=True, rule=BOOLEAN)
+    # recompute each backbone layer in backward instead of keeping its activations (VideoClassifier.checkpointing)
+    checkpointing: bool = setting(default=False, rule=BOOLEAN)
     seed: int = setting(default=0, rule=integer())
     nproc: int = setting(default=1, rule=integer(1))
 
@@ -485,6 +487,7 @@ def _build_optimisation(job: TrainJob, env: DistEnv, optimiser_steps: int) -> _O
     cfg = job.train
     torch.manual_seed(cfg.seed)  # identical tunable initialisation on every rank
     model = build_model(job.model).to(env.device)
+    model.checkpointing = cfg.checkpointing
     torch.manual_seed(derive_seed(cfg.seed, "rank", env.rank))  # independent dropout per rank
     # (build_model logs the tunable vs total parameter counts and the tunable tensor names.)
     recipe = cfg.scaled_recipe
