@@ -28,12 +28,22 @@ NO_BENCH = (
 )
 
 
+SUMMARY = re.compile(r"<!-- summary -->\n(?P<body>.*?)<!-- /summary -->", re.S)
+
+
+def bench_part(path: Path) -> str:
+    """One benchmark's part of results/bench.md: its summary block (the whole file if it has none)
+    and, after a summary, a link to the full file."""
+    text = path.read_text(encoding="utf-8")
+    if match := SUMMARY.search(text):
+        rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path.name
+        return f"#### {path.stem}\n\n{match['body'].strip()}\n\nAll of it: [{rel}]({rel}).\n"
+    return f"#### {path.stem}\n\n{text.strip()}\n"
+
+
 def assemble_bench(folder: Path = BENCH_DIR) -> str:
-    """results/bench.md: every benchmark's own file, in name order, under a heading of its name."""
-    parts = [
-        f"#### {path.stem}\n\n{path.read_text(encoding='utf-8').strip()}\n"
-        for path in sorted(folder.glob("*.md"))
-    ]
+    """results/bench.md: every benchmark's summary, in name order, under a heading of its name."""
+    parts = [bench_part(path) for path in sorted(folder.glob("*.md"))]
     return "<!-- assembled by `make bench` from results/bench/*.md: do not edit -->\n" + (
         "\n".join(parts) if parts else f"{NO_BENCH}\n"
     )

@@ -75,6 +75,11 @@ def test_assemble_bench_collects_each_benchmark_under_its_name(tmp_path: Path) -
     (tmp_path / "extract.md").write_text("| b |\n")
     text = readme_tables.assemble_bench(tmp_path)
     assert text.index("#### extract") < text.index("#### train_step") and "| 1 |" in text
+    # A file with a summary block contributes the block and a link to itself, not its full tables.
+    (tmp_path / "extract.md").write_text("intro\n<!-- summary -->\n| b |\n<!-- /summary -->\n| detail |\n")
+    text = readme_tables.assemble_bench(tmp_path)
+    assert "| b |" in text and "| detail |" not in text and "intro" not in text
+    assert "All of it: [extract.md](extract.md)." in text
 
 
 def test_make_help_lists_every_target() -> None:
