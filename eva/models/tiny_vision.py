@@ -41,6 +41,15 @@ TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 
                "image_size": 64, "patch_size": 16}  # fmt: skip
 
 
+def _save_random(folder: Path, model_class: Any, config: Any, processor: Any, seed: int) -> Path:
+    """A seeded random `model_class(config)` and its processor as one `save_pretrained` folder."""
+    torch.manual_seed(seed)
+    model_class(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    mark_random_weights(folder)
+    return folder
+
+
 def save_random_owlv2(folder: str | Path, *, real_size: bool = False, seed: int = 0) -> Path:
     """`Owlv2ForObjectDetection` + `Owlv2Processor`: tiny (64 px, 2 layers of width 32), or the size of
     google/owlv2-base-patch16-ensemble (ViT-B/16 at 960 px, 12 + 12 layers, CLIP's 49408 tokens)."""
@@ -57,11 +66,7 @@ def save_random_owlv2(folder: str | Path, *, real_size: bool = False, seed: int 
     processor = Owlv2Processor(
         image_processor=Owlv2ImageProcessor(size={"height": side, "width": side}), tokenizer=tokenizer
     )
-    torch.manual_seed(seed)
-    Owlv2ForObjectDetection(config).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    mark_random_weights(folder)
-    return folder
+    return _save_random(folder, Owlv2ForObjectDetection, config, processor, seed)
 
 
 def save_random_clipseg(folder: str | Path, *, real_size: bool = False, seed: int = 0) -> Path:
@@ -93,8 +98,4 @@ def save_random_clipseg(folder: str | Path, *, real_size: bool = False, seed: in
     processor = CLIPSegProcessor(
         image_processor=ViTImageProcessor(size={"height": side, "width": side}), tokenizer=tokenizer
     )
-    torch.manual_seed(seed)
-    CLIPSegForImageSegmentation(config).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    mark_random_weights(folder)
-    return folder
+    return _save_random(folder, CLIPSegForImageSegmentation, config, processor, seed)
