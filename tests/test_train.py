@@ -418,7 +418,9 @@ def test_a_few_steps_lower_the_loss(data: TinyData, tmp_path: Path) -> None:
     assert (tmp_path / "dvclive" / "plots" / "metrics" / "train" / "lr.tsv").is_file()
 
 
-def test_train_checkpointing_recomputes_layers_and_trains_the_same_model(data: TinyData, tmp_path: Path) -> None:
+def test_train_checkpointing_recomputes_layers_and_trains_the_same_model(
+    data: TinyData, tmp_path: Path
+) -> None:
     """`train.checkpointing: true` reaches the model and changes memory, not what is learnt."""
     plain = run_training(make_job(data, tmp_path / "plain", epochs=1))
     recomputed = run_training(make_job(data, tmp_path / "recomputed", epochs=1, checkpointing=True))
