@@ -531,14 +531,15 @@ def decode_in_order(
     pool: list[_Worker] = []
     waiting: dict[int, VideoJob] = {}  # seq -> job, until yielded
     done: dict[int, DecodedVideo | str] = {}
-    resend: collections.deque[int] = collections.deque()  # jobs taken back from a killed worker
+    # pulled but not sent: the first jobs while the workers boot, and jobs taken back from a killed worker
+    pending: collections.deque[int] = collections.deque()
     next_in = next_out = 0
     exhausted = False
 
     def next_seq() -> int | None:
         nonlocal next_in, exhausted
-        if resend:
-            return resend.popleft()
+        if pending:
+            return pending.popleft()
         if exhausted or next_in >= next_out + window:
             return None
         job = next(source, None)
@@ -557,12 +558,12 @@ def decode_in_order(
             seq = worker.jobs.popleft()
             log.warning("%s: %s; restarting the worker", waiting[seq].path, reason)
             done[seq] = reason
-        resend.extendleft(reversed(worker.jobs))
+        pending.extendleft(reversed(worker.jobs))
         pool[i] = _start_workers(ctx, cfg, 1)[0]
 
     try:
         first = [seq for seq in (next_seq() for _ in range(cfg.workers)) if seq is not None]
-        resend.extend(first)
+        pending.extend(first)  # sent below, once the workers are up
         pool = _start_workers(ctx, cfg, len(first))  # no more processes than videos
         while True:
             for i in range(len(pool)):
@@ -570,14 +571,14 @@ def decode_in_order(
                     try:
                         pool[i].send(seq, waiting[seq], cfg.timeout_s)
                     except OSError:  # the worker died since its last result: replace it, send again
-                        resend.appendleft(seq)
+                        pending.appendleft(seq)
                         replace(i, "decoder process died")
             while next_out in done:
                 yield waiting.pop(next_out), done.pop(next_out)
                 next_out += 1
             busy = [w for w in pool if w.jobs]
             if not busy:
-                if exhausted and not resend:
+                if exhausted and not pending:
                     return
                 continue
             timeout = max(0.0, min(w.deadline for w in busy) - time.monotonic())
