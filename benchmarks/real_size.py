@@ -47,11 +47,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from eva.config import load_params  # noqa: E402
+from eva.config import write_params as write_params_files  # noqa: E402
 from eva.data.demo import encode_mp4  # noqa: E402
 from eva.models.tiny import CAPTION_WORDS  # noqa: E402
 
@@ -155,7 +156,7 @@ def write_videos(root: Path, train: int, val: int, seed: int = 0) -> None:
 
 def write_params(project: Path, args: argparse.Namespace, checkpoint: Path, captioner: Path) -> None:
     """This repository's params.yaml with the real-size keys a user would set with `-S`."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = load_params(REPO / "params.yaml")
     params["stage"] = 2
     params["dataset"].update(name="folder", root=str(project / "videos"), annotations=str(project / "lists"))
     params["extract"].update(frames_per_video=16, short_side=224, workers=1)
@@ -172,7 +173,7 @@ def write_params(project: Path, args: argparse.Namespace, checkpoint: Path, capt
     if args.bf16 is not None:
         params["train"]["amp"] = args.bf16
     params["evaluate"].update(clips=1, crops=1, batch_size=args.batch_size)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params_files(params, project / "params.yaml")
 
 
 def run_stage(stage: str, project: Path, env: dict[str, str]) -> dict:

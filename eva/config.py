@@ -146,12 +146,80 @@ def _leaves(node: Mapping[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
-def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    """The params file as a dict (an empty file is {})."""
+# Sections kept in their own files beside params.yaml, by file: settled tables a researcher rarely
+# changes (the demo's data, the demo's pretraining, each method's published optimiser recipe). Out of
+# params.yaml they stay out of `dvc exp show`, which lists every key of params.yaml: demo_data and
+# pretrain depend on their file as a whole, train on the one recipe `model.method` names (dvc.yaml).
+# `load_params` merges them back, so the code sees one params tree with the same dotted keys.
+SIDE_FILES: dict[str, tuple[str, ...]] = {
+    "demo.yaml": ("demo",),
+    "pretrain.yaml": ("pretrain",),
+    "recipes.yaml": ("train.recipes",),
+}
+
+
+def params_file(dotted: str) -> str:
+    """The file that holds params key `dotted`: a side file for its sections, else params.yaml."""
+    for name, sections in SIDE_FILES.items():
+        if any(dotted == s or dotted.startswith(f"{s}.") for s in sections):
+            return name
+    return "params.yaml"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
     with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of params sections")
+    return data
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """params.yaml with the side files beside it (`SIDE_FILES`) merged in: one tree, the same keys.
+
+    A side file holds exactly its sections, and then params.yaml holds none of them; without the side
+    file (a generated project), its sections may stay in params.yaml. Anything else names the key and
+    the file it belongs in.
+    """
+    path = Path(path)
+    params = _read_yaml(path)
+    for name, sections in SIDE_FILES.items():
+        side_path = path.with_name(name)
+        if not side_path.is_file():
+            continue
+        side = _read_yaml(side_path)
+        stray = sorted(key for key in _leaves(side) if params_file(key) != name)
+        if stray:
+            raise ValueError(f"unknown keys {stray} in {name}; it holds only {list(sections)}")
+        for section in sections:
+            parent, _, last = section.rpartition(".")
+            if _has(params, section):
+                raise ValueError(f"`{section}` is in both {path.name} and {name}; keep it in {name}")
+            if _has(side, section):
+                node = value_at(params, parent) if parent else params
+                node[last] = value_at(side, section)
+    return params
+
+
+def _has(params: Mapping[str, Any], dotted: str) -> bool:
+    try:
+        value_at(params, dotted)
+    except KeyError:
+        return False
+    return True
+
+
+def write_params(params: Mapping[str, Any], path: str | Path = "params.yaml") -> None:
+    """Write a whole params tree as params.yaml (`path`) and its side files beside it (plain YAML,
+    without comments: for generated projects; edit the committed files through `dvc exp run -S`)."""
+    import yaml
+
+    path = Path(path)
+    for name, tree in split_params(params).items():
+        target = path if name == "params.yaml" else path.with_name(name)
+        target.write_text(yaml.safe_dump(tree, sort_keys=False), encoding="utf-8")
 
 
 def value_at(params: Mapping[str, Any], dotted: str) -> Any:
@@ -159,9 +227,28 @@ def value_at(params: Mapping[str, Any], dotted: str) -> Any:
     node: Any = params
     for part in dotted.split("."):
         if not isinstance(node, Mapping) or part not in node:
-            raise KeyError(f"params.yaml has no key `{dotted}`")
+            raise KeyError(f"{params_file(dotted)} has no key `{dotted}`")
         node = node[part]
     return node
+
+
+def split_params(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The inverse of `load_params`: file name -> the tree it holds (params.yaml first)."""
+    import copy
+
+    rest = copy.deepcopy(dict(params))
+    files: dict[str, dict[str, Any]] = {"params.yaml": rest}
+    for name, sections in SIDE_FILES.items():
+        side: dict[str, Any] = {}
+        for section in sections:
+            *parents, last = section.split(".")
+            node, target = rest, side
+            for part in parents:
+                node = node[part]
+                target = target.setdefault(part, {})
+            target[last] = node.pop(last)
+        files[name] = side
+    return files
 
 
 def section_values(
@@ -174,14 +261,14 @@ def section_values(
     """
     node = value_at(params, section) if "." in section else params.get(section)
     if not isinstance(node, Mapping):
-        raise KeyError(f"params.yaml has no section `{section}`")
+        raise KeyError(f"{params_file(section)} has no section `{section}`")
     keys = section_keys(cls)
     values: dict[str, Any] = {}
     for name, key in keys.items():
         value: Any = node
         for part in key.split("."):
             if not isinstance(value, Mapping) or part not in value:
-                raise KeyError(f"params.yaml has no key `{section}.{key}`")
+                raise KeyError(f"{params_file(section)} has no key `{section}.{key}`")
             value = value[part]
         values[name] = value
     known = set(keys.values())
@@ -192,7 +279,7 @@ def section_values(
     )
     if unknown:
         raise ValueError(
-            f"unknown keys {[f'{section}.{k}' for k in unknown]} in params.yaml `{section}`; "
+            f"unknown keys {[f'{section}.{k}' for k in unknown]} in {params_file(section)} `{section}`; "
             f"expected some of {sorted(f'{section}.{k}' for k in known | set(opaque))}"
         )
     return values

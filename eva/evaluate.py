@@ -134,11 +134,17 @@ def evaluate_views(
     )
 
 
+# How the run was scored, not what it scored: the evaluate stage's run summary (metrics/evaluate.json),
+# beside the compared metrics in metrics/eval.json.
+PROTOCOL_KEYS = ("videos", "clips", "crops", "keyframes", "views")
+
+
 def eval_metrics(
     result: EvalResult, model: VideoClassifier, *, dataset: str, stage: int, seed: int, clips: int, crops: int
 ) -> dict[str, Any]:
-    """The dict written to metrics/eval.json (what `dvc metrics diff` and `dvc exp show` compare),
-    accuracy first: `dvc exp show` keeps the first metric column when it folds the others.
+    """Everything one evaluation measured. metrics/eval.json gets what `dvc metrics diff` and
+    `dvc exp show` compare, accuracy first (`dvc exp show` keeps the first metric column when it folds
+    the others); `PROTOCOL_KEYS` go to the stage's run summary.
 
     Throughput and peak memory describe the machine, not the model: the stage writes them to its
     timings file."""
@@ -152,7 +158,6 @@ def eval_metrics(
         "seed": seed,
         "tunable_params": tunable,
         "total_params": total,
-        "tunable_percent": round(100.0 * tunable / total, 4),
         "dataset": dataset,
         "videos": len(result.labels),
         "clips": clips,

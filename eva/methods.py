@@ -10,7 +10,7 @@ new entry plus, at most, a new layer kind in `eva.models.classifier.LAYER_KINDS`
     trains_backbone  the pretrained weights train too (`full`; at the recipe's `backbone_lr`)
     layouts      the adapter layout per backbone family (gate adapter, joint-adapter scale), for
                  layer == aim: what `model.adapter.gate: auto` / `.scale: auto` mean
-    recipe       the published optimisation recipe, mirrored by params.yaml `train.recipes.<name>`
+    recipe       the published optimisation recipe, mirrored by recipes.yaml `train.recipes.<name>`
 
 Recipes are those of the sources' own global batches (AIM 64, VPT 64-128, EVA 5-8 per GPU,
 AdaptFormer 0.1 per 256 videos); scale them with `train.batch_size` if yours differs much. The
@@ -50,7 +50,7 @@ class Recipe:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], method: str) -> Recipe:
-        """`train.recipes.<method>` of the whole params.yaml dict; unknown keys name themselves."""
+        """`train.recipes.<method>` of the whole params dict (`eva.config.load_params`); unknown keys name themselves."""
         entry = get_method(method)  # an unknown `model.method` is named before the recipe it selects
         recipe = cls(name=method, **section_values(cls, params, f"train.recipes.{method}"))
         if entry.trains_backbone and not recipe.backbone_lr > 0:

@@ -1,9 +1,10 @@
-"""All of params.yaml, and the input paths it names, checked at once: what the `check` stage runs.
+"""All of the params (params.yaml and its side files), and the input paths they name, checked at once:
+what the `check` stage runs.
 
 DVC removes a stage's outputs before it runs the stage's command, so a typo found by the train stage
-has already cost the last good model. The `check` stage runs first (the pipeline's first stages
-depend on it) and fails before any output is touched. It checks each section through its own config
-class, the one path from params.yaml to a config (`eva.config`: unknown keys rejected, every message
+has already cost the last good model. The `check` stage runs first (every other stage depends on a
+file it writes) and fails before any output is touched. It checks each section through its own config
+class, the one path from the params to a config (`eva.config`: unknown keys rejected, every message
 names its key), and that every local path the params name exists.
 
 A path inside a folder the pipeline itself writes (`data/demo`, `pretrain.out`) is checked only once

@@ -95,35 +95,40 @@ def _set(tree: Any, key: str, value: Any) -> None:
     for part in parents:
         tree = tree[part]
     if isinstance(tree[last], list) and isinstance(value, list):
-        del tree[last][:]  # in place: the YAML writer keeps the list's flow style ([0.7, 1.0])
+        del tree[last][:]  # in place: the YAML writer keeps the list's style
         tree[last].extend(value)
     else:
         tree[last] = value
 
 
 def apply(
-    name: str, params_file: Path = Path("params.yaml"), folder: Path = PRESETS, *, dry_run: bool = False
+    name: str, params_path: Path = Path("params.yaml"), folder: Path = PRESETS, *, dry_run: bool = False
 ) -> list[tuple[str, Any, Any]]:
-    """Write preset `name` into `params_file` (unless `dry_run`); return what changes.
+    """Write preset `name` into `params_path` and the side files beside it (unless `dry_run`): each key
+    into the file that holds it (`eva.config.SIDE_FILES`: `train.recipes.*` into recipes.yaml);
+    return what changes.
 
     The result is validated first (`eva.params.check_params`: every section through its config
     class), so a preset that does not fit the code leaves params.yaml untouched.
     """
     from dvc.utils.serialize import modify_yaml
 
+    from eva.config import load_params, params_file
     from eva.params import check_params
 
     preset = resolve(name, folder)
-    current = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+    current = load_params(params_path)
     diff = changes(current, preset)
     updated = copy.deepcopy(current)
     for key, _, new in diff:
         _set(updated, key, new)
     check_params(updated)
     if diff and not dry_run:
-        with modify_yaml(params_file) as data:
-            for key, _, new in diff:
-                _set(data, key, new)
+        for file in sorted({params_file(key) for key, _, _ in diff}):  # params.yaml or a side file
+            with modify_yaml(params_path.with_name(file)) as data:
+                for key, _, new in diff:
+                    if params_file(key) == file:
+                        _set(data, key, new)
     return diff
 
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import open_clip
 import torch
-import yaml
 from transformers import VideoMAEConfig, VideoMAEModel
 
 from eva.attributes.store import attributes_for_stage
+from eva.config import load_params
 from eva.methods import METHODS
 from eva.models import ModelConfig, VideoClassifier
 from eva.models.backbone import BlockBackbone
@@ -72,7 +72,7 @@ def variants() -> Iterator[tuple[str, str, dict]]:
 
 def model_defaults() -> dict:
     """The `model.*` defaults of params.yaml that change counts, read as the train stage reads them."""
-    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text(encoding="utf-8"))
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
     config = ModelConfig.from_params(params, num_classes=1)
     names = ("adapter_ratio", "prompt_length", "adaptformer_bottleneck", "lora_rank", "lora_targets")
     names += ("readout", "final_norm")  # the head's input width; VideoMAE's final LayerNorm (total)
@@ -91,7 +91,7 @@ def preset_counts(name: str, stage: int, classes: int | None = None) -> tuple[in
     from eva.preset import merge, resolve
     from eva.weights import Source
 
-    base = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text(encoding="utf-8"))
+    base = load_params(Path(__file__).parents[1] / "params.yaml")
     params = merge(base, resolve(name))
     model = params["model"]
     classes = classes or DATASET_CLASSES[params["dataset"]["name"]]

@@ -7,7 +7,7 @@
 A diagnostic, not part of the pipeline. The zero-shot shape target asks the contrastive CLIP for what
 this trains directly: cross-entropy on the main object's shape. Training stills are a fixed pool from
 `held_out_stills` (its own seed, drawn with replacement), scored on independent stills; the image
-tower is built from `pretrain.clip` in params.yaml exactly as the `pretrain` stage builds it, and
+tower is built from `pretrain.clip` in pretrain.yaml exactly as the `pretrain` stage builds it, and
 trained by the stage's own loop (`eva.pretrain.schedule.train_steps`). One thread, seeded: a run
 repeats its numbers.
 """
@@ -20,9 +20,9 @@ import time
 import numpy as np
 import open_clip
 import torch
-import yaml
 from torch import nn
 
+from eva.config import load_params
 from eva.data.demo import SHAPES
 from eva.models.tiny import build_tiny_open_clip
 from eva.pretrain.clip import normalise
@@ -109,8 +109,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
 
-    with open(args.params, encoding="utf-8") as f:
-        config = PretrainConfig.from_params(yaml.safe_load(f))  # checked as the pretrain stage checks it
+    config = PretrainConfig.from_params(load_params(args.params))  # checked as the pretrain stage checks it
     size = config.image_size
     train_x, train_y = shape_stills(5, args.pool_size, size)  # seeds apart from the pretrain stage's streams
     test_x, test_y = shape_stills(1, args.test_size, size)

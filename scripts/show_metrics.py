@@ -13,8 +13,14 @@ from pathlib import Path
 from eva.report import format_run_table
 
 
-def main(path: str = "metrics/eval.json", timings: str = "metrics/timings/evaluate.json") -> None:
+def main(
+    path: str = "metrics/eval.json",
+    timings: str = "metrics/timings/evaluate.json",
+    summary: str = "metrics/evaluate.json",  # how it was scored: videos, clips, crops, keyframes, views
+) -> None:
     metrics = json.loads(Path(path).read_text(encoding="utf-8"))
+    if Path(summary).is_file():
+        metrics |= json.loads(Path(summary).read_text(encoding="utf-8"))
     if Path(timings).is_file():
         metrics |= json.loads(Path(timings).read_text(encoding="utf-8"))
         print(format_run_table(metrics))

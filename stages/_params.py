@@ -1,11 +1,12 @@
-"""params.yaml for the stages (read by `eva.config.load_params`; the library gets configs built from it)."""
+"""The params for the stages: params.yaml with its side files (`eva.config.load_params`; the library gets
+configs built from them)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from eva.config import Rule, check, one_of, value_at
-from eva.config import load_params as load_params  # the stages' one reader of params.yaml
+from eva.config import load_params as load_params  # the stages' one reader of the params
 
 # The index stage checks it against eva.data.index.DATASETS; the later stages only name folders after it.
 FOLDER_NAME = Rule(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from eva.data.clips import open_attribute_store
 from eva.data.shards import list_shards
-from eva.evaluate import EvaluateConfig, eval_metrics, evaluate_views
+from eva.evaluate import PROTOCOL_KEYS, EvaluateConfig, eval_metrics, evaluate_views
 from eva.metrics import confusion_records, write_per_class_csv
 from eva.model_card import render_model_card, write_model_card
 from eva.models.loading import resolve_device
@@ -46,7 +46,11 @@ def main() -> None:
     stage = checkpoint["stage"]
     seed = int(checkpoint["params"]["train"]["seed"])
     metrics = eval_metrics(result, model, dataset=name, stage=stage, seed=seed, clips=clips, crops=crops)
-    write_summary("metrics/eval.json", metrics, "evaluate", sort_keys=False)
+    compared = {k: v for k, v in metrics.items() if k not in PROTOCOL_KEYS}
+    write_summary("metrics/eval.json", compared, "evaluate", sort_keys=False)
+    write_json(
+        "metrics/evaluate.json", {k: metrics[k] for k in PROTOCOL_KEYS}
+    )  # run summary: how it was scored
     write_per_class_csv("metrics/per_class.csv", result.report, classes)
     predicted = result.scores.argmax(dim=1)
     write_json("metrics/plots/confusion.json", confusion_records(result.labels, predicted, classes))

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from eva.attributes.pipeline import AttributeConfig
+from eva.config import SIDE_FILES
 from eva.data.demo import DemoConfig
 from eva.data.extract import ExtractConfig
 from eva.data.index import DatasetConfig
@@ -173,19 +174,23 @@ def test_lr_scale_multiplies_the_recipe_of_its_optimiser_only(method: str, optim
     assert train.scaled_recipe.optimizer == optimizer
 
 
-def test_params_yaml_is_written_as_dvc_writes_it_back() -> None:
-    """`dvc exp run -S k=v` rewrites params.yaml through DVC's YAML round trip: with an unchanged value
-    the file must stay byte-identical (no quoting, wrapping or list-style churn in `git diff`)."""
+@pytest.mark.parametrize("name", ["params.yaml", *SIDE_FILES])
+def test_params_files_are_written_as_dvc_writes_them_back(name: str) -> None:
+    """`dvc exp run -S k=v` (or `-S recipes.yaml:k=v`) rewrites a params file through DVC's YAML round
+    trip: with an unchanged value the file must stay byte-identical (no quoting, wrapping or list-style
+    churn in `git diff`)."""
     import shutil
     import tempfile
 
-    from dvc.utils.serialize import modify_yaml
+    import yaml
+    from dvc.utils.hydra import apply_overrides  # what `dvc exp run -S` calls
 
-    source = Path(__file__).resolve().parents[1] / "params.yaml"
+    from eva.preset import leaves
+
+    source = Path(__file__).resolve().parents[1] / name
+    key, value = next(leaves(yaml.safe_load(source.read_text(encoding="utf-8"))))
     with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "params.yaml"
+        copy = Path(tmp) / name
         shutil.copy(source, copy)
-        with modify_yaml(str(copy)) as data:
-            data["stage"] = data["stage"]
-            data["train"]["epochs"] = data["train"]["epochs"]
+        apply_overrides(copy, [f"{key}={value}"])
         assert copy.read_bytes() == source.read_bytes()

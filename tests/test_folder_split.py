@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from eva.config import SIDE_FILES
 from eva.data.index import build_index, stratified_split
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,11 +115,9 @@ def _dvc(project: Path, *args: str) -> str:
 def test_dvc_sees_videos_added_and_removed_with_empty_annotations(tmp_path: Path) -> None:
     """The real dvc.yaml on folder data with `dataset.annotations: ""`: repro works, status tracks videos."""
     project = tmp_path / "project"
-    shutil.copytree(REPO / "stages", project / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    files = ("dvc.yaml", "params.yaml", "eva/data/index.py", "eva/utils/numerics.py", "eva/params.py", "eva/weights.py",
-             "eva/config.py", "eva/resources/demo_shapes.txt")  # index and the check stage it depends on  # fmt: skip
-    for rel in files:
-        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+    for package in ("stages", "eva"):  # the check stage depends on both, and lists the index stage's code
+        shutil.copytree(REPO / package, project / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for rel in ("dvc.yaml", "params.yaml", *SIDE_FILES):
         shutil.copy2(REPO / rel, project / rel)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["dataset"].update(name="folder", root="videos", annotations="")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
+from eva.config import load_params, write_params
 from eva.preset import merge
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +42,32 @@ TINY = {
     "train": {"epochs": 1, "batch_size": 8, "workers": 0},
     "evaluate": {"clips": 2, "crops": 3},
 }
+
+
+def _in_terminal(args: list[str], cwd: Path, columns: int) -> str:
+    """What `args` prints in a pseudo-terminal `columns` wide (a user's shell), colours stripped."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = {k: v for k, v in ENV.items() if k not in ("COLUMNS", "LINES")} | {"TERM": "xterm-256color"}
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 1 << 16)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert proc.wait() == 0, b"".join(chunks).decode(errors="replace")
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode()).replace("\r", "")
 
 
 def _run(args: list[str], cwd: Path) -> tuple[list[str], str]:
@@ -70,8 +96,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
             continue
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, root / rel)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(merge(params, TINY), sort_keys=False))
+    write_params(merge(load_params(root / "params.yaml"), TINY), root / "params.yaml")
     for cmd in (
         ["git", "init", "-q"],
         ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "add", "-A"],
@@ -93,7 +118,9 @@ def test_repro_then_noop_then_stage2_experiment(project: Path) -> None:
     assert "throughput_clips_per_s" not in metrics  # machine facts: metrics/timings/evaluate.json
     assert "throughput_clips_per_s" in json.loads((project / "metrics/timings/evaluate.json").read_text())
     # eva scores each of the 2 clips x 3 crops once per attribute keyframe (TINY attributes.keyframes: 2)
-    assert metrics["videos"] == 8 and metrics["keyframes"] == 2 and metrics["views"] == 6 * 2
+    protocol = json.loads((project / "metrics/evaluate.json").read_text())  # how it was scored: not compared
+    assert protocol == {"clips": 2, "crops": 3, "keyframes": 2, "videos": 8, "views": 6 * 2}
+    assert not set(protocol) & set(metrics)
     assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
     assert 0 < metrics["tunable_params"] < metrics["total_params"]
     confusion = json.loads((project / "metrics/plots/confusion.json").read_text())
@@ -146,6 +173,20 @@ def test_repro_then_noop_then_stage2_experiment(project: Path) -> None:
     ran, out = _run(["dvc", "repro"], project)
     assert ran == [] and "Data and pipelines are up to date" in out
 
+    # A code change re-runs exactly the stages that run the changed file (data/code/<stage>.sha256);
+    # extract writes the same shards, so nothing after it re-runs.
+    source = project / "eva/data/extract.py"
+    source.write_text(source.read_text() + "\n# an edit that changes no behaviour\n")
+    ran, _ = _run(["dvc", "repro"], project)
+    assert ran == ["check", "extract"]
+    assert "eva/data/extract.py" in (project / "data/code/extract.sha256").read_text()
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(
+        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "edit"],
+        cwd=project,
+        check=True,
+    )
+
     ran, _ = _run(["dvc", "exp", "run", "-S", "stage=2"], project)
     # every params change is checked; nothing else re-runs for it
     assert ran == ["check", "train", "evaluate"]
@@ -155,6 +196,16 @@ def test_repro_then_noop_then_stage2_experiment(project: Path) -> None:
     ).stdout
     changed = json.loads(diff)["metrics/eval.json"]
     assert changed["stage"] == {"old": 1, "new": 2, "diff": 1}
+    assert set(json.loads(diff)) == {"metrics/eval.json"}  # the one declared metrics file
+    # `dvc exp show` in a 160-column terminal, no flags (--no-pager: print as it renders, without less):
+    # the table fits, top-1 is the first metric column, and its value shows on every row.
+    screen = _in_terminal(["dvc", "exp", "show", "--no-pager"], project, columns=160).splitlines()
+    header = next(line for line in screen if "Experiment" in line)
+    rows = [line for line in screen if line.strip().startswith(("workspace", "main", "master"))]
+    assert max(len(line) for line in screen) <= 160 and len(rows) >= 2
+    at = header.index("top1")
+    assert header.split()[:3] == ["Experiment", "Created", "top1"]
+    assert all(re.fullmatch(r"\s*[01]\.\d+|\s*[01]", row[at - 4 : at + 4]) for row in rows), rows
 
     # The demo's random VideoMAE stand-in, written by `pretrain`, runs through the real VideoMAE loader.
     videomae = project / "models/pretrained/videomae"
@@ -168,7 +219,10 @@ def test_repro_then_noop_then_stage2_experiment(project: Path) -> None:
     )  # fmt: skip
     assert ran == ["check", "train", "evaluate"]
     metrics = json.loads((project / "metrics/eval.json").read_text())
-    assert metrics["videos"] == 8 and 0.0 <= metrics["top1"] <= 1.0
+    assert (
+        json.loads((project / "metrics/evaluate.json").read_text())["videos"] == 8
+        and 0.0 <= metrics["top1"] <= 1.0
+    )
     card = (project / "models/demo/README.md").read_text()
     assert "backbone_family: videomae" in card and "base_model: models/pretrained/videomae" in card
     assert "backbone has random weights" in card

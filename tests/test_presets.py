@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from eva import preset
+from eva.config import SIDE_FILES, load_params, params_file
 from eva.params import check_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,8 +38,7 @@ def test_each_preset_sets_exactly_the_keys_the_demo_sets(name: str) -> None:
 
 
 def test_the_demo_preset_is_the_committed_params() -> None:
-    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-    assert preset.changes(params, preset.resolve("demo")) == []
+    assert preset.changes(load_params(REPO / "params.yaml"), preset.resolve("demo")) == []
 
 
 @pytest.mark.parametrize("name", CLIP_PRESETS)
@@ -81,24 +80,38 @@ def test_videomae_hmdb51_has_the_authors_parameter_count() -> None:
     assert counts("hmdb51-videomae", 2) == (14_242_611, 100_468_275)
 
 
+PARAMS_FILES = ("params.yaml", *SIDE_FILES)
+
+
+def _copy_params(folder: Path) -> Path:
+    """params.yaml and its side files in `folder`; the params.yaml path."""
+    for file in PARAMS_FILES:
+        shutil.copyfile(REPO / file, folder / file)
+    return folder / "params.yaml"
+
+
+def _unchanged(folder: Path, file: str) -> bool:
+    return (folder / file).read_bytes() == (REPO / file).read_bytes()
+
+
 @pytest.mark.parametrize("name", REAL)
 def test_apply_then_demo_gives_back_the_same_bytes(name: str, tmp_path: Path) -> None:
-    params = tmp_path / "params.yaml"
-    shutil.copyfile(REPO / "params.yaml", params)
+    params = _copy_params(tmp_path)
     diff = preset.apply(name, params)
-    applied = yaml.safe_load(params.read_text(encoding="utf-8"))
+    applied = load_params(params)
     check_params(applied)
     assert diff and dict(preset.leaves(applied)) | values(name) == dict(preset.leaves(applied))
+    written = {file for key, _, _ in diff for file in [params_file(key)]}
+    assert all(_unchanged(tmp_path, file) == (file not in written) for file in PARAMS_FILES)
     preset.apply("demo", params)
-    assert params.read_bytes() == (REPO / "params.yaml").read_bytes()
+    assert all(_unchanged(tmp_path, file) for file in PARAMS_FILES)
 
 
 def test_dry_run_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    params = tmp_path / "params.yaml"
-    shutil.copyfile(REPO / "params.yaml", params)
+    params = _copy_params(tmp_path)
     assert preset.main(["ucf101", "--dry-run", "--params", str(params)]) == 0
     assert "dataset.name: 'demo' -> 'ucf101'" in capsys.readouterr().out
-    assert params.read_bytes() == (REPO / "params.yaml").read_bytes()
+    assert all(_unchanged(tmp_path, file) for file in PARAMS_FILES)
 
 
 def test_bad_presets_fail_and_leave_params_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -108,8 +121,7 @@ def test_bad_presets_fail_and_leave_params_alone(tmp_path: Path, capsys: pytest.
     (folder / "loop.yaml").write_text("extends: loop2\n")
     (folder / "loop2.yaml").write_text("extends: loop\n")
     (folder / "invalid.yaml").write_text("model:\n  frames: 0\n")
-    params = tmp_path / "params.yaml"
-    shutil.copyfile(REPO / "params.yaml", params)
+    params = _copy_params(tmp_path)
     with pytest.raises(KeyError, match=r"`model\.frame`"):
         preset.apply("typo", params, folder)
     with pytest.raises(ValueError, match="extends itself"):
@@ -118,6 +130,6 @@ def test_bad_presets_fail_and_leave_params_alone(tmp_path: Path, capsys: pytest.
         preset.apply("invalid", params, folder)
     with pytest.raises(KeyError, match="no preset 'nonsense'"):
         preset.apply("nonsense", params, folder)
-    assert params.read_bytes() == (REPO / "params.yaml").read_bytes()
+    assert all(_unchanged(tmp_path, file) for file in PARAMS_FILES)
     assert preset.main(["nonsense", "--params", str(params)]) == 2
     assert "no preset 'nonsense'" in capsys.readouterr().err

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from eva.attributes.caption import Captioner
+from eva.config import load_params
 from eva.data.demo import CLASS_MOTIONS, COLOURS, SHAPES, main_object, sample_still
 from eva.models.loading import load_open_clip
 from eva.models.tiny import TinyClipSpec, build_tiny_open_clip, demo_pretrained_scores
@@ -141,7 +141,7 @@ def test_caption_word_accuracy_counts_first_colour_and_shape() -> None:
 
 
 def _params() -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = load_params(REPO / "params.yaml")
     tiny = params["pretrain"]
     tiny.update(held_out=8, workers=0, image_size=32)
     tiny["clip"].update(steps=2, batch_size=8, warmup_steps=1, width=32, embed_dim=16, text_width=16, heads=2)
@@ -211,7 +211,7 @@ def shape_control():
 
 def test_the_shape_control_builds_the_demo_tower_with_either_stem(shape_control) -> None:
     """The pretrain stage's image tower, with open_clip's patchify conv or a conv stem to the same grid."""
-    config = PretrainConfig.from_params(yaml.safe_load((REPO / "params.yaml").read_text()))
+    config = PretrainConfig.from_params(load_params(REPO / "params.yaml"))
     tower = shape_control.vit_classifier(config, len(SHAPES))[0]
     clip = config.clip
     assert (tower.conv1.kernel_size, tower.transformer.width, len(tower.transformer.resblocks)) == (

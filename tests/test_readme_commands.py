@@ -22,12 +22,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from conftest import moving_square, write_video
 from hub_cache import put_in_hub_cache
 from official_annotations import SSV2_TEMPLATES, write_hmdb51, write_k400, write_ssv2, write_ucf101
 
 from eva import preset
+from eva.config import load_params, write_params
 from eva.data.index import SSV2_SPLIT_FILES, build_index
 from eva.models.tiny import TinyClipSpec, save_tiny_captioner, save_tiny_open_clip
 from eva.models.videomae import TinyVideoMAESpec, save_tiny_videomae
@@ -150,8 +150,8 @@ def test_readme_real_data_commands_run_verbatim(name: str, tmp_path: Path) -> No
         commands = [f"{c} -S train.epochs=3" if c == "dvc exp run" else c for c in commands]  # > warm-up 2.5
     project, hub = tmp_path / "project", tmp_path / "hub"
     _copy_project(project)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    (project / "params.yaml").write_text(yaml.safe_dump(preset.merge(params, DEMO_ONLY), sort_keys=False))
+    params = load_params(project / "params.yaml")
+    write_params(preset.merge(params, DEMO_ONLY), project / "params.yaml")
     real = preset.merge(params, preset.resolve(name))
     dataset = real["dataset"]
     _write_annotations(dataset["name"], project / dataset["annotations"])

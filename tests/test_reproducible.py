@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
+from eva.config import load_params, write_params
 from eva.preset import merge
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,8 +58,7 @@ NOT_COMPARED = ("metrics/timings", ".eva_cache", "checkpoints", "logs")
 
 def _run_pipeline(root: Path, env: dict[str, str]) -> dict[str, bytes]:
     root.mkdir(parents=True)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(merge(params, TINY), sort_keys=False))
+    write_params(merge(load_params(REPO / "params.yaml"), TINY), root / "params.yaml")
     base = {k: v for k, v in os.environ.items() if k not in CAPPED and "THREADS" not in k}
     env = base | {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **env}
     for stage in STAGES:

@@ -20,6 +20,7 @@ from official_annotations import write_ucf101
 from safetensors.torch import load_file, save_file
 
 from eva import preset, weights
+from eva.config import load_params, write_params
 from eva.models.loading import load_open_clip, uses_quick_gelu
 from eva.models.tiny import TinyClipSpec, save_tiny_captioner, save_tiny_open_clip
 
@@ -28,7 +29,7 @@ CAPTIONER = "Salesforce/blip-image-captioning-base"
 
 
 def ucf101_params() -> dict:
-    return preset.merge(yaml.safe_load((REPO / "params.yaml").read_text()), preset.resolve("ucf101"))
+    return preset.merge(load_params(REPO / "params.yaml"), preset.resolve("ucf101"))
 
 
 @pytest.fixture
@@ -119,7 +120,8 @@ def test_the_check_stage_stops_on_a_missing_weight_then_passes_once_fetched(tmp_
     project = tmp_path / "project"
     write_ucf101(project / "data" / "ucf101" / "ucfTrainTestlist")
     (project / "data" / "ucf101" / "UCF-101").mkdir(parents=True)
-    (project / "params.yaml").write_text(yaml.safe_dump(ucf101_params(), sort_keys=False))
+    project.mkdir(exist_ok=True)
+    write_params(ucf101_params(), project / "params.yaml")
     (project / "eva" / "resources").mkdir(parents=True)
     for vocabulary in (REPO / "eva" / "resources").glob("*.txt"):
         (project / "eva" / "resources" / vocabulary.name).write_bytes(vocabulary.read_bytes())

@@ -386,7 +386,7 @@ def save_tiny_videomae(folder: str | Path, spec: TinyVideoMAESpec = TinyVideoMAE
 
 DEMO_VIDEOMAE_README = """# Demo VideoMAE: a random stand-in, not a pretrained model
 
-Written by the `pretrain` stage (`params.yaml: pretrain.videomae`, image size `pretrain.image_size`)
+Written by the `pretrain` stage (`pretrain.yaml: pretrain.videomae`, image size `pretrain.image_size`)
 with `save_pretrained`, so `model.backbone.family=videomae` can run on the demo offline, loaded by the
 same code (`eva.models.videomae.load_videomae`) as `MCG-NJU/videomae-base`. Its weights are random
 (config: {frames} frames, tubelet {tubelet}, {size} px, patch {patch}, width {width}, {layers} layers,

@@ -218,7 +218,7 @@ class PretrainConfig:
 
 README = """# Demo models: tiny CLIP and BLIP captioner pretrained on synthetic stills
 
-Written by the `pretrain` stage (`params.yaml: pretrain`), because no real weights can be downloaded
+Written by the `pretrain` stage (`pretrain.yaml: pretrain`), because no real weights can be downloaded
 here. Both are trained from random initialisation on still frames drawn by the demo's own renderer
 (`eva.data.demo`: shapes, colours, sizes, positions, angles, distractors, backgrounds, noise), with
 captions written from each still's parameters. No still has an action class, so nothing about the

@@ -82,7 +82,7 @@ DECAYED_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MultiheadAttent
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The `train` section of params.yaml (the recipe: `train.recipes.<model.method>`); a bad value names its key."""
+    """The `train` section of params.yaml (the recipe: recipes.yaml `train.recipes.<model.method>`); a bad value names its key."""
 
     epochs: int = setting(default=6, rule=integer(1))
     batch_size: int = setting(

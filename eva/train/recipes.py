@@ -1,8 +1,8 @@
 """Per-method optimisation recipes: they live in the method registry (`eva.methods`).
 
-Each `Recipe` is one params.yaml entry `train.recipes.<method>` (settable with
-`-S train.recipes.full.backbone_lr=...`); `PUBLISHED_RECIPES` holds the published values with
-their sources, which params.yaml mirrors (a test keeps the two equal). Re-exported here for the
+Each `Recipe` is one entry `train.recipes.<method>` of recipes.yaml, beside params.yaml (settable with
+`-S recipes.yaml:train.recipes.full.backbone_lr=...`); `PUBLISHED_RECIPES` holds the published values
+with their sources, which recipes.yaml mirrors (a test keeps the two equal). Re-exported here for the
 trainer's callers.
 """
 
