@@ -10,14 +10,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+# The check stage's own inputs. What reaches a stage from them is in the stage's code listing
+# (data/code/<stage>.sha256, compared) and its params: an edit that no stage runs, or a recipe of
+# another method, leaves every run current.
+CHECK_INPUTS = frozenset({"eva", "stages", "demo.yaml", "pretrain.yaml", "recipes.yaml"})
+CODE_LISTINGS = "data/code/"
+
 
 def dependency_hashes(state: Mapping[str, Any]) -> dict[str, Any]:
     """`path -> hash` of what a `dvc exp show --json` row's pipeline ran on: its dependencies, less
-    those it made itself (`evaluate` depends on the model `train` wrote, which is each run's own)."""
+    those it made itself (`evaluate` depends on the model `train` wrote, which is each run's own) but
+    with the code listings `check` writes, and less the check stage's own inputs."""
     data = state.get("data") or {}
-    made = set(data.get("outs") or {})
+    made = {path for path in data.get("outs") or {} if not path.startswith(CODE_LISTINGS)}
     return {
-        path: (dep or {}).get("hash") for path, dep in (data.get("deps") or {}).items() if path not in made
+        path: (dep or {}).get("hash")
+        for path, dep in (data.get("deps") or {}).items()
+        if path not in made and path not in CHECK_INPUTS
     }
 
 

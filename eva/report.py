@@ -154,6 +154,17 @@ def run_record(metrics: Mapping[str, Any], params: Mapping[str, Any], name: str 
     }
 
 
+def _params_tree(data: Mapping[str, Any]) -> dict[str, Any]:
+    """One `dvc exp show --json` row's params as one tree: params.yaml with the keys the side files add
+    (recipes.yaml's `train.recipes.<method>`)."""
+    from eva.preset import merge
+
+    tree: dict[str, Any] = {}
+    for shown in (data.get("params") or {}).values():
+        tree = merge(tree, (shown or {}).get("data") or {})
+    return tree
+
+
 def runs_from_exp_show(states: list[Mapping[str, Any]], name_prefix: str = "") -> list[dict[str, Any]]:
     """Flatten `dvc exp show --json` into one dict per finished experiment (params + eval metrics).
 
@@ -167,7 +178,7 @@ def runs_from_exp_show(states: list[Mapping[str, Any]], name_prefix: str = "") -
     def visit(state: Mapping[str, Any]) -> None:
         data = state.get("data") or {}
         name = state.get("name") or ""
-        params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+        params = _params_tree(data)
         metrics = ((data.get("metrics") or {}).get("metrics/eval.json") or {}).get("data")
         if metrics and params and name.startswith(name_prefix) and not state.get("error"):
             runs.append(run_record(metrics, params, name))

@@ -22,8 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import yaml
-
+from eva.config import load_params
 from eva.experiments import current_experiments
 from eva.methods import METHODS
 from eva.report import aggregate_runs, run_record, runs_from_exp_show
@@ -123,7 +122,7 @@ def table() -> str:
 def committed(metrics: str = "metrics/eval.json", params: str = "params.yaml") -> str:
     """The table's rows for the one run whose metrics are in the workspace (the demo's `dvc repro`)."""
     evaluated = json.loads(Path(metrics).read_text(encoding="utf-8"))
-    run = run_record(evaluated, yaml.safe_load(Path(params).read_text(encoding="utf-8")))
+    run = run_record(evaluated, load_params(params))
     if (run["method"], run["stage"], run["seed"]) != (
         evaluated["method"],
         evaluated["stage"],

@@ -294,3 +294,36 @@ def test_timings_and_cache_facts_leave_the_tracked_summary(tmp_path: Path, monke
         "clip": {"seconds": 1.0},
         "config": {"cache_key": "abc"},
     }
+
+
+def test_code_listings_decide_currency_and_recipes_reach_the_record():
+    """A run is stale when a stage's code listing differs, not when only the check stage's inputs do
+    (an edit no stage runs); the recipe of the run's method comes from recipes.yaml's params."""
+    from eva.experiments import current_experiments
+    from eva.report import runs_from_exp_show
+
+    listing = "data/code/train.sha256"  # an output of `check` and a dependency of `train`
+    recipe = {"optimizer": "adamw", "lr": 0.0003, "backbone_lr": 0.0, "weight_decay": 0.05, "momentum": 0.9}
+
+    def state(name, deps):
+        data = {
+            "timestamp": "2026-12-01T10:00:00",
+            "params": {
+                "params.yaml": {"data": {"stage": 1, "model": {"method": "aim"}, "train": {"seed": 0}}},
+                "recipes.yaml": {"data": {"train": {"recipes": {"aim": recipe}}}},
+            },
+            "metrics": {"metrics/eval.json": {"data": METRICS}},
+            "deps": {path: {"hash": h} for path, h in deps.items()},
+            "outs": {listing: {"hash": deps[listing]}},
+        }
+        return {"rev": name, "name": name, "data": data, "error": None, "experiments": None}
+
+    now = {listing: "code", "eva": "tree", "stages": "tree", "shards/demo": "s"}
+    groups = [
+        {"revs": [state("cmp-edit-elsewhere", now | {"eva": "other tree"})], "name": "cmp-edit-elsewhere"},
+        {"revs": [state("cmp-old-code", now | {listing: "old code"})], "name": "cmp-old-code"},
+    ]
+    shown = [{**state("workspace", now), "experiments": groups}]
+    runs = runs_from_exp_show(current_experiments(shown), name_prefix="cmp")
+    assert [r["name"] for r in runs] == ["cmp-edit-elsewhere"]
+    assert runs[0]["recipe"] == recipe
