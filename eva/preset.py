@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from eva.config import merge  # re-exported: `preset.merge`
+
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
 EXTENDS = "extends"
 
@@ -43,17 +45,6 @@ def _read(name: str, folder: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a preset is a mapping of params.yaml sections")
     return data
-
-
-def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """`override` on top of `base`: mappings merge key by key, anything else is replaced."""
-    out = copy.deepcopy(dict(base))
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def resolve(name: str, folder: Path = PRESETS, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
