@@ -166,19 +166,6 @@ def params_file(dotted: str) -> str:
     return "params.yaml"
 
 
-def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """`override` on top of `base`: mappings merge key by key, anything else is replaced."""
-    import copy
-
-    out = copy.deepcopy(dict(base))
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from eva.config import merge  # re-exported: `preset.merge`
+from eva.utils.trees import merge  # re-exported: `preset.merge`
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
 EXTENDS = "extends"

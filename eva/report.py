@@ -157,7 +157,7 @@ def run_record(metrics: Mapping[str, Any], params: Mapping[str, Any], name: str 
 def _params_tree(data: Mapping[str, Any]) -> dict[str, Any]:
     """One `dvc exp show --json` row's params as one tree: params.yaml with the keys the side files add
     (recipes.yaml's `train.recipes.<method>`)."""
-    from eva.config import merge
+    from eva.utils.trees import merge
 
     tree: dict[str, Any] = {}
     for shown in (data.get("params") or {}).values():
