@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from eva.config import SIDE_FILES
+
 # The check stage's own inputs. What reaches a stage from them is in the stage's code listing
 # (data/code/<stage>.sha256, compared) and its params: an edit that no stage runs, or a recipe of
 # another method, leaves every run current.
-CHECK_INPUTS = frozenset({"eva", "stages", "demo.yaml", "pretrain.yaml", "recipes.yaml"})
+CHECK_INPUTS = frozenset({"eva", "stages", *SIDE_FILES})
 CODE_LISTINGS = "data/code/"
 
 
