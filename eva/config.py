@@ -23,6 +23,8 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
+from eva.utils.trees import merge
+
 # ----------------------------------------------------------------------------- value rules
 
 
@@ -193,13 +195,10 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
         stray = sorted(key for key in _leaves(side) if params_file(key) != name)
         if stray:
             raise ValueError(f"unknown keys {stray} in {name}; it holds only {list(sections)}")
-        for section in sections:
-            parent, _, last = section.rpartition(".")
-            if _has(params, section):
-                raise ValueError(f"`{section}` is in both {path.name} and {name}; keep it in {name}")
-            if _has(side, section):
-                node = value_at(params, parent) if parent else params
-                node[last] = value_at(side, section)
+        doubled = [section for section in sections if _has(params, section)]
+        if doubled:
+            raise ValueError(f"`{doubled[0]}` is in both {path.name} and {name}; keep it in {name}")
+        params = merge(params, side)  # its keys are all under its own sections (checked above)
     return params
 
 

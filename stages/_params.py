@@ -8,16 +8,14 @@ from typing import Any
 from eva.config import Rule, check, one_of, value_at
 from eva.config import load_params as load_params  # the stages' one reader of the params
 
-# The index stage checks it against eva.data.index.DATASETS; the later stages only name folders after it.
-FOLDER_NAME = Rule(
-    "a folder name (no '/')", lambda v: isinstance(v, str) and v.strip() != "" and "/" not in v
-)
+# The check and index stages check it against eva.data.index.DATASETS; the later stages only record it.
+DATASET_NAME = Rule("a dataset name", lambda v: isinstance(v, str) and v.strip() != "")
 
 
 def dataset_name(params: dict[str, Any]) -> str:
-    """`dataset.name` alone, for the stages that only name their folders after it."""
+    """`dataset.name` alone, for the stages that record it (gallery title, model.pt, eval.json)."""
     name = value_at(params, "dataset.name")
-    check("dataset.name", name, FOLDER_NAME)
+    check("dataset.name", name, DATASET_NAME)
     return name
 
 

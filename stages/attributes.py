@@ -1,4 +1,4 @@
-"""Stage `attributes`: shards/<dataset>/ -> attributes/<dataset>/<split>.parquet, metrics/attributes.json,
+"""Stage `attributes`: shards/ -> attributes/<split>.parquet, metrics/attributes.json,
 metrics/attributes_gallery.html.
 
 Under torchrun or SLURM (RANK/WORLD_SIZE, SLURM_PROCID/SLURM_NTASKS) each process computes a disjoint
@@ -20,6 +20,7 @@ from eva.utils.dist import worker_slot
 from eva.utils.io import atomic_dir, atomic_path
 from eva.utils.log import setup_logging
 from stages._entry import run_stage, write_summary
+from stages._layout import ATTRIBUTES, SHARDS
 from stages._params import dataset_name, load_params
 
 log = logging.getLogger("eva.stages.attributes")
@@ -33,8 +34,8 @@ def main() -> None:
     params = load_params()
     name = dataset_name(params)
     cfg = AttributeConfig.from_params(params)
-    shard_root = Path("shards") / name
-    out = Path("attributes") / name
+    shard_root = SHARDS
+    out = ATTRIBUTES
     if worker_slot().rank != 0:
         run_attributes(shard_root, out, cfg)
         log.info("attributes: this rank's shards are done; rank 0 merges")

@@ -1,10 +1,9 @@
-"""Stage `evaluate`: models/<dataset>/model.pt + val shards -> metrics/eval.json, per-class CSV,
-confusion plot data, and the model card models/<dataset>/README.md."""
+"""Stage `evaluate`: models/trained/model.pt + val shards -> metrics/eval.json, per-class CSV,
+confusion plot data, and the model card models/trained/README.md."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from eva.data.clips import open_attribute_store
 from eva.data.shards import list_shards
@@ -18,6 +17,7 @@ from eva.report import format_run_table
 from eva.utils.io import write_json
 from eva.utils.log import setup_logging
 from stages._entry import run_stage, write_summary
+from stages._layout import MODEL, MODEL_CARD, SHARDS, attributes
 from stages._params import dataset_name, load_params
 
 log = logging.getLogger("eva.stages.evaluate")
@@ -30,17 +30,15 @@ def main() -> None:
     cfg = EvaluateConfig.from_params(params)
     clips, crops = cfg.clips, cfg.crops
     device = resolve_device("auto")
-    model, checkpoint = load_trained_model(Path("models") / name / "model.pt", device)
+    model, checkpoint = load_trained_model(MODEL, device)
     classes = checkpoint["classes"]
     result = evaluate_views(
         model,
-        list_shards(Path("shards") / name, "val"),
+        list_shards(SHARDS, "val"),
         clips=clips,
         crops=crops,
         batch_size=cfg.batch_size,
-        store=open_attribute_store(
-            Path("attributes") / name / "val.parquet", needed=model.method.uses_attributes, split="val"
-        ),
+        store=open_attribute_store(attributes("val"), needed=model.method.uses_attributes, split="val"),
         device=device,
     )
     stage = checkpoint["stage"]
@@ -64,7 +62,7 @@ def main() -> None:
         demo=name == "demo",
         random_backbone=is_random_weights(checkpoint["config"]["backbone"]),
     )
-    write_model_card(Path("models") / name / "README.md", card)
+    write_model_card(MODEL_CARD, card)
     log.info("evaluation:\n%s", format_run_table(metrics))
 
 

@@ -1,8 +1,8 @@
-"""Stage `extract`: data/index/<dataset>.parquet -> shards/<dataset>/<split>-%06d.tar, metrics/extract.json.
+"""Stage `extract`: data/index/videos.parquet -> shards/<split>-%06d.tar, metrics/extract.json.
 
 Under torchrun or SLURM (RANK/WORLD_SIZE, SLURM_PROCID/SLURM_NTASKS) each process writes a disjoint
 set of shards into the same directory and its own metrics/extract.rank<r>-of-<w>.json.
-A single process builds shards/<dataset>/ in a hidden staging folder and swaps it in when done, so
+A single process builds shards/ in a hidden staging folder and swaps it in when done, so
 `kill -9` mid-run leaves no output from that run under its final name; metrics are written last.
 """
 
@@ -17,7 +17,8 @@ from eva.utils.dist import worker_slot
 from eva.utils.io import atomic_dir
 from eva.utils.log import setup_logging
 from stages._entry import run_stage, write_summary
-from stages._params import dataset_name, load_params
+from stages._layout import INDEX, SHARDS
+from stages._params import load_params
 
 log = logging.getLogger("eva.stages.extract")
 
@@ -25,14 +26,12 @@ log = logging.getLogger("eva.stages.extract")
 def main() -> None:
     setup_logging()
     params = load_params()
-    name = dataset_name(params)
     cfg = ExtractConfig.from_params(params)
-    index_path = Path("data/index") / f"{name}.parquet"
-    if not index_path.exists():
-        raise FileNotFoundError(f"{index_path} not found (dataset.name={name!r}): run the index stage first")
+    if not INDEX.exists():
+        raise FileNotFoundError(f"{INDEX} not found: run the index stage first")
     slot = worker_slot()
-    index = read_index(index_path)
-    out = Path("shards") / name
+    index = read_index(INDEX)
+    out = SHARDS
     if slot.world_size == 1:  # build the folder aside: a killed run leaves no shard under `out`
         with atomic_dir(out) as staging:
             result = extract_shards(index, staging, cfg, slot)

@@ -1,4 +1,4 @@
-"""Stage `index`: official annotation files -> data/index/<dataset>.parquet, classes.json, metrics/index.json."""
+"""Stage `index`: official annotation files -> data/index/videos.parquet, classes.json, metrics/index.json."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from eva.data.index import DatasetConfig, build_index
 from eva.utils.io import atomic_path, write_json
 from eva.utils.log import setup_logging
 from stages._entry import run_stage
+from stages._layout import CLASSES, INDEX
 from stages._params import load_params
 
-INDEX_DIR = Path("data/index")
 METRICS = Path("metrics/index.json")
 
 
@@ -22,10 +22,9 @@ def main() -> None:
     params = load_params()
     cfg = DatasetConfig.from_params(params)
     result = build_index(**asdict(cfg))
-    name = cfg.name
-    with atomic_path(INDEX_DIR / f"{name}.parquet") as tmp:
+    with atomic_path(INDEX) as tmp:
         pq.write_table(result.table, tmp)
-    write_json(INDEX_DIR / f"{name}.classes.json", result.classes)
+    write_json(CLASSES, result.classes)
     write_json(METRICS, result.metrics())
 
 

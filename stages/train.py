@@ -1,4 +1,4 @@
-"""Stage `train`: shards + attributes -> models/<dataset>/model.pt, dvclive/train/ (per step and epoch).
+"""Stage `train`: shards + attributes -> models/trained/model.pt, dvclive/train/ (per step and epoch).
 
 Run by dvc as `python -m stages.train`. With `train.nproc` > 1 this process checks the params,
 files and weights first, then starts the `train.nproc` DDP workers itself (torchrun's elastic
@@ -26,6 +26,7 @@ from eva.train.loop import TrainConfig, TrainJob, run_training
 from eva.utils.dist import worker_slot
 from eva.utils.log import setup_logging
 from stages._entry import USER_ERROR_DIR, USER_ERROR_EXIT, run_stage
+from stages._layout import CLASSES, MODEL, SHARDS, attributes
 from stages._params import dataset_name, load_params, stage_number
 
 log = logging.getLogger("eva.stages.train")
@@ -36,10 +37,9 @@ def build_job(params: dict[str, Any]) -> TrainJob:
     name = dataset_name(params)
     stage = stage_number(params)  # read once: the attributes it selects, and model.pt's record
     train = TrainConfig.from_params(params)  # params first: a typo is named before any missing file
-    train_attributes = Path("attributes") / name / "train.parquet"
-    val_attributes = Path("attributes") / name / "val.parquet"
+    train_attributes, val_attributes = attributes("train"), attributes("val")
     meta = read_meta(train_attributes) if train_attributes.is_file() else None
-    classes = read_classes(Path("data/index") / f"{name}.classes.json")
+    classes = read_classes(CLASSES)
     model = ModelConfig.from_params(params, num_classes=len(classes), stage=stage, attribute_meta=meta)
     model.validate()  # `model.method` before the recipe it selects
     job = TrainJob(
@@ -47,11 +47,11 @@ def build_job(params: dict[str, Any]) -> TrainJob:
         train=train,
         stage=stage,
         classes=classes,
-        train_shards=list_shards(Path("shards") / name, "train"),
-        val_shards=list_shards(Path("shards") / name, "val"),
+        train_shards=list_shards(SHARDS, "train"),
+        val_shards=list_shards(SHARDS, "val"),
         train_attributes=train_attributes,
         val_attributes=val_attributes,
-        output=Path("models") / name / "model.pt",
+        output=MODEL,
         params={  # `stage` is recorded once, as model.pt's own `stage`
             "dataset": {"name": name},
             "model": value_at(params, "model"),

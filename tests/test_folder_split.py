@@ -127,7 +127,7 @@ def test_dvc_sees_videos_added_and_removed_with_empty_annotations(tmp_path: Path
     _dvc(project, "init", "-q")
 
     _dvc(project, "repro", "index")
-    assert (project / "data/index/folder.parquet").is_file()
+    assert (project / "data/index/videos.parquet").is_file()
     assert "up to date" in _dvc(project, "status", "index")
 
     touch(project / "videos" / "run" / "run_99.avi")

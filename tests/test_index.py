@@ -488,9 +488,9 @@ def test_stage_writes_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.chdir(tmp_path)
     runpy.run_module("stages.index", run_name="__main__")  # as dvc runs it: python -m
 
-    table = read_index(tmp_path / "data/index/folder.parquet")
+    table = read_index(tmp_path / "data/index/videos.parquet")
     assert table.num_rows == 4 and table.column("path")[0].as_py() == str(Path("videos/run/c.mp4"))
-    assert json.loads((tmp_path / "data/index/folder.classes.json").read_text()) == ["run", "walk"]
+    assert json.loads((tmp_path / "data/index/classes.json").read_text()) == ["run", "walk"]
     metrics = json.loads((tmp_path / "metrics/index.json").read_text())
     assert metrics["dataset"] == "folder" and metrics["counts"] == {"train": 2, "val": 2}
     assert metrics["missing"] == {"count": 1, "videos": [str(Path("videos/run/missing.mp4"))]}

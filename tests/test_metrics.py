@@ -232,11 +232,11 @@ def test_only_experiments_on_the_workspaces_inputs_count():
             },
             "metrics": {"metrics/eval.json": {"data": {**METRICS, "top1": top1}}},
             "deps": {path: {"hash": h, "size": 1, "nfiles": None} for path, h in deps.items()},
-            "outs": {"models/demo/model.pt": {"hash": name}},  # each run's own model
+            "outs": {"models/trained/model.pt": {"hash": name}},  # each run's own model
         }
         return {"rev": name, "name": name, "data": data, "error": None, "experiments": None}
 
-    now = {"models/pretrained": "new", "shards/demo": "s", "eva/models": "c", "models/demo/model.pt": "m"}
+    now = {"models/pretrained": "new", "shards": "s", "eva/models": "c", "models/trained/model.pt": "m"}
     old = now | {"models/pretrained": "old"}
     shown = [
         {
@@ -247,7 +247,7 @@ def test_only_experiments_on_the_workspaces_inputs_count():
                     "name": "cmp-aim-s1-seed0",
                 },
                 {  # evaluate read the model this run trained, not the workspace's: still current
-                    "revs": [state("cmp-aim-s1-seed1", now | {"models/demo/model.pt": "own"}, 0.7)],
+                    "revs": [state("cmp-aim-s1-seed1", now | {"models/trained/model.pt": "own"}, 0.7)],
                     "name": "cmp-aim-s1-seed1",
                 },
             ],
@@ -318,7 +318,7 @@ def test_code_listings_decide_currency_and_recipes_reach_the_record():
         }
         return {"rev": name, "name": name, "data": data, "error": None, "experiments": None}
 
-    now = {listing: "code", "eva": "tree", "stages": "tree", "shards/demo": "s"}
+    now = {listing: "code", "eva": "tree", "stages": "tree", "shards": "s"}
     groups = [
         {"revs": [state("cmp-edit-elsewhere", now | {"eva": "other tree"})], "name": "cmp-edit-elsewhere"},
         {"revs": [state("cmp-old-code", now | {listing: "old code"})], "name": "cmp-old-code"},

@@ -126,10 +126,10 @@ def test_repro_then_noop_then_stage2_experiment(project: Path) -> None:
     confusion = json.loads((project / "metrics/plots/confusion.json").read_text())
     assert len(confusion) == 8 and set(confusion[0]) == {"actual", "predicted"}
     assert len((project / "metrics/per_class.csv").read_text().splitlines()) == 1 + 8
-    card = (project / "models/demo/README.md").read_text()
+    card = (project / "models/trained/README.md").read_text()
     assert card.startswith("---\n") and "method: eva" in card and "pretrained by the pipeline" in card
-    assert pq.read_metadata(project / "attributes/demo/val.parquet").num_rows == 8
-    assert sorted(p.name for p in (project / "shards/demo").iterdir()) == [
+    assert pq.read_metadata(project / "attributes/val.parquet").num_rows == 8
+    assert sorted(p.name for p in (project / "shards").iterdir()) == [
         "train-000000.tar",
         "val-000000.tar",
     ]
@@ -224,14 +224,14 @@ def test_repro_then_noop_then_stage2_experiment(project: Path) -> None:
         json.loads((project / "metrics/evaluate.json").read_text())["videos"] == 8
         and 0.0 <= metrics["top1"] <= 1.0
     )
-    card = (project / "models/demo/README.md").read_text()
+    card = (project / "models/trained/README.md").read_text()
     assert "backbone_family: videomae" in card and "base_model: models/pretrained/videomae" in card
     assert "backbone has random weights" in card
 
 
 def _tracked_outputs(project: Path) -> dict[str, bytes]:
     """Every file a stage wrote that DVC or git tracks (the last good state of the workspace)."""
-    roots = ("models/demo", "dvclive", "metrics", "data/index", "attributes/demo", "shards/demo")
+    roots = ("models/trained", "dvclive", "metrics", "data/index", "attributes", "shards")
     files = [p for root in roots for p in (project / root).rglob("*") if p.is_file()]
     return {
         str(p.relative_to(project)): p.read_bytes()
@@ -300,10 +300,56 @@ def test_checkout_restores_what_training_wrote_and_a_forced_run_retrains(project
     _at_baseline(project)
     before = _tracked_outputs(project)
     shutil.rmtree(project / "dvclive")
-    (project / "models/demo/model.pt").unlink()
+    (project / "models/trained/model.pt").unlink()
     _run(["dvc", "checkout"], project)
     assert _tracked_outputs(project) == before
 
     ran, out = _run(["dvc", "repro", "-f", "-s", "train"], project)
     assert ran == ["train"] and "resuming" not in out  # a finished run leaves nothing to resume
     assert _tracked_outputs(project) == before  # and retraining from scratch gives the same bytes
+
+
+@pytest.mark.slow
+def test_switching_dataset_warns_of_nothing_and_switching_back_restores_the_demo(
+    project: Path, tmp_path: Path
+) -> None:
+    """`dvc exp run -S dataset.name=...` on a user's folder of videos, then back to the demo.
+
+    DVC checks out every stage's outputs before it runs an experiment; an output path the lock has
+    no entry for printed "No file hash info found for '<path>'. It won't be created." once per path.
+    """
+    _at_baseline(project)
+    before = _tracked_outputs(project)
+    videos = sorted((project / "data/demo/videos").glob("*.mp4"))[:6]
+    for i, video in enumerate(videos):  # any 6 videos make a 2-class folder dataset
+        (tmp_path / "clips" / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(video, tmp_path / "clips" / "ab"[i % 2] / video.name)
+    switch = [
+        "-S",
+        "dataset.name=folder",
+        "-S",
+        f"dataset.root={tmp_path / 'clips'}",
+        "-S",
+        "dataset.annotations=",
+    ]
+    ran, out = _run(["dvc", "exp", "run", *switch], project)
+    assert "No file hash info" not in out and "won't be created" not in out, out[-3000:]
+    assert ran == ["check", "index", "extract", "attributes", "train", "evaluate"]
+    assert json.loads((project / "metrics/eval.json").read_text())["dataset"] == "folder"
+    assert json.loads((project / "metrics/evaluate.json").read_text())["videos"] == 2  # 1 val video per class
+
+    back = [
+        "-S",
+        "dataset.name=demo",
+        "-S",
+        "dataset.root=data/demo/videos",
+        "-S",
+        "dataset.annotations=data/demo/annotations",
+    ]
+    ran, out = _run(["dvc", "exp", "run", *back], project)
+    assert "No file hash info" not in out and "won't be created" not in out, out[-3000:]
+    # train's outputs come back from DVC's run cache; DVC keeps no run cache for a stage with an
+    # uncached output (its run summary in metrics/), so those re-run, writing the same bytes
+    assert ran == ["check", "index", "extract", "attributes", "evaluate"]
+    assert "Stage 'train' is cached - skipping run" in out
+    assert _tracked_outputs(project) == before

@@ -79,9 +79,9 @@ def test_the_pipeline_writes_the_same_bytes_on_any_thread_count_and_isa_cap(tmp_
     one = _run_pipeline(tmp_path / "one_thread", {"OMP_NUM_THREADS": "1"})
     capped = _run_pipeline(tmp_path / "capped", {"OMP_NUM_THREADS": "2", **CAPPED})
 
-    assert "models/demo/model.pt" in two and "models/pretrained/clip/open_clip_model.safetensors" in two
-    assert any(name.startswith("shards/demo/") for name in two)
-    assert any(name.startswith("attributes/demo/") for name in two)
+    assert "models/trained/model.pt" in two and "models/pretrained/clip/open_clip_model.safetensors" in two
+    assert any(name.startswith("shards/") for name in two)
+    assert any(name.startswith("attributes/") for name in two)
     for other, label in ((one, "1 thread"), (capped, "ISA capped")):
         assert sorted(other) == sorted(two), label
         differ = [name for name in two if other[name] != two[name]]

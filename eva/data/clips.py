@@ -547,10 +547,10 @@ def open_attribute_store(path: str | Path | None, *, needed: bool, split: str) -
 
 
 def read_classes(path: str | Path) -> list[str]:
-    """`data/index/<dataset>.classes.json`: class names, index == label id."""
+    """`data/index/classes.json`: class names, index == label id."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"class list {path} not found (run the index stage for this `dataset.name`)")
+        raise FileNotFoundError(f"class list {path} not found (run the index stage)")
     classes = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(classes, list) or not classes:
         raise ValueError(f"{path} must be a non-empty JSON list of class names")

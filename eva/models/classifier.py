@@ -98,9 +98,7 @@ def attribute_fields(method: str, stage: int, meta: AttributeMeta | None) -> dic
         return {}
     names = attributes_for_stage(stage)
     if meta is None:
-        raise FileNotFoundError(
-            f"model.method={method} needs the attributes stage's output (attributes/<dataset>/)"
-        )
+        raise FileNotFoundError(f"model.method={method} needs the attributes stage's output (attributes/)")
     missing = [n for n in names if n not in meta.attributes]
     if missing:
         raise ValueError(

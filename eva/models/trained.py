@@ -1,4 +1,4 @@
-"""The trained model file `models/<dataset>/model.pt`: written by the trainer, read by inference.
+"""The trained model file `models/trained/model.pt`: written by the trainer, read by inference.
 
 It holds only what inference needs (config, tunable weights, classes, the params and history of
 the run): the frozen backbone is rebuilt from `model.backbone.*`. Written atomically; loads with
@@ -51,7 +51,7 @@ def save_trained_model(
     params: dict[str, Any],
     history: list[dict[str, float]],
 ) -> None:
-    """`models/<dataset>/model.pt`: config, tunable weights, classes, stage, params and history."""
+    """`models/trained/model.pt`: config, tunable weights, classes, stage, params and history."""
     if len(classes) != model.config.num_classes:
         raise ValueError(f"{len(classes)} class names for a {model.config.num_classes}-way model")
     save_torch(

@@ -1,4 +1,4 @@
-"""Checkpoints: the final `models/<dataset>/model.pt` and the per-epoch resume file.
+"""Checkpoints: the final `models/trained/model.pt` and the per-epoch resume file.
 
 `model.pt` holds only what inference needs (config, tunable weights, classes, the params and
 history of the run): the frozen backbone is rebuilt from `model.backbone.*`. The resume file

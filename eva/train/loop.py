@@ -157,9 +157,9 @@ class TrainJob:
     classes: list[str]
     train_shards: list[str]
     val_shards: list[str]
-    train_attributes: Path | None  # attributes/<dataset>/train.parquet (None: no attribute file)
+    train_attributes: Path | None  # attributes/train.parquet (None: no attribute file)
     val_attributes: Path | None
-    output: Path  # models/<dataset>/model.pt
+    output: Path  # models/trained/model.pt
     params: dict[str, Any] = field(default_factory=dict)  # recorded in model.pt
     checkpoint_root: Path | None = Path("checkpoints")  # None: no resume file
     live_dir: Path | None = Path("dvclive/train")  # None: no DVCLive logging
