@@ -1,11 +1,10 @@
 """Where the stages read and write: one path per artifact, the same for every dataset.
 
-dvc.yaml names the same paths (tests/test_code_deps.py checks that they agree). None depends on
+dvc.yaml names the same paths (tests/test_layout.py checks that they agree). None depends on
 `dataset.name`: before an experiment runs, DVC checks out every stage's outputs as dvc.lock records
 them, and an output path the lock has no entry for (`shards/<another dataset>`) printed "No file hash
 info found ... It won't be created." once per path. Which dataset an artifact holds is recorded
-inside it (model.pt's params, metrics/eval.json, the model card); DVC's cache keeps each dataset's
-artifacts, so switching back restores them without a re-run.
+inside it (metrics/index.json, model.pt's params, metrics/eval.json, the model card).
 """
 
 from __future__ import annotations
