@@ -29,6 +29,7 @@ from eva.models.loading import load_open_clip, weights_fingerprint
 from eva.models.tiny import save_tiny_captioner, save_tiny_open_clip
 from eva.models.tiny_vision import save_random_clipseg, save_random_owlv2
 from eva.utils.fingerprint import path_fingerprint
+from stages import _layout as layout
 
 REPO = Path(__file__).resolve().parents[1]
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -312,9 +313,8 @@ def test_attributes_stage_with_detector_and_mask_model(models, tmp_path, monkeyp
     params["attributes"]["mask"].update(method="model", model=models["segmenter"], prompt="a {label}")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    name = params["dataset"]["name"]
-    write_shard(tmp_path / "shards" / name / "train-000000.tar", _videos(range(3)))
-    write_shard(tmp_path / "shards" / name / "val-000000.tar", _videos(range(3, 5)))
+    write_shard(tmp_path / layout.SHARDS / "train-000000.tar", _videos(range(3)))
+    write_shard(tmp_path / layout.SHARDS / "val-000000.tar", _videos(range(3, 5)))
     loads = []
     original = segment.SegmentationMasker.__init__
     monkeypatch.setattr(
@@ -325,7 +325,7 @@ def test_attributes_stage_with_detector_and_mask_model(models, tmp_path, monkeyp
     runpy.run_path(str(REPO / "stages" / "attributes.py"), run_name="__main__")
     metrics = json.loads(Path("metrics/attributes.json").read_text())
     assert metrics["config"]["label_method"] == "detector" and metrics["config"]["mask_prompt"] == "a {label}"
-    store = AttributeStore(Path("attributes") / name / "val.parquet")
+    store = AttributeStore(layout.attributes("val"))
     assert len(store.describe("vid03")["label_box"]) == 2
     page = Path("metrics/attributes_gallery.html").read_text()
     assert "yellow boxes from the detector" in page and "mask model" in page and len(loads) == 1

@@ -29,6 +29,7 @@ from eva.attributes.visual import choose_keyframes, keyframe_images, keyframe_po
 from eva.data.shards import list_shards
 from eva.models.loading import load_open_clip
 from eva.models.tiny import TinyClipSpec, is_random_weights, save_tiny_captioner, save_tiny_open_clip
+from stages import _layout as layout
 
 K = 2
 SPEC = TinyClipSpec(
@@ -416,12 +417,12 @@ def test_attributes_stage_with_random_models(tmp_path, monkeypatch):
         params["attributes"]["captioner"], read_vocabulary(params["attributes"]["label"]["vocabulary"])
     )
     name = params["dataset"]["name"]
-    write_shard(tmp_path / "shards" / name / "train-000000.tar", _videos(range(3)))
-    write_shard(tmp_path / "shards" / name / "val-000000.tar", _videos(range(3, 5)))
+    write_shard(tmp_path / layout.SHARDS / "train-000000.tar", _videos(range(3)))
+    write_shard(tmp_path / layout.SHARDS / "val-000000.tar", _videos(range(3, 5)))
     runpy.run_path(str(repo / "stages" / "attributes.py"), run_name="__main__")
     metrics = json.loads(Path("metrics/attributes.json").read_text())
     assert metrics["dataset"] == name and metrics["splits"]["val"]["written"] == 2
-    assert AttributeStore(Path("attributes") / name / "val.parquet").meta.image_layers == SPEC.vision_layers
+    assert AttributeStore(layout.attributes("val")).meta.image_layers == SPEC.vision_layers
     page = Path("metrics/attributes_gallery.html").read_text()
     assert "demo captions are meaningless" in page and page.count("data:image/png") == 2 * 2 * 4
     assert os.path.isdir(".eva_cache/attributes")

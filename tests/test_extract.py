@@ -39,6 +39,7 @@ from eva.data.extract import (
 )
 from eva.data.shards import iter_videos, list_shards
 from eva.utils.dist import WorkerSlot
+from stages._layout import INDEX, SHARDS
 
 REPO = Path(__file__).resolve().parents[1]
 FPS = 12
@@ -360,8 +361,8 @@ def test_stage_script_writes_shards_and_metrics(tmp_path: Path, videos: dict) ->
         {"video_id": "three", "path": tmp_path / "text.mp4", "label": 1, "split": "val"},
         {"video_id": "tail", "path": tmp_path / "tail.mp4", "label": 1, "split": "train"},
     ]
-    (tmp_path / "data" / "index").mkdir(parents=True)
-    pq.write_table(index_table(rows), tmp_path / "data" / "index" / "tiny.parquet")
+    (tmp_path / INDEX).parent.mkdir(parents=True)
+    pq.write_table(index_table(rows), tmp_path / INDEX)
     env = {
         k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS")
     }
@@ -380,7 +381,7 @@ def test_stage_script_writes_shards_and_metrics(tmp_path: Path, videos: dict) ->
         line for line in run.stderr.splitlines() if not re.match(r"^\d\d:\d\d:\d\d [A-Z]+ eva", line)
     ]
     assert noise_lines == []
-    assert sorted(p.name for p in (tmp_path / "shards" / "tiny").iterdir()) == ["train-000000.tar"]
+    assert sorted(p.name for p in (tmp_path / SHARDS).iterdir()) == ["train-000000.tar"]
 
 
 def test_the_extract_stage_and_its_decode_workers_do_not_load_torch() -> None:

@@ -23,6 +23,8 @@ from test_attributes import SPEC, VOCAB, _videos, write_shard
 from test_extract import index_table
 
 from eva.models.tiny import save_tiny_captioner, save_tiny_open_clip
+from eva.utils.io import staging_dir
+from stages._layout import ATTRIBUTES, INDEX, SHARDS
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "tiny"
@@ -89,8 +91,8 @@ def extract_project(root: Path, videos: list[Path]) -> Path:
     os.mkfifo(root / "hangs.mp4")
     rows = [{"video_id": f"v{i}", "path": p, "label": i % 2, "split": "train"} for i, p in enumerate(videos)]
     rows.append({"video_id": "zz_hangs", "path": root / "hangs.mp4", "label": 0, "split": "train"})
-    (root / "data" / "index").mkdir(parents=True)
-    pq.write_table(index_table(rows), root / "data" / "index" / f"{DATASET}.parquet")
+    (root / INDEX).parent.mkdir(parents=True)
+    pq.write_table(index_table(rows), root / INDEX)
     return root
 
 
@@ -98,18 +100,18 @@ def extract_project(root: Path, videos: list[Path]) -> Path:
 def test_extract_killed_mid_run_then_rerun_gives_the_same_shards(tmp_path: Path, videos: list[Path]) -> None:
     clean = extract_project(tmp_path / "clean", videos)
     run_stage(clean, "extract")
-    reference = tree_hashes(clean / "shards" / DATASET)
+    reference = tree_hashes(clean / SHARDS)
     assert len(reference) == 6
 
     killed = extract_project(tmp_path / "killed", videos)
-    staging = killed / "shards" / f".{DATASET}.partial"
+    staging = killed / staging_dir(SHARDS)
     proc = start_stage(killed, "extract")
     kill_when(proc, lambda: (staging / "train-000005.tar").is_file())  # 6 shards done, the FIFO pending
-    assert not (killed / "shards" / DATASET).exists()  # nothing of the killed run under the final name
+    assert not (killed / SHARDS).exists()  # nothing of the killed run under the final name
     assert not (killed / "metrics" / "extract.json").exists()
 
     run_stage(killed, "extract")
-    assert tree_hashes(killed / "shards" / DATASET) == reference
+    assert tree_hashes(killed / SHARDS) == reference
     assert not staging.exists()
 
 
@@ -127,7 +129,7 @@ def attributes_project(root: Path, models: dict[str, str]) -> Path:
         },
     }  # fmt: skip
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    shards = root / "shards" / DATASET
+    shards = root / SHARDS
     for i in range(8):  # 8 shards of 2 videos: a part file per shard lands in the cache as it goes
         write_shard(shards / f"train-{i:06d}.tar", _videos(range(2 * i, 2 * i + 2)))
     write_shard(shards / "val-000000.tar", _videos(range(16, 18)))
@@ -149,18 +151,18 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def test_attributes_killed_mid_run_then_rerun_gives_the_same_files(tmp_path: Path, tiny_models: dict) -> None:
     clean = attributes_project(tmp_path / "clean", tiny_models)
     run_stage(clean, "attributes")
-    reference = tree_hashes(clean / "attributes" / DATASET)
+    reference = tree_hashes(clean / ATTRIBUTES)
     assert sorted(reference) == ["train.parquet", "val.parquet"]
 
     killed = attributes_project(tmp_path / "killed", tiny_models)
     cache = killed / ".eva_cache" / "attributes"
     proc = start_stage(killed, "attributes")
     kill_when(proc, lambda: any(cache.rglob("train-000001-*.parquet")))  # 2 of 9 shards done
-    assert not (killed / "attributes" / DATASET).exists()
+    assert not (killed / ATTRIBUTES).exists()
     assert not (killed / "metrics" / "attributes.json").exists()
     assert not (killed / "metrics" / "attributes_gallery.html").exists()
 
     run_stage(killed, "attributes")  # resumes from the finished part files
-    assert tree_hashes(killed / "attributes" / DATASET) == reference
+    assert tree_hashes(killed / ATTRIBUTES) == reference
     gallery = (killed / "metrics" / "attributes_gallery.html").read_bytes()
     assert gallery == (clean / "metrics" / "attributes_gallery.html").read_bytes()
