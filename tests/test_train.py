@@ -53,6 +53,7 @@ from eva.train.loop import (
 from eva.train.recipes import PUBLISHED_RECIPES, Recipe
 from eva.train.schedule import cosine_with_warmup
 from eva.utils.fingerprint import code_fingerprint, file_fingerprint
+from stages import _layout as layout
 from stages._params import load_params
 
 _one_thread = torch_threads(1)  # tiny tensors: a second thread only adds contention on 2 cores
@@ -632,7 +633,7 @@ def test_params_map_to_configs_and_bad_values_name_their_key() -> None:
 
 
 def test_model_file_bytes_depend_only_on_its_contents(data: TinyData, tmp_path: Path) -> None:
-    """DVC hashes models/<dataset>/model.pt: the same weights must give the same bytes."""
+    """DVC hashes models/trained/model.pt: the same weights must give the same bytes."""
     from eva.train.checkpoint import save_trained_model
 
     model = build_model(model_config(data))
@@ -737,12 +738,10 @@ def test_evaluation_feeds_only_keyframe_combinations_training_can_produce(data: 
 
 def _stage_project(data: TinyData, root: Path, **train: Any) -> Path:
     """A project folder laid out as the train stage reads it, on the tiny fixture data."""
-    (root / "data" / "index").mkdir(parents=True)
-    (root / "data" / "index" / "demo.classes.json").write_text(json.dumps(CLASSES))
-    (root / "shards").mkdir()
-    (root / "shards" / "demo").symlink_to(data.shards)
-    (root / "attributes").mkdir()
-    (root / "attributes" / "demo").symlink_to(data.root / "attributes")
+    (root / layout.CLASSES).parent.mkdir(parents=True)
+    (root / layout.CLASSES).write_text(json.dumps(CLASSES))
+    root.joinpath(layout.SHARDS).symlink_to(data.shards)
+    root.joinpath(layout.ATTRIBUTES).symlink_to(data.root / "attributes")
     params = load_params(Path(__file__).parents[1] / "params.yaml")
     params["dataset"]["name"] = "demo"
     params["model"]["backbone"].update(family="open_clip", name=data.backbone, pretrained="")
@@ -788,9 +787,9 @@ def test_a_user_error_in_the_train_stage_is_one_line_naming_the_param(data: Tiny
 
     # Caught inside the two DDP workers: the val attribute file is missing (only they open it).
     project = _stage_project(data, tmp_path / "c", nproc=2, batch_size=4)
-    (project / "attributes" / "demo").unlink()
-    (project / "attributes" / "demo").mkdir()
-    (project / "attributes" / "demo" / "train.parquet").symlink_to(data.root / "attributes" / "train.parquet")
+    (project / layout.ATTRIBUTES).unlink()
+    (project / layout.ATTRIBUTES).mkdir()
+    (project / layout.attributes("train")).symlink_to(data.root / "attributes" / "train.parquet")
     done = _run_stage(project)
     errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
     assert "starting 2 training processes" in done.stderr
