@@ -25,8 +25,8 @@ def test_dvc_yaml_writes_and_reads_the_layout_paths() -> None:
         SHARDS: "extract",
         ATTRIBUTES: "attributes",
         MODEL: "train",
+        MODEL_CARD: "evaluate",
     }
-    written_by[MODEL_CARD] = "evaluate"
     for path, stage in written_by.items():
         assert str(path) in outs[stage], (path, stage)
     read_by = {
