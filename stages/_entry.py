@@ -69,8 +69,8 @@ def user_error_message(err: BaseException) -> str:
 def run_stage(name: str, main: Callable[[], None], *, uses_torch: bool = True) -> None:
     """Run `main`; a user error becomes `ERROR ... <name>: <message>` on rank 0 and exit status 2.
 
-    `uses_torch`: apply torch's pinned numerics first (`eva.utils.numerics.configure_torch`: thread
-    count, oneDNN off). Only stages that never compute with torch pass False (they then never load it).
+    `uses_torch`: apply torch's pinned numerics first (`eva.utils.numerics.configure_torch`: a fixed
+    thread count). Only stages that never compute with torch pass False (they then never load it).
     """
     try:
         if uses_torch:
