@@ -56,15 +56,18 @@ bench: install ## run the benchmarks README shows (installs ffmpeg if missing); 
 bench-pipeline: install ## DVC's own cost: no-op repro and a stage-2 experiment against a full run (prints only)
 	$(BIN)/python benchmarks/pipeline.py
 
-# results/demo.md, README's results table: 14 configurations x 3 seeds as queued DVC experiments (needs `make demo` first);
+# results/demo.md, README's results table: every method at each stage it has (8 configurations) x 3 seeds as queued
+# DVC experiments (needs `make demo` first);
 # experiments DVC already holds are kept while they ran on today's code, data and models; stale ones are removed and re-run.
-# RESULTS_JOBS=2 runs two at a time, each on one thread (OMP_NUM_THREADS=1): on 2 cores that is faster.
-# RESULTS_QUEUE="--only 'cmp-*-s?-seed*'" queues a subset by name pattern (here: the methods' own rows, 24 of 42 runs).
+# RESULTS_JOBS=2 runs two at a time, each on one thread (EVA_NUM_THREADS=1): the thread count is part of the
+# numerics, so those runs compute other bits than `make demo` (docs/reproducibility.md).
+# RESULTS_QUEUE="--ablations" adds the eva attribute-token ablations (18 more runs); RESULTS_QUEUE="--only 'cmp-eva-*'"
+# queues a subset by name pattern.
 RESULTS_JOBS ?= 1
 RESULTS_QUEUE ?=
-results: install ## every method x 3 seeds as DVC experiments on the demo -> results/demo.md (hours)
+results: install ## every method x 3 seeds as DVC experiments on the demo -> results/demo.md (about an hour)
 	$(BIN)/python scripts/results_table.py queue $(RESULTS_QUEUE)
-	$(if $(filter 1,$(RESULTS_JOBS)),,OMP_NUM_THREADS=1) $(BIN)/dvc queue start -j $(RESULTS_JOBS)
+	$(if $(filter 1,$(RESULTS_JOBS)),,EVA_NUM_THREADS=1) $(BIN)/dvc queue start -j $(RESULTS_JOBS)
 	$(BIN)/python scripts/results_table.py wait
 	$(BIN)/python scripts/results_table.py table --out results/demo.md
 

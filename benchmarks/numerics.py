@@ -103,7 +103,11 @@ def measure(env_pins: dict[str, str], mkldnn: bool, steps: int, threads: int) ->
     env.setdefault("MKL_CBWR", "AUTO")  # MKL's own dispatch unless the configuration pins a branch
     done = subprocess.run(
         [sys.executable, "-c", _CHILD, "1" if mkldnn else "0", str(steps), str(threads)],
-        cwd=REPO, env=env, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -125,7 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, (env_pins, mkldnn) in CONFIGS.items():
         got = measure(env_pins, mkldnn, args.steps, args.threads)
         rows[name] = (statistics.median(got["clip"]), statistics.median(got["train"]), got["capability"])
-        print(f"{name}: clip {rows[name][0] * 1e3:.0f} ms, train {rows[name][1] * 1e3:.0f} ms", file=sys.stderr)
+        print(
+            f"{name}: clip {rows[name][0] * 1e3:.0f} ms, train {rows[name][1] * 1e3:.0f} ms", file=sys.stderr
+        )
     base_clip, base_train, _ = rows["none"]
     lines = [
         f"Numerics pins on the demo's two loops: {cpu_model()}, {args.threads} threads, median of "

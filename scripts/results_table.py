@@ -1,9 +1,10 @@
 """Queue the README's comparison runs as DVC experiments, and turn their metrics into the results table.
 
-    python scripts/results_table.py queue     # dvc exp run --queue: 14 configurations x 3 seeds
+    python scripts/results_table.py queue     # dvc exp run --queue: 8 method configurations x 3 seeds
+    python scripts/results_table.py queue --ablations         # + the 6 eva attribute-token ablations
     python scripts/results_table.py queue --only 'cmp-eva-*'  # a subset, by experiment-name pattern
     dvc queue start -j 1                      # run them (one at a time on a small machine)
-    OMP_NUM_THREADS=1 dvc queue start -j 2    # two at a time, one thread each (2 x 2 threads: 5x slower)
+    EVA_NUM_THREADS=1 dvc queue start -j 2    # two at a time, one thread each (other bits than -j 1)
     python scripts/results_table.py wait      # block until the queue is empty
     python scripts/results_table.py table     # markdown table from `dvc exp show --json`
     python scripts/results_table.py table --out results/demo.md         # ... into README's results file
@@ -28,15 +29,16 @@ from eva.methods import METHODS
 from eva.report import aggregate_runs, run_record, runs_from_exp_show
 
 PREFIX = "cmp"
-# (method, stage, extra `-S` settings, name tag): every registered method, those that read attributes
-# once per `stage` (1: text, 2: + visual), and eva again with a gate per head and token
-# (`model.attribute_attention=gated_per_token`) and with the paper's plain attention to the tokens
-# (`joint`) beside the default gate per head, and with the EVA authors' projection-free attribute
-# mapping (`model.attribute_projection=none`) beside the default Linear one.
+# (method, stage, extra `-S` settings, name tag). `METHOD_CONFIGS`, README's table: every registered
+# method, those that read attributes once per `stage` (1: text, 2: + visual). `ABLATIONS` (`--ablations`):
+# eva again with a gate per head and token (`model.attribute_attention=gated_per_token`), with the
+# paper's plain attention to the tokens (`joint`), and with the EVA authors' projection-free attribute
+# mapping (`model.attribute_projection=none`), beside the defaults.
 Config = tuple[str, int, tuple[str, ...], str]
-CONFIGS: list[Config] = [
+METHOD_CONFIGS: list[Config] = [
     (name, stage, (), "") for name, m in METHODS.items() for stage in ((1, 2) if m.uses_attributes else (1,))
-] + [
+]
+ABLATIONS: list[Config] = [
     ("eva", stage, (setting,), tag)
     for setting, tag in (
         ("model.attribute_attention=gated_per_token", "-per-token"),
@@ -74,7 +76,9 @@ def pending() -> set[str]:
     return {row[1] for row in rows if len(row) >= 4 and row[-1] in ("Queued", "Running")}
 
 
-def queue(seeds: tuple[int, ...], only: tuple[str, ...] = ("*",)) -> None:
+def queue(
+    seeds: tuple[int, ...], only: tuple[str, ...] = ("*",), configs: list[Config] = METHOD_CONFIGS
+) -> None:
     done, stale = current_and_stale()
     waiting = pending()
     if stale:  # DVC refuses a second experiment of one name; these measured other inputs
@@ -82,7 +86,7 @@ def queue(seeds: tuple[int, ...], only: tuple[str, ...] = ("*",)) -> None:
             f"removing {len(stale)} experiments run on other code, data or models: {', '.join(sorted(stale))}"
         )
         subprocess.run(["dvc", "exp", "remove", *sorted(stale)], check=True)
-    for method, stage, settings, tag in CONFIGS:
+    for method, stage, settings, tag in configs:
         for seed in seeds:
             name = f"{PREFIX}-{method}-s{stage}{tag}-seed{seed}"
             if not any(fnmatch.fnmatchcase(name, pattern) for pattern in only):
@@ -155,16 +159,19 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument(
+        "--ablations", action="store_true", help="queue the eva attribute-token ablations too (18 more runs)"
+    )
+    parser.add_argument(
         "--only",
         nargs="+",
         default=["*"],
         metavar="PATTERN",
-        help="queue only the runs whose name matches one of these shell patterns, e.g. 'cmp-eva-*' "
-        "or 'cmp-*-s?-seed*' (every method's own rows, no eva ablations)",
+        help="queue only the runs whose name matches one of these shell patterns, e.g. 'cmp-eva-*'",
     )
     args = parser.parse_args()
     if args.action == "queue":
-        queue(tuple(args.seeds), only=tuple(args.only))
+        configs = METHOD_CONFIGS + (ABLATIONS if args.ablations else [])
+        queue(tuple(args.seeds), only=tuple(args.only), configs=configs)
     elif args.action == "wait":
         wait()
     elif args.action == "table":

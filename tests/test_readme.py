@@ -87,3 +87,31 @@ def test_make_help_lists_every_target() -> None:
     targets = re.findall(r"^([a-zA-Z][\w-]*):", makefile, re.M)
     undocumented = [t for t in targets if not re.search(rf"^{t}:.*## \S", makefile, re.M)]
     assert "help" in targets and undocumented == []
+
+
+def test_the_results_table_compares_every_method_at_each_stage_over_three_seeds() -> None:
+    """README's results table is `make results`' comparison, not one run: every registered method (those that
+    read attributes at stage 1 and 2), each over seeds 0, 1 and 2, as mean ± spread."""
+    spec = importlib.util.spec_from_file_location("results_table", REPO / "scripts" / "results_table.py")
+    assert spec and spec.loader
+    results_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results_table)
+    from eva.methods import METHODS
+
+    text = (REPO / "results" / "demo.md").read_text(encoding="utf-8")
+    assert "written by make results" in text
+    rows = {
+        cells[0]: cells
+        for line in text.splitlines()
+        if line.startswith("| ") and not line.startswith(("| method", "|---"))
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    expected = [
+        f"{method} stage {stage}" if METHODS[method].uses_attributes else method
+        for method, stage, settings, _ in results_table.METHOD_CONFIGS
+        if not settings
+    ]
+    assert len(expected) == 8 and set(expected) <= set(rows), sorted(set(expected) - set(rows))
+    for name in expected:
+        assert rows[name][1] == ",".join(map(str, results_table.SEEDS)) == "0,1,2", name
+        assert re.fullmatch(r"\d+\.\d ± \d+\.\d", rows[name][2]), rows[name]  # top-1 mean ± std
