@@ -12,7 +12,7 @@ export PYTHONHASHSEED := 0
 # Stage commands (`python -m stages.x`, `torchrun`) must find the venv's interpreter.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help install lock demo test test-fast lint bench bench-pipeline results results-committed counts readme plots-template clean
+.PHONY: help install lock demo test test-slow test-fast lint bench bench-pipeline results results-committed counts readme plots-template clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-zA-Z_-]+):.*## (.*)/\1\t\2/' | expand -t 20
@@ -33,11 +33,16 @@ demo: install ## run the demo pipeline (dvc repro) and print its metrics
 	$(BIN)/dvc repro
 	@$(BIN)/python scripts/show_metrics.py metrics/eval.json
 
-test: install ## ruff and the whole test suite (offline, CPU)
+# The tests marked `slow` (multi-run byte identity, DVC experiment loops, kill-and-rerun, DDP) are
+# `make test-slow`; README's real-data block (marked `readme`) runs in `make test`. CI runs both.
+test: install ## ruff and the test suite with README's real-data block run verbatim (offline, CPU)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow or readme"
 
-# The edit-test loop: everything but the tests marked `slow` (end-to-end runs, DDP, the demo pipeline).
+test-slow: install ## the end-to-end tests `make test` leaves out (pipeline runs, byte identity, DDP)
+	$(BIN)/pytest -q -m "slow and not readme"
+
+# The edit-test loop: neither the slow tests nor README's real-data block.
 test-fast: install ## the tests not marked slow
 	$(BIN)/pytest -q -m "not slow"
 

@@ -1,14 +1,20 @@
-"""README's real-data commands, run verbatim, for every preset.
+"""README's real-data commands, run verbatim once; every preset checked, indexed and trained a step.
 
 A copy of the project (its git-tracked and untracked files, committed to a fresh git repo) gets
 generated videos in the benchmark's official layout at the preset's paths, and tiny random models in
 the real formats at the real paths: an open_clip local-dir folder in `weights/open_clip/ViT-B-16/openai`,
 BLIP and VideoMAE `save_pretrained` folders in the Hugging Face cache layout under their hub names.
-Then README's block between the `real-data-commands` markers runs line by line in bash: verbatim for
-`ucf101`, the preset it names (30 epochs, stage 1 then 2); for every other preset with its name in
-place of `ucf101`, stage 1, for 3 epochs (`-S train.epochs=3`: the same stages, a tenth of the time). Only the demo-only stages' sizes are shrunk in the
-copy's params.yaml before its first commit (they run on real data too, and no preset touches them),
-so the commands stay exactly README's.
+Only the demo-only stages' sizes are shrunk in the copy's params.yaml before its first commit (they
+run on real data too, and no preset touches them), so the commands stay exactly README's.
+
+- `ucf101`, the preset README names: the block between the `real-data-commands` markers runs line by
+  line in bash, verbatim (30 epochs, stage 1 then 2, `dvc exp show`).
+- Every other preset: README's first command with the preset's name (`python -m eva.preset <name>`),
+  then in one process the `check` stage (params, the weights at the preset's paths, annotation files,
+  input paths), the `index` stage (the preset's reader over its official annotation files), and the
+  train stage's model build and optimiser from the preset's params with one training step, in which
+  every tunable tensor gets a gradient, the head moves, and no frozen tensor gets a gradient. Extraction, attributes and the
+  training loop are the same code for every preset, and the verbatim run covers them.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -139,15 +146,9 @@ def _run(command: str, project: Path, env: dict[str, str]) -> str:
     return done.stdout + done.stderr
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("git") is None, reason="dvc needs git")
-@pytest.mark.parametrize("name", [n for n in preset.names() if n != "demo"])
-def test_readme_real_data_commands_run_verbatim(name: str, tmp_path: Path) -> None:
-    commands = readme_commands()
-    assert commands[0] == "python -m eva.preset ucf101" and any(c.startswith("dvc exp run") for c in commands)
-    if name != "ucf101":  # another preset: the same commands for stage 1, 3 epochs (ucf101 runs them all)
-        commands = [c.replace("ucf101", name) for c in commands if "stage=2" not in c]
-        commands = [f"{c} -S train.epochs=3" if c == "dvc exp run" else c for c in commands]  # > warm-up 2.5
+def _set_up(name: str, tmp_path: Path) -> tuple[Path, dict[str, str], dict]:
+    """A committed copy of the project with `name`'s data and tiny weights in place; (project, env, the
+    preset's params)."""
     project, hub = tmp_path / "project", tmp_path / "hub"
     _copy_project(project)
     params = load_params(project / "params.yaml")
@@ -165,13 +166,92 @@ def test_readme_real_data_commands_run_verbatim(name: str, tmp_path: Path) -> No
         "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
     }  # fmt: skip
     _run("git init -q && git add -A && git commit -qm clone", project, env)
+    return project, env, real
+
+
+@pytest.mark.slow
+@pytest.mark.readme
+@pytest.mark.skipif(shutil.which("git") is None, reason="dvc needs git")
+def test_readme_real_data_commands_run_verbatim(tmp_path: Path) -> None:
+    name = "ucf101"
+    commands = readme_commands()
+    assert commands[0] == f"python -m eva.preset {name}" and any(
+        c.startswith("dvc exp run") for c in commands
+    )
+    project, env, real = _set_up(name, tmp_path)
+    dataset = real["dataset"]
 
     outputs = [_run(command, project, env) for command in commands]
 
     evaluated = json.loads((project / "metrics" / "eval.json").read_text())
     assert evaluated["method"] == real["model"]["method"] and 0.0 <= evaluated["top1"] <= 1.0
-    assert evaluated["stage"] == (2 if name == "ucf101" else 1)
+    assert evaluated["stage"] == 2
     index = json.loads((project / "metrics" / "index.json").read_text())
     assert index["dataset"] == dataset["name"] and index["counts"]["train"] == CLASSES_WITH_VIDEOS * 2
-    if name == "ucf101":
-        assert "top1" in outputs[-1]  # dvc exp show lists the experiments with their accuracy
+    assert "top1" in outputs[-1]  # dvc exp show lists the experiments with their accuracy
+
+
+# README's first command with the preset's name, then the check stage, the index stage, and one training
+# step of the model the train stage builds from the preset's params (attributes: the tiny CLIP's shape).
+ONE_STEP = r"""
+import json, sys
+import stages  # the stages' offline defaults, before any hub library loads
+import torch
+import torch.nn.functional as F
+from eva import preset
+from eva.data.attribute_store import AttributeMeta
+from eva.data.clips import read_classes
+from eva.models import ModelConfig, build_model
+from eva.train.loop import TrainConfig, build_optimizer
+from stages import check, index
+from stages._layout import CLASSES
+from stages._params import load_params, stage_number
+
+assert preset.main([sys.argv[1]]) == 0
+check.main()
+index.main()
+params = load_params()
+meta = AttributeMeta(encoder="tiny", text_layers=2, image_layers=2, dim=32, keyframes=1)
+cfg = ModelConfig.from_params(
+    params, num_classes=len(read_classes(CLASSES)), stage=stage_number(params), attribute_meta=meta
+)
+train = TrainConfig.from_params(params)
+torch.manual_seed(0)
+model = build_model(cfg).train()
+optimizer = build_optimizer(model, train.scaled_recipe, decay_prompts=train.decay_prompts)
+tunable = dict(model.named_tunable_parameters())
+before = {n: p.detach().clone() for n, p in tunable.items()}
+video = torch.randn(2, cfg.frames, 3, cfg.image_size, cfg.image_size)
+attributes = {n: torch.randn(2, cfg.attribute_layers[n], cfg.attribute_dim) for n in cfg.attributes}
+logits = model(video, attributes or None)
+F.cross_entropy(logits, torch.tensor([0, 1]), label_smoothing=train.label_smoothing).backward()
+optimizer.step()
+print(json.dumps({
+    "method": cfg.method, "classes": cfg.num_classes, "logits": list(logits.shape),
+    "frames": cfg.frames, "image_size": cfg.image_size,
+    "without_grad": sorted(n for n, p in tunable.items() if p.grad is None),
+    "moved": sorted(n for n, p in tunable.items() if not torch.equal(p.detach(), before[n])),
+    "frozen_with_grad": sorted(n for n, p in model.named_parameters() if n not in tunable and p.grad is not None),
+}))
+"""
+
+
+@pytest.mark.parametrize("name", [n for n in preset.names() if n not in ("demo", "ucf101")])
+def test_every_other_preset_checks_indexes_and_trains_a_step(name: str, tmp_path: Path) -> None:
+    project, env, real = _set_up(name, tmp_path)
+    out = _run(f"{shlex.quote(sys.executable)} -c {shlex.quote(ONE_STEP)} {name}", project, env)
+
+    step = json.loads(next(line for line in out.splitlines() if line.startswith('{"method"')))
+    model, dataset = real["model"], real["dataset"]
+    index = json.loads((project / "metrics" / "index.json").read_text())
+    assert index["dataset"] == dataset["name"] and index["counts"]["train"] == CLASSES_WITH_VIDEOS * 2
+    classes = len(json.loads((project / "data" / "index" / "classes.json").read_text()))
+    assert (step["method"], step["frames"], step["image_size"]) == (
+        model["method"], model["frames"], model["image_size"]
+    )  # fmt: skip
+    assert step["classes"] == classes and step["logits"] == [2, classes]
+    # every tunable tensor is reached by the loss (zero-initialised up-projections keep their down-projections
+    # still for one step), the head learns, and no frozen tensor gets a gradient
+    assert step["without_grad"] == [] and step["frozen_with_grad"] == []
+    assert any(name.startswith("head.") for name in step["moved"])
+    assert load_params(project / "params.yaml")["model"] == model  # the preset was written, not the demo
