@@ -117,8 +117,8 @@ def table() -> str:
             "run `python scripts/results_table.py queue` first"
         )
     intro = (
-        f"`make results`: every configuration of `scripts/results_table.py` as DVC experiments on the "
-        f"demo ({len(runs)} runs), mean ± std over the seeds listed."
+        "`make results`: every method, at stage 1 and 2 where it reads attributes (and any `--ablations`), "
+        f"as DVC experiments on the demo ({len(runs)} runs), mean ± std over the seeds listed."
     )
     return f"{intro}\n\n{aggregate_runs(runs)}"
 
