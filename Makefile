@@ -70,7 +70,7 @@ bench-pipeline: install ## DVC's own cost: no-op repro and a stage-2 experiment 
 # queues a subset by name pattern.
 RESULTS_JOBS ?= 1
 RESULTS_QUEUE ?=
-results: install ## every method x 3 seeds as DVC experiments on the demo -> results/demo.md (about an hour)
+results: install ## every method x 3 seeds as DVC experiments on the demo -> results/demo.md (1-1.5 hours on 2 cores)
 	$(BIN)/python scripts/results_table.py queue $(RESULTS_QUEUE)
 	$(if $(filter 1,$(RESULTS_JOBS)),,EVA_NUM_THREADS=1) $(BIN)/dvc queue start -j $(RESULTS_JOBS)
 	$(BIN)/python scripts/results_table.py wait
