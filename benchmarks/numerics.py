@@ -48,21 +48,20 @@ from open_clip.loss import ClipLoss
 from eva.config import load_params
 from eva.models.classifier import ModelConfig, VideoClassifier
 from eva.models.clip_backbone import OpenClipBackbone
-from eva.models.tiny import TinyClipSpec, build_tiny_open_clip
+from eva.models.tiny import build_tiny_open_clip
+from eva.pretrain.run import PretrainConfig
+from eva.utils.numerics import configure_torch
 
-mkldnn, steps, threads = sys.argv[1] == "1", int(sys.argv[2]), int(sys.argv[3])
+mkldnn, steps = sys.argv[1] == "1", int(sys.argv[2])
 torch.backends.mkldnn.enabled = mkldnn
-torch.set_num_threads(threads)
+configure_torch()  # the stages' own thread setting (EVA_NUM_THREADS)
 params = load_params("params.yaml")
-c = params["pretrain"]["clip"]
-spec = TinyClipSpec(embed_dim=c["embed_dim"], image_size=params["pretrain"]["image_size"],
-    patch_size=c["patch_size"], vision_width=c["width"], vision_layers=c["layers"],
-    text_width=c["text_width"], text_layers=c["text_layers"], heads=c["heads"],
-    context_length=c["context_length"], pos_embed=c["pos_embed"])
+pretrain = PretrainConfig.from_params(params)
+spec, clip_batch = pretrain.clip, pretrain.clip_schedule.batch_size
 torch.manual_seed(0)
 clip = build_tiny_open_clip(spec).train()
-images = torch.randn(c["batch_size"], 3, spec.image_size, spec.image_size)
-tokens = torch.randint(1, 49000, (c["batch_size"], spec.context_length))
+images = torch.randn(clip_batch, 3, spec.image_size, spec.image_size)
+tokens = torch.randint(1, 49000, (clip_batch, spec.context_length))
 loss_fn, opt = ClipLoss(), torch.optim.AdamW(clip.parameters(), lr=1e-4)
 
 def clip_step():
@@ -72,12 +71,12 @@ def clip_step():
 
 m = params["model"]
 cfg = ModelConfig(method="eva", num_classes=8, frames=m["frames"], image_size=m["image_size"],
-    attributes=("label", "caption"), attribute_layers={"label": c["text_layers"], "caption": c["text_layers"]},
-    attribute_dim=c["embed_dim"], time_embedding_init=m["time_embedding_init"])
+    attributes=("label", "caption"), attribute_layers={"label": spec.text_layers, "caption": spec.text_layers},
+    attribute_dim=spec.embed_dim, time_embedding_init=m["time_embedding_init"])
 model = VideoClassifier(cfg, OpenClipBackbone(build_tiny_open_clip(spec).visual, m["frames"], (0.5,) * 3, (0.25,) * 3)).train()
 batch = params["train"]["batch_size"]
 video = torch.randn(batch, m["frames"], 3, m["image_size"], m["image_size"])
-attrs = {n: torch.randn(batch, c["text_layers"], c["embed_dim"]) for n in ("label", "caption")}
+attrs = {n: torch.randn(batch, spec.text_layers, spec.embed_dim) for n in ("label", "caption")}
 labels = torch.randint(0, 8, (batch,))
 opt2 = torch.optim.AdamW([p for _, p in model.named_tunable_parameters()], lr=1e-4)
 
@@ -99,10 +98,10 @@ print(json.dumps(out))
 
 def measure(env_pins: dict[str, str], mkldnn: bool, steps: int, threads: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in CLEARED}
-    env.update(env_pins, PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(threads))
+    env.update(env_pins, PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(threads), EVA_NUM_THREADS=str(threads))
     env.setdefault("MKL_CBWR", "AUTO")  # MKL's own dispatch unless the configuration pins a branch
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, "1" if mkldnn else "0", str(steps), str(threads)],
+        [sys.executable, "-c", _CHILD, "1" if mkldnn else "0", str(steps)],
         cwd=REPO,
         env=env,
         capture_output=True,

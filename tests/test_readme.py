@@ -14,10 +14,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
-_spec = importlib.util.spec_from_file_location("readme_tables", REPO / "scripts" / "readme_tables.py")
-assert _spec and _spec.loader
-readme_tables = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(readme_tables)
+
+
+def _script(name: str):
+    """`scripts/<name>.py` as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+readme_tables = _script("readme_tables")
 
 MAX_LINES = 300
 GENERATED = ("results/demo.md", "results/params.md", "results/bench.md")
@@ -92,10 +100,7 @@ def test_make_help_lists_every_target() -> None:
 def test_the_results_table_compares_every_method_at_each_stage_over_three_seeds() -> None:
     """README's results table is `make results`' comparison, not one run: every registered method (those that
     read attributes at stage 1 and 2), each over seeds 0, 1 and 2, as mean ± spread."""
-    spec = importlib.util.spec_from_file_location("results_table", REPO / "scripts" / "results_table.py")
-    assert spec and spec.loader
-    results_table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(results_table)
+    results_table = _script("results_table")
     from eva.methods import METHODS
 
     text = (REPO / "results" / "demo.md").read_text(encoding="utf-8")

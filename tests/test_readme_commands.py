@@ -13,8 +13,9 @@ run on real data too, and no preset touches them), so the commands stay exactly 
   then in one process the `check` stage (params, the weights at the preset's paths, annotation files,
   input paths), the `index` stage (the preset's reader over its official annotation files), and the
   train stage's model build and optimiser from the preset's params with one training step, in which
-  every tunable tensor gets a gradient, the head moves, and no frozen tensor gets a gradient. Extraction, attributes and the
-  training loop are the same code for every preset, and the verbatim run covers them.
+  every tunable tensor gets a gradient, the head moves, and no frozen tensor gets a gradient.
+  Extraction, attributes and the training loop are the same code for every preset, and the verbatim
+  run covers them.
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ DEMO_ONLY = {  # sections no preset sets: the demo's data and models, which ever
     },
 }
 VIDEOS_PER_CLASS = {"train": 2, "val": 1}
+# the tiny open_clip written at the preset's CLIP path (its image size is the preset's); the one-step test
+# feeds attributes of its towers' depth and width
+TINY_CLIP = {
+    "patch_size": 32, "vision_width": 32, "vision_layers": 2, "text_width": 32, "text_layers": 2, "embed_dim": 32
+}  # fmt: skip
 CLASSES_WITH_VIDEOS = 2
 
 
@@ -119,15 +125,7 @@ def _tiny_weights(params: dict, project: Path, hub: Path, tmp: Path) -> None:
     clip = params["attributes"]["clip"]["model"].removeprefix("local-dir:")
     save_tiny_open_clip(
         project / clip,
-        TinyClipSpec(
-            image_size=params["model"]["image_size"],
-            patch_size=32,
-            vision_width=32,
-            vision_layers=2,
-            text_width=32,
-            text_layers=2,
-            embed_dim=32,
-        ),
+        TinyClipSpec(image_size=params["model"]["image_size"], **TINY_CLIP),
     )
     put_in_hub_cache(
         save_tiny_captioner(tmp / "blip", ["person", "ball"]), hub, params["attributes"]["captioner"]
@@ -211,7 +209,8 @@ assert preset.main([sys.argv[1]]) == 0
 check.main()
 index.main()
 params = load_params()
-meta = AttributeMeta(encoder="tiny", text_layers=2, image_layers=2, dim=32, keyframes=1)
+text_layers, image_layers, dim = map(int, sys.argv[2:5])
+meta = AttributeMeta(encoder="tiny", text_layers=text_layers, image_layers=image_layers, dim=dim, keyframes=1)
 cfg = ModelConfig.from_params(
     params, num_classes=len(read_classes(CLASSES)), stage=stage_number(params), attribute_meta=meta
 )
@@ -239,7 +238,8 @@ print(json.dumps({
 @pytest.mark.parametrize("name", [n for n in preset.names() if n not in ("demo", "ucf101")])
 def test_every_other_preset_checks_indexes_and_trains_a_step(name: str, tmp_path: Path) -> None:
     project, env, real = _set_up(name, tmp_path)
-    out = _run(f"{shlex.quote(sys.executable)} -c {shlex.quote(ONE_STEP)} {name}", project, env)
+    tower = f"{TINY_CLIP['text_layers']} {TINY_CLIP['vision_layers']} {TINY_CLIP['embed_dim']}"
+    out = _run(f"{shlex.quote(sys.executable)} -c {shlex.quote(ONE_STEP)} {name} {tower}", project, env)
 
     step = json.loads(next(line for line in out.splitlines() if line.startswith('{"method"')))
     model, dataset = real["model"], real["dataset"]
