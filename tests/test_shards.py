@@ -10,9 +10,10 @@ import pytest
 import torch
 import webdataset as wds
 from PIL import Image
+from webdataset.tariterators import tarfile_samples
 
 from eva.data.extract import DecodedVideo, VideoJob, sample_record
-from eva.data.shards import decode_sample, iter_videos, list_shards
+from eva.data.shards import decode_sample, iter_videos, list_shards, parse_sample
 
 T, H, W = 3, 12, 20
 
@@ -76,3 +77,24 @@ def test_decode_sample_gives_uint8_frames_and_meta(tmp_path: Path) -> None:
 def test_iter_videos_reads_everything_in_order(tmp_path: Path) -> None:
     urls = write_shards(tmp_path, [3, 2, 4])
     assert [s.key for s in iter_videos(urls)] == [f"v{i:03d}" for i in range(9)]
+
+
+def test_a_reader_decodes_only_the_frames_it_picks_and_gets_the_full_decode_s_pixels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import eva.data.shards as shards
+
+    (raw,) = tarfile_samples([{"url": u} for u in write_shards(tmp_path, [1])])
+    full = decode_sample(raw).frames
+    video = parse_sample(raw)
+    assert video.num_frames == T and video.meta["num_frames"] == T
+
+    decoded: list[int] = []
+    real = shards.decode_jpeg
+    monkeypatch.setattr(
+        shards, "decode_jpeg", lambda data, **kw: decoded.append(len(data)) or real(data, **kw)
+    )
+    picked = video.decode([2, 0, 2])  # out of order, one frame twice
+    assert decoded == [2]  # two distinct frames decoded, once each
+    assert torch.equal(picked, full[[2, 0, 2]])
+    assert torch.equal(video.decode(), full)

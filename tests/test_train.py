@@ -299,6 +299,18 @@ def test_ranks_and_workers_share_one_global_batch_sequence(data: TinyData) -> No
     ]
 
 
+def test_evaluation_starts_no_loader_worker_beyond_the_batches_there_are(data: TinyData) -> None:
+    store = AttributeStore(data.root / "attributes" / "train.parquet")
+    urls = list_shards(data.shards, "train")
+    # 11 usable videos in batches of 5 -> 3 workers, in one batch of 11 -> 1
+    for batch_size, workers in ((5, 3), (11, 1)):
+        val = VideoAttributeDataset(urls, clip_spec(), train=False, batch_size=batch_size, attributes=store,
+                                    workers=8, samples=split_size(urls, store).usable)  # fmt: skip
+        assert val.num_workers == workers
+        ids = [v for b in make_loader(val) for v in b["video_id"]]
+        assert len(ids) == len(set(ids)) == 11 and MISSING not in ids  # every usable video once
+
+
 def test_many_shards_are_dealt_to_ranks_with_equal_step_counts(data: TinyData) -> None:
     urls = list_shards(data.many_shards, "train")
     assert len(urls) == 4

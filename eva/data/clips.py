@@ -45,12 +45,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 from webdataset.tariterators import tarfile_samples
 
 from eva.config import invalid
 from eva.data.attribute_store import AttributeStore
-from eva.data.shards import VideoSample, buffer_shuffle, decode_sample
+from eva.data.shards import EncodedVideo, buffer_shuffle, parse_sample
 
 log = logging.getLogger(__name__)
 
@@ -230,11 +230,15 @@ def select_attributes(
 
 
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Items -> `video` float [B, (V,) T, 3, S, S], `attributes` name -> float32 [B, (K,) L, D], `label` [B]."""
+    """Items -> `video` float [B, (V,) T, 3, S, S], `attributes` name -> float32 [B, (K,) L, D], `label` [B].
+
+    torch's `default_collate` stacks the tensors; in a loader worker it stacks them straight into
+    shared memory, so a batch crosses to the main process without another copy.
+    """
     names = items[0]["attributes"].keys()
     return {
-        "video": torch.stack([it["video"] for it in items]),
-        "attributes": {name: torch.stack([it["attributes"][name] for it in items]) for name in names},
+        "video": default_collate([it["video"] for it in items]),
+        "attributes": {name: default_collate([it["attributes"][name] for it in items]) for name in names},
         "label": torch.tensor([it["label"] for it in items], dtype=torch.int64),
         "video_id": [it["video_id"] for it in items],
     }
@@ -315,7 +319,8 @@ class VideoAttributeDataset(IterableDataset):
 
     `batch_size` is per rank. Training (`steps` set) yields exactly `steps` batches per rank per
     epoch, spread over the loader workers; evaluation yields every sample exactly once across
-    ranks and workers, the last batch possibly short. `attribute_names` are loaded (empty for
+    ranks and workers, the last batch possibly short (`samples`, the split's usable count, caps the
+    workers at the batches there are). `attribute_names` are loaded (empty for
     methods without attributes); `attributes` (the store) decides which videos exist either way.
     """
 
@@ -333,6 +338,7 @@ class VideoAttributeDataset(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         workers: int = 0,
+        samples: int | None = None,
     ) -> None:
         super().__init__()
         if not urls:
@@ -355,8 +361,11 @@ class VideoAttributeDataset(IterableDataset):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        if train:  # a worker makes every `workers`-th batch: beyond `steps` of them, one would idle
+        # A worker makes every `workers`-th batch: beyond the batches a rank has, one would only idle.
+        if train:
             workers = min(workers, steps)
+        elif samples is not None:
+            workers = min(workers, max(1, math.ceil(samples / (batch_size * world_size))))
         self.workers = max(workers, 1)
         self.num_workers = workers  # what the DataLoader must be built with
         self.epoch = 0
@@ -376,29 +385,30 @@ class VideoAttributeDataset(IterableDataset):
 
     # -- items ---------------------------------------------------------------------------------
 
-    def _item(self, sample: VideoSample, repeat: int) -> dict[str, Any]:
+    def _item(self, sample: EncodedVideo, repeat: int) -> dict[str, Any]:
+        """One video's model input; only the stored frames its view(s) use are decoded."""
         spec = self.spec
         video_id = sample.meta["video_id"]
-        stored = sample.frames.shape[0]
+        stored = sample.num_frames
         generator = make_generator(self.seed, self.epoch, repeat, video_id) if self.train else None
         if self.train:
             idx = sample_frame_indices(stored, spec.num_frames, train=True, generator=generator)
             video = train_clip(
-                sample.frames[idx],
+                sample.decode(idx),
                 spec.image_size,
                 crop_scale=spec.crop_scale,
                 flip=spec.flip,
                 generator=generator,
             )  # [T, 3, S, S]
         else:
-            views = []
-            for c in range(spec.clips):
-                idx = sample_frame_indices(
-                    stored, spec.num_frames, train=False, clip_index=c, num_clips=spec.clips
-                )
-                views.append(
-                    spatial_crops(sample.frames[idx], spec.image_size, spec.crops)
-                )  # [crops, T, 3, S, S]
+            clips = [
+                sample_frame_indices(stored, spec.num_frames, train=False, clip_index=c, num_clips=spec.clips)
+                for c in range(spec.clips)
+            ]
+            frames = sample.decode([i for idx in clips for i in idx])  # [clips * T, 3, H, W]
+            views = [
+                spatial_crops(clip, spec.image_size, spec.crops) for clip in frames.split(spec.num_frames)
+            ]  # [crops, T, 3, S, S] each
             video = torch.cat(views)  # [V, T, 3, S, S], clip-major
             if spec.views == 1:
                 video = video[0]  # [T, 3, S, S]
@@ -431,19 +441,19 @@ class VideoAttributeDataset(IterableDataset):
             )
         return kept
 
-    def _reader_stream(self, slot: int, slots: int, repeat: int) -> Iterator[VideoSample]:
-        """This reader's own shards, decoded, with attributes ("shards" mode)."""
+    def _reader_stream(self, slot: int, slots: int, repeat: int) -> Iterator[EncodedVideo]:
+        """This reader's own shards, parsed (frames still JPEG), with attributes ("shards" mode)."""
         urls = list(self.urls)
         if self.train:
             random.Random(derive_seed(self.seed, self.epoch, repeat, "shards")).shuffle(urls)
         mine = urls[slot::slots]
         raw: Iterator[dict[str, Any]] = tarfile_samples([{"url": u} for u in mine])
-        if self.train:  # shuffled as raw bytes, decoded as they leave the buffer
+        if self.train:  # shuffled as raw bytes, decoded in `_item`
             raw = buffer_shuffle(
                 raw, SHUFFLE_BUFFER, random.Random(derive_seed(self.seed, self.epoch, repeat, slot, "buffer"))
             )
-        decoded = (decode_sample(sample) for sample in raw)
-        return (s for s in decoded if self._has_attributes(s.meta["video_id"]))
+        parsed = (parse_sample(sample) for sample in raw)
+        return (s for s in parsed if self._has_attributes(s.meta["video_id"]))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -469,7 +479,7 @@ class VideoAttributeDataset(IterableDataset):
                 seen = True
                 step, within = divmod(position, global_batch)
                 if within // local == self.rank and step % self.workers == worker:
-                    pending.append(self._item(decode_sample(raw), repeat))
+                    pending.append(self._item(parse_sample(raw), repeat))
                     if len(pending) == local:
                         yield collate(pending)
                         pending = []
@@ -485,7 +495,7 @@ class VideoAttributeDataset(IterableDataset):
         pending = []
         for position, raw in enumerate(self._global_stream(0)):
             if position % slots == slot:
-                pending.append(self._item(decode_sample(raw), 0))
+                pending.append(self._item(parse_sample(raw), 0))
                 if len(pending) == self.batch_size:
                     yield collate(pending)
                     pending = []

@@ -401,8 +401,11 @@ def _run(job: TrainJob, env: DistEnv) -> TrainResult:
     return TrainResult(model=run.model, history=run.history, steps=run.step_log, resumed_from=run.start_epoch)
 
 
-def _open_splits(job: TrainJob, env: DistEnv) -> tuple[AttributeStore | None, AttributeStore | None, int]:
-    """The attribute stores of both splits and the loader batches per epoch; logs the split sizes."""
+def _open_splits(
+    job: TrainJob, env: DistEnv
+) -> tuple[AttributeStore | None, AttributeStore | None, int, int]:
+    """The attribute stores of both splits, the loader batches per epoch and the usable val videos;
+    logs the split sizes."""
     cfg = job.train
     local_batch = cfg.batch_size // env.world_size
     names = tuple(job.model.attributes)
@@ -425,7 +428,7 @@ def _open_splits(job: TrainJob, env: DistEnv) -> tuple[AttributeStore | None, At
             "train: %d videos, val: %d videos; %d processes x batch %d x accumulation %d; %d steps per epoch",
             train_size.usable, val_size.usable, env.world_size, local_batch, cfg.grad_accum, optimiser_steps,
         )  # fmt: skip
-    return train_store, val_store, steps
+    return train_store, val_store, steps, val_size.usable
 
 
 def _run_identity(job: TrainJob, env: DistEnv) -> dict[str, Any]:
@@ -552,6 +555,7 @@ def _build_datasets(
     model: VideoClassifier,
     stores: tuple[AttributeStore | None, AttributeStore | None],
     steps: int,
+    val_samples: int,
 ) -> tuple[VideoAttributeDataset, VideoAttributeDataset]:
     """Train and val datasets: clips normalised with the backbone's mean/std, this rank's share of the batch."""
     cfg = job.train
@@ -575,7 +579,13 @@ def _build_datasets(
         job.train_shards, spec, train=True, attributes=train_store, steps=steps, workers=cfg.workers, **common
     )
     val_data = VideoAttributeDataset(
-        job.val_shards, spec, train=False, attributes=val_store, workers=cfg.workers, **common
+        job.val_shards,
+        spec,
+        train=False,
+        attributes=val_store,
+        workers=cfg.workers,
+        samples=val_samples,
+        **common,
     )
     if env.is_main:
         log.info("loader: train split by %s, val split by %s", train_data.mode, val_data.mode)
@@ -585,11 +595,11 @@ def _build_datasets(
 def _set_up(job: TrainJob, env: DistEnv) -> _Run:
     """Check the job; open the data; build model and optimiser; restore a resume file if any."""
     _check_job(job, env)
-    train_store, val_store, steps = _open_splits(job, env)
+    train_store, val_store, steps, val_samples = _open_splits(job, env)
     opt = _build_optimisation(job, env, optimiser_steps=steps // job.train.grad_accum)
     checkpoint, start_epoch, history, step_log = _resume(job, env, opt)
     ddp_model = _wrap_ddp(opt.model, env)
-    train_data, val_data = _build_datasets(job, env, opt.model, (train_store, val_store), steps)
+    train_data, val_data = _build_datasets(job, env, opt.model, (train_store, val_store), steps, val_samples)
     logger = _Logger(job.live_dir, env.is_main)
     for record in step_log:  # a resumed run re-logs what the interrupted one had, so logs match
         logger.step(record)
