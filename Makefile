@@ -35,16 +35,18 @@ demo: install ## run the demo pipeline (dvc repro) and print its metrics
 
 # The tests marked `slow` (multi-run byte identity, DVC experiment loops, kill-and-rerun, DDP) are
 # `make test-slow`; README's real-data block (marked `readme`) runs in `make test`. CI runs both.
+# Two pytest-xdist workers: the real-data block (minutes, collected first) on one, the rest beside it.
+TEST_WORKERS ?= 2
 test: install ## ruff and the test suite with README's real-data block run verbatim (offline, CPU)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -m "not slow or readme"
+	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not slow or readme"
 
 test-slow: install ## the end-to-end tests `make test` leaves out (pipeline runs, byte identity, DDP)
 	$(BIN)/pytest -q -m "slow and not readme"
 
 # The edit-test loop: neither the slow tests nor README's real-data block.
 test-fast: install ## the tests not marked slow
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 lint: install ## ruff check and ruff format --check
 	$(BIN)/ruff check .

@@ -7,6 +7,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+# As the stages do (stages/__init__.py): `make test` runs two pytest workers on two cores, and OpenMP
+# threads spinning at a barrier took 15x longer on a 2-thread training test than sleeping ones.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from pathlib import Path  # noqa: E402
 
@@ -89,3 +92,9 @@ def make_video(tmp_path: Path):
         return write_video(tmp_path / name, moving_square(num_frames, size, seed))
 
     return _make
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """README's real-data block (marker `readme`, minutes long) first: under `make test`'s `pytest -n 2`
+    it then runs on one worker beside everything else instead of after it."""
+    items.sort(key=lambda item: item.get_closest_marker("readme") is None)

@@ -299,11 +299,15 @@ def test_ranks_and_workers_share_one_global_batch_sequence(data: TinyData) -> No
     ]
 
 
-def test_evaluation_starts_no_loader_worker_beyond_the_batches_there_are(data: TinyData) -> None:
+def test_the_loader_starts_no_worker_beyond_the_batches_there_are(data: TinyData) -> None:
     store = AttributeStore(data.root / "attributes" / "train.parquet")
     urls = list_shards(data.shards, "train")
-    # 11 usable videos in batches of 5 -> 3 workers, in one batch of 11 -> 1
-    for batch_size, workers in ((5, 3), (11, 1)):
+    for steps, workers in ((3, 3), (1, 0)):  # training: a worker per batch at most; none for a single batch
+        train = VideoAttributeDataset(urls, clip_spec(), train=True, batch_size=4, attributes=store, steps=steps,
+                                      workers=8)  # fmt: skip
+        assert train.num_workers == workers and len(list(make_loader(train))) == steps
+    # 11 usable videos in batches of 5 -> 3 workers; in one batch of 11 -> none (nothing to overlap)
+    for batch_size, workers in ((5, 3), (11, 0)):
         val = VideoAttributeDataset(urls, clip_spec(), train=False, batch_size=batch_size, attributes=store,
                                     workers=8, samples=split_size(urls, store).usable)  # fmt: skip
         assert val.num_workers == workers
