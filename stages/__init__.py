@@ -6,15 +6,9 @@ and `python -m eva.weights fetch`, instead of a minute of hub retries. torch's n
 thread count, `eva.utils.numerics`) are applied in `run_stage`, which every stage's `main` goes
 through; the package itself does not import torch, so the extract stage and its decode workers,
 which re-import the stage's module, stay free of it.
-
-OpenMP threads that wait sleep instead of spinning (`OMP_WAIT_POLICY=PASSIVE`, read when torch loads):
-a stage shares its cores with its own loader workers and, under `make results RESULTS_JOBS=2` or a
-parallel test run, with other stages, and spinning waiters took those cores from the threads with work
-(docs/performance.md, "OpenMP wait policy"). It changes when threads run, not what they compute.
 """
 
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

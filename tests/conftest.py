@@ -7,8 +7,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-# As the stages do (stages/__init__.py): `make test` runs two pytest workers on two cores, and OpenMP
-# threads spinning at a barrier took 15x longer on a 2-thread training test than sleeping ones.
+# As dvc.yaml's train command does: `make test` runs two pytest workers on two cores, and OpenMP threads
+# spinning at a barrier made a 2-thread training test 15x slower than sleeping ones (docs/performance.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from pathlib import Path  # noqa: E402
