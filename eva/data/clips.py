@@ -320,8 +320,9 @@ class VideoAttributeDataset(IterableDataset):
     `batch_size` is per rank. Training (`steps` set) yields exactly `steps` batches per rank per
     epoch, spread over the loader workers; evaluation yields every sample exactly once across
     ranks and workers, the last batch possibly short (`samples`, the split's usable count, caps the
-    workers at the batches there are, as `steps` does for training). `attribute_names` are loaded (empty for
-    methods without attributes); `attributes` (the store) decides which videos exist either way.
+    workers at the batches there are, as `steps` does for training). `attribute_names` are loaded
+    (empty for methods without attributes); `attributes` (the store) decides which videos exist
+    either way.
     """
 
     def __init__(
@@ -363,9 +364,10 @@ class VideoAttributeDataset(IterableDataset):
         self.world_size = world_size
         # A worker makes every `workers`-th batch: beyond the batches a rank has, one would only idle,
         # and with a single batch there is no model step to overlap with, only a fork and a copy to pay.
-        batches = (
-            steps if train else None if samples is None else math.ceil(samples / (batch_size * world_size))
-        )
+        if train:
+            batches: int | None = steps
+        else:  # unknown (no cap) unless the split's usable count is given
+            batches = None if samples is None else math.ceil(samples / (batch_size * world_size))
         if batches is not None:
             workers = min(workers, batches) if batches > 1 else 0
         self.workers = max(workers, 1)
