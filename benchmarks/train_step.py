@@ -339,9 +339,7 @@ def write_loader_data(root: Path, args: argparse.Namespace, videos: int = 6) -> 
     return list_shards(root / "shards", "train"), root / "train.parquet"
 
 
-def bench_loader(
-    args: argparse.Namespace, mean: tuple, std: tuple, workers: Sequence[int], steps: int
-) -> dict[int, dict]:
+def bench_loader(args: argparse.Namespace, workers: Sequence[int], steps: int) -> dict[int, dict]:
     """Clips/s that `VideoAttributeDataset` + `make_loader` deliver with each worker count.
 
     Per count: a fresh loader over `steps` training batches of `args.batch` clips (random crop,
@@ -355,7 +353,7 @@ def bench_loader(
     with tempfile.TemporaryDirectory(prefix="eva-loader-") as tmp:
         urls, attribute_file = write_loader_data(Path(tmp), args)
         store = AttributeStore(attribute_file)
-        spec = ClipSpec(num_frames=args.frames, image_size=args.image_size, mean=mean, std=std)
+        spec = ClipSpec(num_frames=args.frames, image_size=args.image_size)
         for count in workers:
             dataset = VideoAttributeDataset(
                 urls, spec, train=True, batch_size=args.batch, attributes=store,
@@ -539,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> str:
         print(f"  ratio FLOPs       : {eva['flops'] / ref['flops']:.3f}")
 
     workers = [int(w) for w in args.loader_workers.split(",") if w.strip()]
-    loader = bench_loader(args, mean, std, workers, args.loader_steps) if workers else None
+    loader = bench_loader(args, workers, args.loader_steps) if workers else None
     if loader:
         print(
             f"\ndata loader, batch {args.batch}: one EVA step consumes {args.batch / eva['time_s']:.2f} clips/s"

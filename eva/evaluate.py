@@ -19,7 +19,7 @@ import torch
 
 from eva.config import check_fields, integer, section_values, setting
 from eva.data.attribute_store import AttributeStore
-from eva.data.clips import ClipSpec, VideoAttributeDataset, make_loader
+from eva.data.clips import ClipSpec, VideoAttributeDataset, batch_to_device, make_loader
 from eva.metrics import ClassificationReport, classification_report
 from eva.models import VideoClassifier
 from eva.utils.log import progress
@@ -85,8 +85,6 @@ def evaluate_views(
     spec = ClipSpec(
         num_frames=cfg.frames,
         image_size=cfg.image_size,
-        mean=tuple(model.mean.tolist()),
-        std=tuple(model.std.tolist()),
         clips=clips,
         crops=crops,
     )
@@ -104,9 +102,11 @@ def evaluate_views(
     all_scores, all_labels, video_ids = [], [], []
     model_seconds = 0.0
     keyframes = 1
-    for batch in progress(make_loader(data), desc="evaluate"):
-        video = batch["video"].to(device)  # [B, (V,) T, 3, S, S]
-        attributes = {name: value.to(device) for name, value in batch["attributes"].items()}  # [B, K, L, D]
+    for batch in progress(make_loader(data, pin_memory=device.type == "cuda"), desc="evaluate"):
+        video, attributes, _ = batch_to_device(
+            batch, device, model.mean, model.std
+        )  # video [B, (V,) T, 3, S, S]
+        attributes = attributes or {}  # name -> [B, K, L, D]
         if attributes:
             keyframes = next(iter(attributes.values())).shape[1]
         if device.type == "cuda":

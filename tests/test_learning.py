@@ -166,7 +166,9 @@ def test_aim_tells_time_reversed_twins_apart_and_linear_cannot(fixture: Fixture,
         fixture, "twins_shards", "linear", tmp_path, epochs=2
     )  # 0.5 by construction, at any epoch
     assert linear == pytest.approx(0.5), "order-free pooling must score exactly one of each twin pair"
-    aim = _train(fixture, "twins_shards", "aim", tmp_path)
+    # 12 epochs: at 8, whether the zero-init time embedding had grown enough was a draw of the seed
+    # (measured, seeds 0-3: 0.62, 1.0, 1.0, 0.81); at 12 seeds 0-5 all reached 1.0
+    aim = _train(fixture, "twins_shards", "aim", tmp_path, epochs=12)
     assert aim >= 0.85, (
         f"aim scored {aim:.2f} on time-reversed twins (linear {linear:.2f}): temporal modelling broke"
     )

@@ -30,7 +30,9 @@ from eva.attributes.store import AttributeMeta, AttributeStore, VideoAttributes,
 from eva.data.clips import (
     ClipSpec,
     VideoAttributeDataset,
+    batch_to_device,
     make_loader,
+    normalize,
     random_resized_crop_box,
     sample_frame_indices,
     spatial_crops,
@@ -156,7 +158,7 @@ def make_job(data: TinyData, out: Path, model: dict | None = None, **train) -> T
 
 
 def clip_spec(**overrides) -> ClipSpec:
-    fields = dict(num_frames=FRAMES, image_size=SPEC.image_size, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    fields = dict(num_frames=FRAMES, image_size=SPEC.image_size)
     fields.update(overrides)
     return ClipSpec(**fields)
 
@@ -198,7 +200,7 @@ def test_eval_frame_indices_are_segment_centres_and_clips_spread() -> None:
 
 
 def test_spatial_crops_along_the_long_side() -> None:
-    wide = torch.arange(40, dtype=torch.float32).expand(2, 3, 20, 40)  # value = x coordinate
+    wide = torch.arange(40, dtype=torch.uint8).expand(2, 3, 20, 40)  # value = x coordinate
     views = spatial_crops(wide, 20, crops=3)  # [3, T, 3, 20, 20] (no resize: short side is already 20)
     assert views.shape == (3, 2, 3, 20, 20)
     assert [v[0, 0, 0, 0].item() for v in views] == [0.0, 10.0, 20.0]  # left, centre, right
@@ -209,7 +211,9 @@ def test_spatial_crops_along_the_long_side() -> None:
         10.0,
         20.0,
     ]  # top..bottom
-    assert spatial_crops(torch.zeros(1, 3, 64, 48), 16, crops=1).shape == (1, 1, 3, 16, 16)
+    assert spatial_crops(torch.zeros(1, 3, 64, 48, dtype=torch.uint8), 16, crops=1).shape == (1, 1, 3, 16, 16)
+    with pytest.raises(TypeError, match="uint8"):  # resized in uint8, as decoded
+        spatial_crops(torch.zeros(1, 3, 64, 48), 16)
 
 
 def test_train_clip_crops_every_frame_alike_and_never_flips_by_default() -> None:
@@ -227,7 +231,8 @@ def test_train_clip_crops_every_frame_alike_and_never_flips_by_default() -> None
     out = train_clip(
         frames, 32, crop_scale=(0.9, 1.0), flip=False, generator=torch.Generator().manual_seed(1)
     )
-    red = (out[:, 0] - out[:, 1]).clamp(min=0)  # [T, S, S]
+    assert out.dtype == torch.uint8
+    red = (out[:, 0].float() - out[:, 1].float()).clamp(min=0)  # [T, S, S]
     xs = (red.sum(dim=1) * torch.arange(32.0)).sum(dim=1) / red.sum(dim=(1, 2))
     assert xs[-1] > xs[0]
 
@@ -251,7 +256,7 @@ def test_dataset_joins_attributes_and_skips_videos_without_them(data: TinyData) 
     batches = list(train)
     assert len(batches) == 3
     batch = batches[0]
-    assert batch["video"].shape == (4, FRAMES, 3, 32, 32) and batch["video"].dtype == torch.float32
+    assert batch["video"].shape == (4, FRAMES, 3, 32, 32) and batch["video"].dtype == torch.uint8
     assert batch["label"].dtype == torch.int64 and batch["attributes"]["label"].dtype == torch.float32
     assert batch["attributes"]["caption"].shape == (4, META.text_layers, META.dim)
     seen = {v for b in batches for v in b["video_id"]}
@@ -297,6 +302,54 @@ def test_ranks_and_workers_share_one_global_batch_sequence(data: TinyData) -> No
     assert [sorted(b) for b in global_batches(data, world=1, workers=0, epoch=1)] != [
         sorted(b) for b in single
     ]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_one_iteration_over_several_epochs_gives_each_epochs_batches(data: TinyData, workers: int) -> None:
+    """A training loader is iterated once for all epochs (its workers persist); the batches of each
+    epoch are those of that epoch alone, also with an odd step count split over 2 workers."""
+    store = AttributeStore(data.root / "attributes" / "train.parquet")
+    urls = list_shards(data.shards, "train")
+
+    def batches(start: int, stop: int) -> list[tuple[list[str], torch.Tensor]]:
+        ds = VideoAttributeDataset(urls, clip_spec(), train=True, batch_size=2, attributes=store,
+                                   attribute_names=("label",), steps=3, seed=5, workers=workers)  # fmt: skip
+        ds.set_epoch(start, stop)
+        return [(b["video_id"], b["video"]) for b in make_loader(ds)]
+
+    together = batches(0, 3)
+    apart = [b for epoch in range(3) for b in batches(epoch, epoch + 1)]
+    assert len(together) == len(apart) == 9
+    for (ids, video), (ids_apart, video_apart) in zip(together, apart, strict=True):
+        assert ids == ids_apart and torch.equal(video, video_apart)
+    assert [ids for ids, _ in together[:3]] != [ids for ids, _ in together[3:6]]  # epochs differ
+    with pytest.raises(ValueError, match="empty epoch range"):
+        VideoAttributeDataset(urls, clip_spec(), train=True, batch_size=2, steps=3).set_epoch(2, 2)
+
+
+def test_reading_data_leaves_the_models_random_stream_alone(data: TinyData) -> None:
+    """Loader iterators draw no number from torch's global generator (dropout and drop path use it)."""
+    urls = list_shards(data.shards, "train")
+    ds = VideoAttributeDataset(urls, clip_spec(), train=True, batch_size=4, steps=2, workers=1)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    loader = make_loader(ds)
+    for _ in range(2):  # a persistent-worker loader, iterated twice
+        assert len(list(loader)) == 2
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_batches_stay_uint8_until_the_device_normalises_them(data: TinyData) -> None:
+    urls = list_shards(data.shards, "train")
+    ds = VideoAttributeDataset(urls, clip_spec(), train=True, batch_size=4, steps=1)
+    batch = next(iter(ds))
+    mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.25, 0.3])
+    video, attributes, labels = batch_to_device(batch, torch.device("cpu"), mean, std)
+    assert batch["video"].dtype == torch.uint8 and video.dtype == torch.float32 and attributes is None
+    expected = (batch["video"].float() / 255 - mean.view(3, 1, 1)) / std.view(3, 1, 1)
+    torch.testing.assert_close(video, expected, atol=1e-6, rtol=0)
+    assert torch.equal(labels, batch["label"])
 
 
 def test_the_loader_starts_no_worker_beyond_the_batches_there_are(data: TinyData) -> None:
@@ -353,7 +406,8 @@ def test_optimizer_holds_exactly_the_tunable_tensors_and_only_they_get_gradients
     batch = next(iter(ds))
     optimizer = torch.optim.AdamW(groups, lr=1e-2)
     model.train()
-    torch.nn.functional.cross_entropy(model(batch["video"], batch["attributes"]), batch["label"]).backward()
+    video = normalize(batch["video"], model.mean, model.std)
+    torch.nn.functional.cross_entropy(model(video, batch["attributes"]), batch["label"]).backward()
     optimizer.step()
     assert all(p.grad is None for n, p in model.named_parameters() if n in frozen)
     assert all(
@@ -449,6 +503,24 @@ def test_train_checkpointing_recomputes_layers_and_trains_the_same_model(
     params["train"]["checkpointing"] = "yes"
     with pytest.raises(ValueError, match=r"train\.checkpointing"):
         TrainConfig.from_params(params)
+
+
+def test_validation_interval_skips_epochs_and_leaves_training_alone(data: TinyData, tmp_path: Path) -> None:
+    """`train.val_interval`: validated epochs are every N-th and the last; validating (which reads
+    data and runs the model in eval mode) changes nothing in what is trained."""
+    every = run_training(make_job(data, tmp_path / "every", epochs=3, workers=1))
+    sparse = run_training(make_job(data, tmp_path / "sparse", epochs=3, workers=1, val_interval=2))
+    assert ["val_acc" in r for r in every.history] == [True, True, True]
+    assert ["val_acc" in r for r in sparse.history] == [False, True, True]
+    for name, value in every.model.tunable_state_dict().items():
+        torch.testing.assert_close(sparse.model.tunable_state_dict()[name], value, rtol=0, atol=0)
+    for full, part in zip(every.history, sparse.history, strict=True):
+        trained = {k: v for k, v in full.items() if not k.startswith("val_")}
+        assert part == (full if "val_acc" in part else trained)
+    val_plot = (tmp_path / "sparse/dvclive/plots/metrics/val/acc.tsv").read_text().splitlines()
+    assert len(val_plot) == 1 + 2  # header + epochs 2 and 3
+    with pytest.raises(ValueError, match="train.val_interval"):
+        TrainConfig(val_interval=0)
 
 
 class Killed(Exception):

@@ -3,7 +3,8 @@
 A video enters a batch as `T = model.frames` frames picked from the `T_stored` stored ones (TSN:
 a random offset in each of T equal segments for training, the segment centre for evaluation),
 spatially cropped (random resized crop for training, resize + centre crop for evaluation) and
-normalised with the backbone's mean/std. Its attributes follow one keyframe policy: training
+kept uint8 until it reaches the model's device, where `batch_to_device` normalises it with the
+backbone's mean/std (a quarter of the bytes through the loader's queues and the host-to-device copy). Its attributes follow one keyframe policy: training
 feeds one random keyframe's `[L, D]` features (the same keyframe for every attribute of the
 video); evaluation hands over all K keyframes, `[K, L, D]`, and the model scores each keyframe
 as an extra view (`VideoClassifier.view_probabilities`), so evaluation only ever feeds the model
@@ -19,7 +20,7 @@ the gradient all-reduce), so the epoch length is fixed up front from the sample 
   single shard, or a single reader: every reader walks all shards in the same seeded order through the same seeded
   shuffle buffer, so all readers see one identical global stream. Sample p of that stream belongs
   to global batch s = p // B (B = global batch), to rank (p % B) // b (b = B / world) and to
-  worker s % workers; only the owner decodes it. The global batches are therefore the same for any
+  worker s % workers (s counted on across the epochs of one iteration); only the owner decodes it. The global batches are therefore the same for any
   world size or worker count: 2-process DDP sees exactly the batches of 1 process. The stream is
   cycled (with a fresh shuffle) if it is shorter than the epoch.
 * "shards" mode, otherwise: shards (in a seeded order per epoch) are dealt round-robin to readers
@@ -154,8 +155,14 @@ def random_resized_crop_box(
 
 
 def _resize(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """`[T, 3, h, w]` -> float `[T, 3, *size]` (bilinear, antialiased when shrinking)."""
-    return F.interpolate(video.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+    """uint8 `[T, 3, h, w]` -> uint8 `[T, 3, *size]` (bilinear, antialiased when shrinking).
+
+    torch's uint8 kernel (the one torchvision's `Resize` uses): 4x faster than resizing in float,
+    within 1 of the rounded float result.
+    """
+    if video.dtype != torch.uint8:
+        raise TypeError(f"frames must be uint8 (as decoded), got {video.dtype}")
+    return F.interpolate(video, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
 def train_clip(
@@ -166,7 +173,7 @@ def train_clip(
     flip: bool,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """uint8 `[T, 3, H, W]` -> float `[T, 3, size, size]` (0..255): one random crop (and flip) for all T frames."""
+    """uint8 `[T, 3, H, W]` -> uint8 `[T, 3, size, size]`: one random crop (and flip) for all T frames."""
     height, width = frames.shape[-2:]
     top, left, h, w = random_resized_crop_box(height, width, crop_scale, generator=generator)
     clip = _resize(frames[..., top : top + h, left : left + w], (size, size))  # [T, 3, S, S]
@@ -176,7 +183,7 @@ def train_clip(
 
 
 def resize_short_side(video: torch.Tensor, size: int) -> torch.Tensor:
-    """`[..., 3, H, W]` -> float with the shorter side `size`, aspect ratio kept."""
+    """uint8 `[..., 3, H, W]` -> uint8 with the shorter side `size`, aspect ratio kept."""
     height, width = video.shape[-2:]
     if height <= width:
         new = (size, max(size, round(width * size / height)))
@@ -188,7 +195,7 @@ def resize_short_side(video: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def spatial_crops(video: torch.Tensor, size: int, crops: int = 1) -> torch.Tensor:
-    """Evaluation views: `[T, 3, H, W]` -> float `[crops, T, 3, size, size]` (0..255).
+    """Evaluation views: uint8 `[T, 3, H, W]` -> uint8 `[crops, T, 3, size, size]`.
 
     Resize the short side to `size`, then take `crops` squares evenly spaced along the long side:
     1 -> centre; 3 -> left/centre/right (landscape) or top/centre/bottom (portrait).
@@ -208,11 +215,25 @@ def spatial_crops(video: torch.Tensor, size: int, crops: int = 1) -> torch.Tenso
     return torch.stack(views)  # [crops, T, 3, S, S]
 
 
-def normalize(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """0..255 float `[..., 3, H, W]` -> `(x / 255 - mean) / std` per channel."""
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return (video / 255.0 - m) / s
+def normalize(
+    video: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor
+) -> torch.Tensor:
+    """uint8 (or 0..255 float) `[..., 3, H, W]` -> float32 `(x / 255 - mean) / std` per channel, on `video`'s device."""
+    m = torch.as_tensor(mean, dtype=torch.float32, device=video.device).view(3, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32, device=video.device).view(3, 1, 1)
+    return (video.float() / 255.0 - m) / s
+
+
+def batch_to_device(
+    batch: Mapping[str, Any], device: torch.device, mean: torch.Tensor, std: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None, torch.Tensor]:
+    """A loader batch -> (normalised float video, attributes or None, labels) on `device`.
+
+    The uint8 video is copied first and normalised there (non-blocking from pinned memory on CUDA).
+    """
+    video = normalize(batch["video"].to(device, non_blocking=True), mean, std)
+    attributes = {k: v.to(device, non_blocking=True) for k, v in batch["attributes"].items()}
+    return video, attributes or None, batch["label"].to(device, non_blocking=True)
 
 
 def select_attributes(
@@ -230,7 +251,7 @@ def select_attributes(
 
 
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Items -> `video` float [B, (V,) T, 3, S, S], `attributes` name -> float32 [B, (K,) L, D], `label` [B].
+    """Items -> `video` uint8 [B, (V,) T, 3, S, S], `attributes` name -> float32 [B, (K,) L, D], `label` [B].
 
     torch's `default_collate` stacks the tensors; in a loader worker it stacks them straight into
     shared memory, so a batch crosses to the main process without another copy.
@@ -253,8 +274,6 @@ class ClipSpec:
 
     num_frames: int  # model.frames
     image_size: int  # model.image_size
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
     crop_scale: tuple[float, float] = (0.7, 1.0)  # train.crop_scale
     flip: bool = False  # train.flip
     clips: int = 1  # evaluate.clips (evaluation only)
@@ -318,7 +337,8 @@ class VideoAttributeDataset(IterableDataset):
     """Batches (already collated; use with `batch_size=None`) of one (rank, worker)'s share of a split.
 
     `batch_size` is per rank. Training (`steps` set) yields exactly `steps` batches per rank per
-    epoch, spread over the loader workers; evaluation yields every sample exactly once across
+    epoch, spread over the loader workers, for each epoch of `set_epoch(start, stop)` in one
+    iteration (so a loader's persistent workers carry on from one epoch into the next); evaluation yields every sample exactly once across
     ranks and workers, the last batch possibly short (`samples`, the split's usable count, caps the
     workers at the batches there are, as `steps` does for training). `attribute_names` are loaded
     (empty for methods without attributes); `attributes` (the store) decides which videos exist
@@ -373,9 +393,14 @@ class VideoAttributeDataset(IterableDataset):
         self.workers = max(workers, 1)
         self.num_workers = workers  # what the DataLoader must be built with
         self.epoch = 0
+        self.stop_epoch = 1
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, stop: int | None = None) -> None:
+        """One iteration of a training set covers epochs `epoch .. stop - 1` (default: `epoch` alone)."""
+        stop = epoch + 1 if stop is None else stop
+        if stop <= epoch:
+            raise ValueError(f"empty epoch range {epoch}..{stop - 1}")
+        self.epoch, self.stop_epoch = epoch, stop
 
     @property
     def mode(self) -> str:
@@ -389,12 +414,12 @@ class VideoAttributeDataset(IterableDataset):
 
     # -- items ---------------------------------------------------------------------------------
 
-    def _item(self, sample: EncodedVideo, repeat: int) -> dict[str, Any]:
+    def _item(self, sample: EncodedVideo, epoch: int, repeat: int) -> dict[str, Any]:
         """One video's model input; only the stored frames its view(s) use are decoded."""
         spec = self.spec
         video_id = sample.meta["video_id"]
         stored = sample.num_frames
-        generator = make_generator(self.seed, self.epoch, repeat, video_id) if self.train else None
+        generator = make_generator(self.seed, epoch, repeat, video_id) if self.train else None
         if self.train:
             idx = sample_frame_indices(stored, spec.num_frames, train=True, generator=generator)
             video = train_clip(
@@ -421,7 +446,7 @@ class VideoAttributeDataset(IterableDataset):
             rows = self.attributes.get(video_id, self.attribute_names)
             attributes = select_attributes(rows, train=self.train, generator=generator)
         return {
-            "video": normalize(video, spec.mean, spec.std),
+            "video": video,  # uint8, normalised on the model's device (`batch_to_device`)
             "attributes": attributes,
             "label": int(sample.meta["label"]),
             "video_id": video_id,
@@ -432,29 +457,29 @@ class VideoAttributeDataset(IterableDataset):
 
     # -- streams -------------------------------------------------------------------------------
 
-    def _global_stream(self, repeat: int) -> Iterator[dict[str, Any]]:
+    def _global_stream(self, epoch: int, repeat: int) -> Iterator[dict[str, Any]]:
         """Raw samples with attributes, in the seeded order every reader shares ("samples" mode)."""
         urls = list(self.urls)
         if self.train:
-            random.Random(derive_seed(self.seed, self.epoch, repeat, "shards")).shuffle(urls)
+            random.Random(derive_seed(self.seed, epoch, repeat, "shards")).shuffle(urls)
         raw: Iterator[dict[str, Any]] = tarfile_samples([{"url": u} for u in urls])
         kept = (s for s in raw if self._has_attributes(json.loads(s["json"])["video_id"]))
         if self.train:
             kept = buffer_shuffle(
-                kept, SHUFFLE_BUFFER, random.Random(derive_seed(self.seed, self.epoch, repeat, "buffer"))
+                kept, SHUFFLE_BUFFER, random.Random(derive_seed(self.seed, epoch, repeat, "buffer"))
             )
         return kept
 
-    def _reader_stream(self, slot: int, slots: int, repeat: int) -> Iterator[EncodedVideo]:
+    def _reader_stream(self, slot: int, slots: int, epoch: int, repeat: int) -> Iterator[EncodedVideo]:
         """This reader's own shards, parsed (frames still JPEG), with attributes ("shards" mode)."""
         urls = list(self.urls)
         if self.train:
-            random.Random(derive_seed(self.seed, self.epoch, repeat, "shards")).shuffle(urls)
+            random.Random(derive_seed(self.seed, epoch, repeat, "shards")).shuffle(urls)
         mine = urls[slot::slots]
         raw: Iterator[dict[str, Any]] = tarfile_samples([{"url": u} for u in mine])
         if self.train:  # shuffled as raw bytes, decoded in `_item`
             raw = buffer_shuffle(
-                raw, SHUFFLE_BUFFER, random.Random(derive_seed(self.seed, self.epoch, repeat, slot, "buffer"))
+                raw, SHUFFLE_BUFFER, random.Random(derive_seed(self.seed, epoch, repeat, slot, "buffer"))
             )
         parsed = (parse_sample(sample) for sample in raw)
         return (s for s in parsed if self._has_attributes(s.meta["video_id"]))
@@ -467,23 +492,35 @@ class VideoAttributeDataset(IterableDataset):
                 f"dataset partitioned for {self.workers} loader workers but iterated by {workers}: "
                 "build the DataLoader with `make_loader`"
             )
-        if self.mode == "samples":
-            yield from (self._train_by_samples(worker) if self.train else self._eval_by_samples(worker))
-        else:
-            yield from self._by_shards(worker)
+        if not self.train:
+            yield from (
+                self._eval_by_samples(worker) if self.mode == "samples" else self._by_shards(worker, 0, 0)
+            )
+            return
+        # Batch g of the iteration (over all its epochs) is made by worker g % workers: the order in
+        # which the DataLoader collects batches from its workers, also across an epoch boundary.
+        for offset, epoch in enumerate(range(self.epoch, self.stop_epoch)):
+            first = offset * self.steps
+            if self.mode == "samples":
+                yield from self._train_by_samples(worker, epoch, first)
+            else:
+                yield from self._by_shards(worker, epoch, first)
 
-    def _train_by_samples(self, worker: int) -> Iterator[dict[str, Any]]:
+    def _owns(self, worker: int, step: int) -> bool:
+        return step % self.workers == worker
+
+    def _train_by_samples(self, worker: int, epoch: int, first: int) -> Iterator[dict[str, Any]]:
         local, world = self.batch_size, self.world_size
         global_batch = local * world
         total = self.steps * global_batch  # positions in the epoch's global stream
         position, repeat, pending = 0, 0, []
         while position < total:
             seen = False
-            for raw in self._global_stream(repeat):
+            for raw in self._global_stream(epoch, repeat):
                 seen = True
                 step, within = divmod(position, global_batch)
-                if within // local == self.rank and step % self.workers == worker:
-                    pending.append(self._item(parse_sample(raw), repeat))
+                if within // local == self.rank and self._owns(worker, first + step):
+                    pending.append(self._item(parse_sample(raw), epoch, repeat))
                     if len(pending) == local:
                         yield collate(pending)
                         pending = []
@@ -497,24 +534,27 @@ class VideoAttributeDataset(IterableDataset):
     def _eval_by_samples(self, worker: int) -> Iterator[dict[str, Any]]:
         slot, slots = self.rank * self.workers + worker, self.world_size * self.workers
         pending = []
-        for position, raw in enumerate(self._global_stream(0)):
+        for position, raw in enumerate(self._global_stream(0, 0)):
             if position % slots == slot:
-                pending.append(self._item(parse_sample(raw), 0))
+                pending.append(self._item(parse_sample(raw), 0, 0))
                 if len(pending) == self.batch_size:
                     yield collate(pending)
                     pending = []
         if pending:
             yield collate(pending)
 
-    def _by_shards(self, worker: int) -> Iterator[dict[str, Any]]:
+    def _by_shards(self, worker: int, epoch: int, first: int) -> Iterator[dict[str, Any]]:
         slot, slots = self.rank * self.workers + worker, self.world_size * self.workers
-        quota = len(range(worker, self.steps, self.workers)) if self.train else None
+        if self.train:  # this worker's batches of the epoch's steps first .. first + steps - 1
+            quota: int | None = sum(self._owns(worker, first + step) for step in range(self.steps))
+        else:
+            quota = None
         produced, repeat, pending = 0, 0, []
         while quota is None or produced < quota:
             seen = False
-            for sample in self._reader_stream(slot, slots, repeat):
+            for sample in self._reader_stream(slot, slots, epoch, repeat):
                 seen = True
-                pending.append(self._item(sample, repeat))
+                pending.append(self._item(sample, epoch, repeat))
                 if len(pending) == self.batch_size:
                     yield collate(pending)
                     pending = []
@@ -531,7 +571,13 @@ class VideoAttributeDataset(IterableDataset):
 
 
 def make_loader(dataset: VideoAttributeDataset, *, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader over already-collated batches, with the worker count the dataset was split for."""
+    """A DataLoader over already-collated batches, with the worker count the dataset was split for.
+
+    Its workers persist from one iteration to the next (validation every epoch re-uses them). It
+    draws its workers' base seed from a generator of its own: torch's default, the global
+    generator, is the one dropout and drop path draw from, so creating an iterator would shift the
+    model's randomness. Every random choice of the data comes from `make_generator` anyway.
+    """
     workers = dataset.num_workers
     return DataLoader(
         dataset,
@@ -539,7 +585,8 @@ def make_loader(dataset: VideoAttributeDataset, *, pin_memory: bool = False) -> 
         num_workers=workers,
         pin_memory=pin_memory,
         prefetch_factor=2 if workers > 0 else None,
-        persistent_workers=False,
+        persistent_workers=workers > 0,
+        generator=make_generator(dataset.seed, "loader"),
     )
 
 

@@ -16,10 +16,11 @@ One run = `run_training(job)`, called by every torchrun process. What makes it r
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 
 from eva.config import (
     BOOLEAN,
@@ -45,6 +47,7 @@ from eva.data.attribute_store import AttributeStore
 from eva.data.clips import (
     ClipSpec,
     VideoAttributeDataset,
+    batch_to_device,
     derive_seed,
     make_loader,
     open_attribute_store,
@@ -103,6 +106,8 @@ class TrainConfig:
     flip: bool = setting(default=False, rule=BOOLEAN)
     crop_scale: tuple[float, float] = (0.7, 1.0)
     workers: int = setting(default=1, rule=integer(0, what="(DataLoader worker processes per rank)"))
+    # validate after every N-th epoch and after the last (mmaction's `evaluation.interval`)
+    val_interval: int = setting(default=1, rule=integer(1, what="(epochs between validations)"))
     amp: bool = setting(default=True, rule=BOOLEAN)
     # recompute each backbone layer in backward instead of keeping its activations (VideoClassifier.checkpointing)
     checkpointing: bool = setting(default=False, rule=BOOLEAN)
@@ -302,12 +307,6 @@ def unused_tunable_parameters(model: VideoClassifier, device: torch.device) -> l
     return unused
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, dict | None, torch.Tensor]:
-    video = batch["video"].to(device, non_blocking=True)
-    attributes = {k: v.to(device, non_blocking=True) for k, v in batch["attributes"].items()}
-    return video, attributes or None, batch["label"].to(device, non_blocking=True)
-
-
 # ----------------------------------------------------------------------------- logging
 
 
@@ -335,8 +334,9 @@ class _Logger:
         self.live.log_metric("epoch", int(record["epoch"]))
         self.live.log_metric("train/epoch_loss", record["train_loss"])
         self.live.log_metric("train/epoch_acc", record["train_acc"])
-        self.live.log_metric("val/loss", record["val_loss"])
-        self.live.log_metric("val/acc", record["val_acc"])
+        if "val_acc" in record:  # a validated epoch (`train.val_interval`)
+            self.live.log_metric("val/loss", record["val_loss"])
+            self.live.log_metric("val/acc", record["val_acc"])
         self.live.make_summary()
 
     def end(self) -> None:
@@ -368,8 +368,8 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
-    train_data: VideoAttributeDataset
-    val_data: VideoAttributeDataset
+    train_batches: Iterator[dict[str, Any]]  # every epoch's batches, from one loader iterator
+    val_loader: DataLoader  # iterated once per epoch (its workers persist)
     logger: _Logger
     checkpoint: Path | None
     steps: int  # loader batches per epoch (micro-batches)
@@ -557,13 +557,11 @@ def _build_datasets(
     steps: int,
     val_samples: int,
 ) -> tuple[VideoAttributeDataset, VideoAttributeDataset]:
-    """Train and val datasets: clips normalised with the backbone's mean/std, this rank's share of the batch."""
+    """Train and val datasets: uint8 clips (normalised on the device), this rank's share of the batch."""
     cfg = job.train
     spec = ClipSpec(
         num_frames=job.model.frames,
         image_size=job.model.image_size,
-        mean=tuple(model.mean.tolist()),
-        std=tuple(model.std.tolist()),
         crop_scale=cfg.crop_scale,
         flip=cfg.flip,
     )
@@ -600,6 +598,11 @@ def _set_up(job: TrainJob, env: DistEnv) -> _Run:
     checkpoint, start_epoch, history, step_log = _resume(job, env, opt)
     ddp_model = _wrap_ddp(opt.model, env)
     train_data, val_data = _build_datasets(job, env, opt.model, (train_store, val_store), steps, val_samples)
+    pin = env.device.type == "cuda"
+    train_batches: Iterator[dict[str, Any]] = iter(())
+    if start_epoch < job.train.epochs:  # one iteration for all the epochs left: workers fork once
+        train_data.set_epoch(start_epoch, job.train.epochs)
+        train_batches = iter(make_loader(train_data, pin_memory=pin))
     logger = _Logger(job.live_dir, env.is_main)
     for record in step_log:  # a resumed run re-logs what the interrupted one had, so logs match
         logger.step(record)
@@ -613,8 +616,8 @@ def _set_up(job: TrainJob, env: DistEnv) -> _Run:
         optimizer=opt.optimizer,
         scheduler=opt.scheduler,
         scaler=opt.scaler,
-        train_data=train_data,
-        val_data=val_data,
+        train_batches=train_batches,
+        val_loader=make_loader(val_data, pin_memory=pin),
         logger=logger,
         checkpoint=checkpoint,
         steps=steps,
@@ -631,18 +634,16 @@ def _train_epoch(run: _Run, epoch: int) -> torch.Tensor:
     model, ddp_model, optimizer, scheduler, scaler = (
         run.model, run.ddp_model, run.optimizer, run.scheduler, run.scaler
     )  # fmt: skip
-    train_data, step_log, logger, autocast = run.train_data, run.step_log, run.logger, run.autocast
-    pin = env.device.type == "cuda"
-    train_data.set_epoch(epoch)
+    step_log, logger, autocast = run.step_log, run.logger, run.autocast
     model.train()
     window = torch.zeros(3, dtype=torch.float64, device=env.device)  # loss sum, correct, count
     totals = torch.zeros(3, dtype=torch.float64, device=env.device)
-    batches: Iterator[dict[str, Any]] = iter(make_loader(train_data, pin_memory=pin))
+    batches = itertools.islice(run.train_batches, steps)
     if env.is_main:
         batches = progress(batches, desc=f"train epoch {epoch + 1}/{cfg.epochs}", total=steps)
     micro = 0
     for micro, batch in enumerate(batches, 1):
-        video, attributes, labels = _to_device(batch, env.device)
+        video, attributes, labels = batch_to_device(batch, env.device, model.mean, model.std)
         update = micro % cfg.grad_accum == 0
         no_sync = ddp_model.no_sync() if env.world_size > 1 and not update else contextlib.nullcontext()
         with no_sync:
@@ -685,29 +686,29 @@ def _train_epoch(run: _Run, epoch: int) -> torch.Tensor:
 
 
 def _end_epoch(run: _Run, epoch: int, totals: torch.Tensor) -> None:
-    """Validate, log the epoch and write the resume file."""
+    """Log the epoch (validated every `train.val_interval` epochs and after the last) and write the resume file."""
     cfg, env, model = run.job.train, run.env, run.model
     history, step_log, checkpoint = run.history, run.step_log, run.checkpoint
-    val_data, autocast, logger = run.val_data, run.autocast, run.logger
+    val_loader, autocast, logger = run.val_loader, run.autocast, run.logger
     optimizer, scheduler, scaler = run.optimizer, run.scheduler, run.scaler
-    val_loss, val_acc = evaluate_top1(model, val_data, env, autocast)
     loss_sum, hits, count = totals.tolist()
     record = {
         "epoch": epoch + 1,
         "step": len(step_log),
         "train_loss": loss_sum / count,
         "train_acc": hits / count,
-        "val_loss": val_loss,
-        "val_acc": val_acc,
         "lr": step_log[-1]["lr"],
     }
+    summary = (
+        f"epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.3f}"
+    )
+    if (epoch + 1) % cfg.val_interval == 0 or epoch + 1 == cfg.epochs:
+        record["val_loss"], record["val_acc"] = evaluate_top1(model, val_loader, env, autocast)
+        summary += f" | val loss {record['val_loss']:.4f} acc {record['val_acc']:.3f}"
     history.append(record)
     logger.epoch(record)
     if env.is_main:
-        log.info(
-            "epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f",
-            epoch + 1, cfg.epochs, record["train_loss"], record["train_acc"], val_loss, val_acc,
-        )  # fmt: skip
+        log.info("%s", summary)
     rng = _gather_rng(env)
     if checkpoint is not None and env.is_main:
         save_resume(
@@ -726,7 +727,7 @@ def _end_epoch(run: _Run, epoch: int, totals: torch.Tensor) -> None:
 
 @torch.no_grad()
 def evaluate_top1(
-    model: VideoClassifier, data: VideoAttributeDataset, env: DistEnv, autocast: Mapping[str, Any]
+    model: VideoClassifier, loader: DataLoader, env: DistEnv, autocast: Mapping[str, Any]
 ) -> tuple[float, float]:
     """(mean cross-entropy, top-1) over the whole split, summed across ranks.
 
@@ -736,11 +737,11 @@ def evaluate_top1(
     """
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=env.device)  # loss sum, correct, count
-    batches: Iterator[dict[str, Any]] = iter(make_loader(data, pin_memory=env.device.type == "cuda"))
+    batches: Iterable[dict[str, Any]] = loader
     if env.is_main:
         batches = progress(batches, desc="validate")
     for batch in batches:
-        video, attributes, labels = _to_device(batch, env.device)
+        video, attributes, labels = batch_to_device(batch, env.device, model.mean, model.std)
         with torch.autocast(**autocast):
             probs = model.view_probabilities(video, attributes)  # [b, C]
         loss = F.nll_loss(probs.float().clamp_min(1e-12).log(), labels, reduction="sum")
