@@ -34,16 +34,17 @@ def test_a_stage_process_fixes_the_threads_and_leaves_the_isa_dispatch_alone() -
     assert out.stdout.split() == ["2", "True", "-", "-"]
 
 
-def test_the_train_stage_s_waiting_threads_sleep_unless_the_caller_says_otherwise() -> None:
-    """dvc.yaml's train command sets OMP_WAIT_POLICY=PASSIVE (a scheduling choice: same bytes, measured in
-    docs/performance.md) and keeps a value the caller exported."""
+@pytest.mark.parametrize("stage", ["pretrain", "train"])
+def test_waiting_threads_sleep_beside_a_loader_worker_unless_the_caller_says_otherwise(stage: str) -> None:
+    """dvc.yaml's pretrain and train commands set OMP_WAIT_POLICY=PASSIVE (a scheduling choice: same
+    bytes, measured in docs/performance.md) and keep a value the caller exported."""
     from dvc.repo import Repo
 
     with Repo(str(REPO)) as repo:  # the command as DVC resolves it (`\${` is DVC's escape for a shell `${`)
-        cmd = next(stage.cmd for stage in repo.index.stages if stage.name == "train")
-    assert cmd.endswith("python -m stages.train")
+        cmd = next(s.cmd for s in repo.index.stages if s.name == stage)
+    assert cmd.endswith(f"python -m stages.{stage}")
     probe = cmd.replace(
-        "python -m stages.train", "python3 -c 'import os; print(os.environ[\"OMP_WAIT_POLICY\"])'"
+        f"python -m stages.{stage}", "python3 -c 'import os; print(os.environ[\"OMP_WAIT_POLICY\"])'"
     )
     for exported, seen in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
         env = {"PATH": "/usr/bin:/bin"} | ({} if exported is None else {"OMP_WAIT_POLICY": exported})
