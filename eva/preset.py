@@ -3,6 +3,7 @@
     python -m eva.preset --list            # the presets and their first comment line
     python -m eva.preset ucf101 --dry-run  # what would change
     python -m eva.preset ucf101            # write it into params.yaml, then `dvc exp run` / `dvc repro`
+    python -m eva.preset --reference-table # presets/reference/table.yaml -> docs/reference-deviations.md
 
 A preset is a YAML file in `presets/` holding a part of params.yaml, optionally `extends:` one preset
 or a list of them (resolved first, in order, later wins; the file's own keys win over all). Files
@@ -10,6 +11,10 @@ named `_*.yaml` are building blocks, not meant to be applied alone. Applying one
 the way `dvc exp run -S` does (DVC's own round-trip YAML writer: comments, order and quoting kept),
 after checking the result through the same validation as the pipeline's `check` stage. Every key a
 preset sets must already exist in params.yaml, so a typo in a preset cannot add a stray key.
+
+Each real preset is held to the published setup it claims by presets/reference/table.yaml: per key,
+the reference's value with its file, line and commit, or the preset's deliberate difference and why
+(`reference_checks`, tests/test_presets.py).
 
 `demo` sets the same keys back to the embedded demo's values: every real preset sets exactly the keys
 the demo preset does (tests/test_presets.py), so `python -m eva.preset demo` undoes any of them.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -123,6 +129,100 @@ def apply(
     return diff
 
 
+# ----------------------------------------------------------------------------- the reference table
+
+REFERENCE_TABLE = PRESETS / "reference" / "table.yaml"
+REFERENCE_DOC = PRESETS.parent / "docs" / "reference-deviations.md"
+_DOC_BLOCK = ("<!-- generated: python -m eva.preset --reference-table -->\n", "<!-- /generated -->")
+
+
+def reference_table(path: Path = REFERENCE_TABLE) -> dict[str, Any]:
+    """presets/reference/table.yaml: per published setup, the value each key must have in its presets."""
+    table = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for setup_id, setup in table["setups"].items():
+        for row in setup["values"]:
+            if "why" in row and "reference" not in row:
+                raise ValueError(
+                    f"{path}: {setup_id} {row['key']}: a `why` needs the `reference` value it departs from"
+                )
+    return table
+
+
+def reference_checks(
+    table: Mapping[str, Any], params: Mapping[str, Any], folder: Path = PRESETS
+) -> Iterator[tuple[str, str, str, Any, Any]]:
+    """(setup, preset, key, value the table gives, value params.yaml gets from the preset) per row and preset."""
+    from eva.config import value_at
+
+    for setup_id, setup in table["setups"].items():
+        for name in (*setup["presets"], *setup.get("derived", ())):
+            applied = merge(params, resolve(name, folder))
+            for row in setup["values"]:
+                yield setup_id, name, row["key"], row["value"], value_at(applied, row["key"])
+
+
+def _cell(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _where(row: Mapping[str, Any], setup: Mapping[str, Any], sources: Mapping[str, Any]) -> str:
+    source = sources[row.get("source", setup["source"])]
+    lines = f" L{row['lines']}" if "lines" in row else ""
+    return f"`{row.get('file', setup['file'])}`{lines} @{source['commit'][:7]}"
+
+
+def reference_markdown(table: Mapping[str, Any]) -> str:
+    """The table as docs/reference-deviations.md shows it: one section per published setup."""
+    sources = table["sources"]
+    parts = []
+    for setup in table["setups"].values():
+        source = sources[setup["source"]]
+        claimed = ", ".join(f"`{p}`" for p in setup["presets"])
+        derived = ", ".join(f"`{p}`" for p in setup.get("derived", ()))
+        parts.append(f"### {setup['title']}\n")
+        parts.append(
+            f"{source['repo']} `{setup['file']}` at {source['commit'][:7]}. Presets: {claimed}"
+            + (f"; carried over to {derived} (no published setup of their own)." if derived else ".")
+            + "\n"
+        )
+        parts.append("| key | preset value | reference | where | why it differs |")
+        parts.append("|---|---|---|---|---|")
+        for row in setup["values"]:
+            reference = _cell(row.get("reference", row["value"]))
+            why = _cell(row.get("why", ""))
+            parts.append(
+                f"| `{row['key']}` | {_cell(row['value'])} | {reference} | {_where(row, setup, sources)} | {why} |"
+            )
+        if setup.get("missing"):
+            parts.append("\nWhat the reference does that no params key expresses yet:\n")
+            for row in setup["missing"]:
+                parts.append(f"- {row['setting']} ({_where(row, setup, sources)}): {row['status']}")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def _block_span(text: str) -> tuple[int, int]:
+    """Where the generated table sits between the doc's markers."""
+    return text.index(_DOC_BLOCK[0]) + len(_DOC_BLOCK[0]), text.index(_DOC_BLOCK[1])
+
+
+def reference_doc_block(doc: Path = REFERENCE_DOC) -> str:
+    """The doc's copy of the generated table."""
+    text = doc.read_text(encoding="utf-8")
+    start, end = _block_span(text)
+    return text[start:end]
+
+
+def write_reference_doc(doc: Path = REFERENCE_DOC, table: Path = REFERENCE_TABLE) -> bool:
+    """Put `reference_markdown` between the doc's generated markers; True when the doc changed."""
+    text = doc.read_text(encoding="utf-8")
+    start, end = _block_span(text)
+    updated = text[:start] + reference_markdown(reference_table(table)) + "\n" + text[end:]
+    doc.write_text(updated, encoding="utf-8")
+    return updated != text
+
+
 def _first_comment(name: str, folder: Path) -> str:
     for line in (folder / f"{name}.yaml").read_text(encoding="utf-8").splitlines():
         if line.startswith("#"):
@@ -139,9 +239,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the presets")
     parser.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
     parser.add_argument(
+        "--reference-table",
+        action="store_true",
+        help="write presets/reference/table.yaml into docs/reference-deviations.md",
+    )
+    parser.add_argument(
         "--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)"
     )
     args = parser.parse_args(argv)
+    if args.reference_table:
+        changed = write_reference_doc()
+        print(f"{REFERENCE_DOC}: {'updated' if changed else 'already up to date'}")
+        return 0
     if args.list or not args.name:
         for name in names():
             print(f"{name:18s} {_first_comment(name, PRESETS)}")

@@ -53,8 +53,9 @@ def test_clip_presets_follow_aim(name: str) -> None:
     assert (v["model.frames"], v["model.image_size"], v["model.drop_path"]) == (8, 224, 0.2)
     assert v["model.time_embedding_init"] == 0.0  # AIM's zero init
     assert v["train.lr_scale.adamw"] == v["train.lr_scale.sgd"] == 1.0
-    assert (v["train.batch_size"], v["train.warmup_epochs"], v["train.label_smoothing"]) == (64, 2.5, 0.0)
-    assert v["evaluate.crops"] == 3
+    assert (v["train.batch_size"], v["train.warmup_epochs"]) == (64, 2.5)
+    assert v["train.label_smoothing"] == (0.1 if name == "ssv2" else 0.0)  # AIM: smoothing on SSv2 only
+    assert (v["evaluate.clips"], v["evaluate.crops"]) == ((1, 3) if name == "ssv2" else (3, 1))
     assert v["attributes.label.vocabulary"] != "eva/resources/demo_shapes.txt"
     assert v["train.flip"] is (name != "ssv2")  # left/right is SSv2's label
     assert v["dataset.name"] == name
@@ -72,6 +73,59 @@ def test_videomae_presets_are_the_eva_authors_configuration(name: str) -> None:
     v = values(name)
     assert v["model.backbone.family"] == "videomae" and v["model.frames"] == 16
     assert (v["model.attribute_projection"], v["model.attribute_attention"]) == ("none", "joint")
+
+
+# ----------------------------------------------------------------------------- the reference table
+
+
+def test_every_preset_is_checked_against_one_published_setup() -> None:
+    table = preset.reference_table()
+    covered = [
+        n for setup in table["setups"].values() for n in (*setup["presets"], *setup.get("derived", ()))
+    ]
+    assert sorted(covered) == sorted(REAL)  # each real preset once
+    for setup in table["setups"].values():
+        assert setup["source"] in table["sources"] and setup["values"]
+        for row in (*setup["values"], *setup.get("missing", ())):
+            assert row.get("source", setup["source"]) in table["sources"]
+            assert "lines" in row or "reference" in row  # where the value is, or what the reference does instead
+
+
+def test_every_preset_holds_its_reference_values() -> None:
+    """A preset drifting from its row in presets/reference/table.yaml fails here, naming the row."""
+    params = load_params(REPO / "params.yaml")
+    checks = list(preset.reference_checks(preset.reference_table(), params))
+    assert len(checks) > 80
+    drift = [
+        f"{name}: {key} = {actual!r}, the table ({setup}) says {expected!r}"
+        for setup, name, key, expected, actual in checks
+        if actual != expected or type(actual) is bool is not type(expected)
+    ]
+    assert drift == []
+
+
+def test_a_drifted_preset_is_caught(tmp_path: Path) -> None:
+    folder = tmp_path / "presets"
+    shutil.copytree(preset.PRESETS, folder)
+    ssv2 = folder / "ssv2.yaml"
+    ssv2.write_text(ssv2.read_text().replace("label_smoothing: 0.1", "label_smoothing: 0.0"))
+    params = load_params(REPO / "params.yaml")
+    checks = preset.reference_checks(preset.reference_table(), params, folder)
+    drift = [(name, key) for _, name, key, expected, actual in checks if actual != expected]
+    assert drift == [("ssv2", "train.label_smoothing")]
+
+
+def test_a_deliberate_difference_must_say_what_it_departs_from(tmp_path: Path) -> None:
+    table = tmp_path / "table.yaml"
+    text = (preset.REFERENCE_TABLE).read_text()
+    table.write_text(text.replace('reference: "adapter_scale=0.5",', ""))
+    with pytest.raises(ValueError, match="model.adapter.scale: a `why` needs the `reference`"):
+        preset.reference_table(table)
+
+
+def test_the_reference_doc_shows_the_table() -> None:
+    """docs/reference-deviations.md's generated block is the table (`python -m eva.preset --reference-table`)."""
+    assert preset.reference_doc_block() == preset.reference_markdown(preset.reference_table()) + "\n"
 
 
 def test_videomae_hmdb51_has_the_authors_parameter_count() -> None:

@@ -58,7 +58,7 @@ def test_sources_are_what_the_stages_load() -> None:
         yaml.safe_load((REPO / "params.yaml").read_text()), preset.resolve("hmdb51-videomae")
     )
     assert {s.key: s.name for s in weights.sources(videomae)}["model.backbone.name"] == (
-        "MCG-NJU/videomae-base-finetuned-kinetics"
+        "MCG-NJU/videomae-base"
     )
 
 
