@@ -94,6 +94,35 @@ def test_box_mask_is_exactly_the_box():
         keyframe_images(frames, [2], "box")
 
 
+def test_a_weak_detection_falls_back_to_clips_label_and_the_centre_prior(models, tmp_path):
+    """`attributes.label.threshold`: a keyframe whose top box scores below it gets CLIP's zero-shot
+    label (what `label.method: clip` gives it) and no box, so its box mask is the centre prior."""
+    shards = make_shards(tmp_path / "shards")
+    weak = _cfg(
+        models, label_method="detector", detector=models["detector"], mask_method="box", label_threshold=0.999
+    )
+    clip = _cfg(models)  # label.method clip
+    out = {
+        name: run_attributes(shards, tmp_path / name, cfg, cache_dir=tmp_path / f"cache-{name}")
+        for name, cfg in (("weak", weak), ("clip", clip))
+    }
+    assert out["weak"].metrics["config"]["label_threshold"] == 0.999
+    weak_store, clip_store = (AttributeStore(out[n].outputs["train"]) for n in ("weak", "clip"))
+    samples = {s.meta["video_id"]: s for s in decoded_samples(list_shards(shards, "train"))}
+    for video_id in ("vid00", "vid03"):
+        prior = float(center_prior(*samples[video_id].frames.shape[-2:]).float().mean())
+        row, reference = weak_store.describe(video_id), clip_store.describe(video_id)
+        assert row["label_text"] == reference["label_text"]  # random OWLv2 scores stay far below 0.999
+        assert row["label_score"] == reference["label_score"]
+        assert all(box == [0.0, 0.0, 0.0, 0.0] for box in row["label_box"])
+        assert torch.equal(
+            weak_store.get(video_id, ["label"])["label"], clip_store.get(video_id, ["label"])["label"]
+        )
+        assert all(c == pytest.approx(prior, abs=1e-6) for c in row["mask_coverage"])  # the centre prior
+    with pytest.raises(ValueError, match=r"`attributes\.label\.threshold`"):
+        _cfg(models, label_method="detector", detector=models["detector"], label_threshold=1.0)
+
+
 def test_model_mask_has_frame_shape_and_falls_back_to_the_centre_prior(models):
     masker = SegmentationMasker(models["segmenter"], "the main subject", 0.5)
     frames = _frames(8, 40)
@@ -123,7 +152,9 @@ def test_model_mask_has_frame_shape_and_falls_back_to_the_centre_prior(models):
 
 def test_pipeline_with_detector_labels_and_box_masks(models, tmp_path):
     shards = make_shards(tmp_path / "shards")
-    cfg = _cfg(models, label_method="detector", detector=models["detector"], mask_method="box")
+    cfg = _cfg(
+        models, label_method="detector", detector=models["detector"], mask_method="box", label_threshold=0.0
+    )  # every top box counts, however low its score
     result = run_attributes(shards, tmp_path / "out", cfg, cache_dir=tmp_path / "cache")
     meta = read_meta(result.outputs["train"])
     assert meta.extra["label_method"] == "detector" and meta.extra["detector"] == models["detector"]
@@ -278,7 +309,9 @@ def test_cache_key_and_records_unchanged_at_the_defaults(models, tmp_path):
     )
     detector = _cfg(models, label_method="detector", detector=models["detector"])
     assert detector.cache_key() != plain.cache_key()
-    assert set(detector.recorded()) == old_fields | {"label_method", "detector"}
+    assert set(detector.recorded()) == old_fields | {"label_method", "detector", "label_threshold"}
+    assert _cfg(models, label_threshold=0.3).cache_key() == plain.cache_key()  # read only with a detector
+    assert dataclasses.replace(detector, label_threshold=0.3).cache_key() != detector.cache_key()
     copy = tmp_path / "owl"  # same path, other weights: another key
     copy.mkdir()
     for file in Path(models["detector"]).iterdir():

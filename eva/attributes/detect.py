@@ -2,7 +2,10 @@
 
 `attributes.label.method: detector`: the detector is queried with every vocabulary noun; the class of
 the top-scoring box over all boxes and nouns is the keyframe's label, and that box is exposed (stored
-with the attributes, usable as the foreground by `attributes.mask.method: box`). The label attribute's
+with the attributes, usable as the foreground by `attributes.mask.method: box`). A top box scoring
+below `attributes.label.threshold` (0.1 by default, the threshold of transformers' OWL post-processing)
+is no detection: the keyframe takes CLIP's zero-shot label (as with `label.method: clip`) and an empty
+box, whose mask is the centre prior. The label attribute's
 embedding stays the CLIP per-layer text tensor of that noun (`ZeroShotLabeler.layers`), so the model
 downstream sees the same kind of token whichever method chose the noun.
 
@@ -21,6 +24,21 @@ from eva.attributes.pretrained import from_pretrained
 
 QUERY = "a photo of a {}"
 DETECTOR_FAMILIES = ("owlv2", "owlvit")  # transformers model types with zero-shot text queries handled here
+
+
+def with_fallback(detected: LabelResult, fallback: LabelResult, threshold: float) -> LabelResult:
+    """The detector's labels where its top box scores `threshold` or more; elsewhere `fallback`'s
+    (CLIP's zero-shot label of the keyframe, its softmax probability as the score). Boxes stay the
+    detector's (emptied below the threshold by the caller)."""
+    weak = detected.score < threshold  # [B]
+    if not bool(weak.any()):
+        return detected
+    return LabelResult(
+        index=torch.where(weak, fallback.index.to(detected.index.device), detected.index),
+        score=torch.where(weak, fallback.score.to(detected.score.device), detected.score),
+        texts=[f if w else d for w, f, d in zip(weak.tolist(), fallback.texts, detected.texts, strict=True)],
+        boxes=detected.boxes,
+    )
 
 
 class ObjectDetector:

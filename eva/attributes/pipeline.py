@@ -27,7 +27,7 @@ import torch
 from webdataset.tariterators import tarfile_samples
 
 from eva.attributes.caption import Captioner
-from eva.attributes.detect import ObjectDetector
+from eva.attributes.detect import ObjectDetector, with_fallback
 from eva.attributes.encode import HierarchicalEncoder
 from eva.attributes.label import LabelResult, ZeroShotLabeler, read_vocabulary
 from eva.attributes.segment import LABEL_FIELD, SegmentationMasker
@@ -79,7 +79,7 @@ _MODEL_PHASES = ("captioner", "label", "encoding")
 LABEL_METHODS = ("clip", "detector")
 # Choices added after the demo's outputs were fixed: they enter the cache key, the metrics and the file
 # metadata only while they take effect (`AttributeConfig.in_use`), so a run at the defaults keeps its bytes.
-MODEL_CHOICES = ("label_method", "detector", "mask_model", "mask_prompt", "mask_threshold")
+MODEL_CHOICES = ("label_method", "detector", "label_threshold", "mask_model", "mask_prompt", "mask_threshold")
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,8 @@ class AttributeConfig:
     mask_method: str = setting("mask.method", default="median", rule=one_of(*MASK_METHODS))
     label_method: str = setting("label.method", default="clip", rule=one_of(*LABEL_METHODS))
     detector: str = setting("label.detector", default="google/owlv2-base-patch16-ensemble", rule=TEXT)
+    # detector: a top box scoring below this keeps no box, and the keyframe takes CLIP's zero-shot label
+    label_threshold: float = setting("label.threshold", default=0.1, rule=number(0, below=1))
     mask_model: str = setting("mask.model", default="CIDAS/clipseg-rd64-refined", rule=TEXT)
     mask_prompt: str = setting("mask.prompt", default="the main subject", rule=TEXT)
     mask_threshold: float = setting("mask.threshold", default=0.5, rule=number(above=0, below=1))
@@ -149,7 +151,8 @@ class AttributeConfig:
         without a segmentation model)."""
         used: dict[str, Any] = {}
         if self.label_method != "clip":
-            used |= {"label_method": self.label_method, "detector": self.detector}
+            used |= {"label_method": self.label_method, "detector": self.detector,
+                     "label_threshold": self.label_threshold}  # fmt: skip
         if self.mask_method == "model":
             used |= {"mask_model": self.mask_model, "mask_prompt": self.mask_prompt,
                      "mask_threshold": self.mask_threshold}  # fmt: skip
@@ -235,14 +238,20 @@ def load_masker(cfg: AttributeConfig, device: torch.device) -> SegmentationMaske
     )
 
 
-def detect(detector: ObjectDetector, images: list[torch.Tensor], batch_size: int) -> LabelResult:
-    """The detector's label and top box for every image, `batch_size` images per forward."""
+def detect(
+    detector: ObjectDetector, images: list[torch.Tensor], batch_size: int, threshold: float
+) -> LabelResult:
+    """The detector's label and top box for every image, `batch_size` images per forward; a box
+    scoring below `threshold` is emptied (all zeros: the masks take the centre prior)."""
     parts = [detector.detect(images[b]) for b in _batches(len(images), batch_size)]
+    score = torch.cat([p.score for p in parts])
+    boxes = torch.cat([p.boxes for p in parts if p.boxes is not None])
+    boxes[score < threshold] = 0.0
     return LabelResult(
         index=torch.cat([p.index for p in parts]),
-        score=torch.cat([p.score for p in parts]),
+        score=score,
         texts=[t for p in parts for t in p.texts],
-        boxes=torch.cat([p.boxes for p in parts if p.boxes is not None]),
+        boxes=boxes,
     )
 
 
@@ -299,7 +308,7 @@ def model_masked_images(
     detected = None
     if models.detector is not None:
         with timer("label"):
-            detected = detect(models.detector, originals, cfg.batch_size)
+            detected = detect(models.detector, originals, cfg.batch_size, cfg.label_threshold)
     with timer("masks"):
         if cfg.mask_method == "box":
             assert detected is not None and detected.boxes is not None
@@ -344,17 +353,13 @@ def encode_chunk(
         )  # [4, n, K, Lv, D]
 
     with timer("label"):
-        if models.detector is None:
-            original = visual[
-                VISUAL_ATTRIBUTES.index("original")
-            ]  # [n, K, Lv, D], last layer == encode_image
-            labels = models.labeler.classify(original[:, :, -1].reshape(n * k, -1))
-        elif detected is None:  # not yet run for the masks
-            labels = detect(
-                models.detector, [im.original for kf in chunk.images for im in kf], cfg.batch_size
-            )
-        else:
-            labels = detected
+        original = visual[VISUAL_ATTRIBUTES.index("original")]  # [n, K, Lv, D], last layer == encode_image
+        labels = models.labeler.classify(original[:, :, -1].reshape(n * k, -1))  # CLIP zero-shot
+        if models.detector is not None:
+            if detected is None:  # not yet run for the masks
+                originals = [im.original for kf in chunk.images for im in kf]
+                detected = detect(models.detector, originals, cfg.batch_size, cfg.label_threshold)
+            labels = with_fallback(detected, labels, cfg.label_threshold)
         label_layers = models.labeler.layers[labels.index.to(models.labeler.layers.device)].view(
             n, k, encoder.text_layers, -1
         )  # [n, K, Lt, D]
