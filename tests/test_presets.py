@@ -88,7 +88,9 @@ def test_every_preset_is_checked_against_one_published_setup() -> None:
         assert setup["source"] in table["sources"] and setup["values"]
         for row in (*setup["values"], *setup.get("missing", ())):
             assert row.get("source", setup["source"]) in table["sources"]
-            assert "lines" in row or "reference" in row  # where the value is, or what the reference does instead
+            assert (
+                "lines" in row or "reference" in row
+            )  # where the value is, or what the reference does instead
 
 
 def test_every_preset_holds_its_reference_values() -> None:
