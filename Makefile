@@ -54,14 +54,14 @@ lint: install ## ruff check and ruff format --check
 
 bench: install ## run the benchmarks README shows (installs ffmpeg if missing); assemble results/bench.md
 	command -v ffmpeg >/dev/null || (apt-get update -qq && apt-get install -y -qq ffmpeg)
-	$(BIN)/python benchmarks/extract.py
-	$(BIN)/python benchmarks/attributes.py
-	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python -m benchmarks.extract
+	$(BIN)/python -m benchmarks.attributes
+	$(BIN)/python -m benchmarks.train_step
 	$(BIN)/python scripts/readme_tables.py bench
 
 # A full `dvc repro` of the demo in a fresh clone, then a no-op repro and `dvc exp run -S stage=2`: about an hour on 2 cores.
 bench-pipeline: install ## DVC's own cost: no-op repro and a stage-2 experiment against a full run (prints only)
-	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python -m benchmarks.pipeline
 
 # results/demo.md, README's results table: every method at each stage it has (8 configurations) x 3 seeds as queued
 # DVC experiments (needs `make demo` first);

@@ -1,6 +1,6 @@
 """Attribute stage encoder path against bare open_clip, and where the stage's time goes.
 
-    python benchmarks/attributes.py [--size small|base] [--batches 10] [--batch-size 32] [--videos 32]
+    python -m benchmarks.attributes [--size small|base] [--batches 10] [--batch-size 32] [--videos 32]
 
 Random-weight CLIP built from a config and loaded through eva.models.loading (no download):
   small  ViT 112 px /16, width 384, 6+6 layers, D 256 (default; affordable on 2 CPU cores)
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -132,10 +131,8 @@ def captioner_ratio(workdir: Path, batch: int, repeats: int, max_new_tokens: int
     """Stage Captioner.generate vs bare BlipForConditionalGeneration.generate on a random BLIP-base.
 
     Returns ((name, bare keyframes/s, stage keyframes/s), load seconds)."""
+    from benchmarks.real_size import write_blip_base
     from eva.attributes.caption import Captioner
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from real_size import write_blip_base
 
     folder = write_blip_base(workdir / "blip-base")
     start = time.perf_counter()

@@ -1,6 +1,6 @@
 """Extract stage: speed AND frame exactness against the bare decoders, on H.264 MP4 and MPEG-4 AVI.
 
-    python benchmarks/extract.py [--clips 32] [--frames 150] [--repeats 3]
+    python -m benchmarks.extract [--clips 32] [--frames 150] [--repeats 3]
 
 Generates real clips (320x240, textured background panning under a moving box) with PyAV:
   mp4  H.264 (libx264 defaults: B-frames), the format of SSv2-like / ActivityNet downloads

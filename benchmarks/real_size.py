@@ -1,7 +1,7 @@
 """Real-size benchmark: the pipeline's own stages on CLIP ViT-B/16 and BLIP-base, random weights, 224 px.
 
-    python benchmarks/real_size.py                    # CPU, a few minutes
-    python benchmarks/real_size.py --device cuda      # the same on a GPU (run this first on a cluster)
+    python -m benchmarks.real_size                    # CPU, a few minutes
+    python -m benchmarks.real_size --device cuda      # the same on a GPU (run this first on a cluster)
 
 No weights can be downloaded here, so the models are random, written in the exact formats a user
 points the params at:
@@ -48,13 +48,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from eva.config import load_params
+from eva.config import write_params as write_params_files
+from eva.data.demo import encode_mp4
+from eva.models.tiny import CAPTION_WORDS
 
-from eva.config import load_params  # noqa: E402
-from eva.config import write_params as write_params_files  # noqa: E402
-from eva.data.demo import encode_mp4  # noqa: E402
-from eva.models.tiny import CAPTION_WORDS  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 OPENAI_HF_REPO = "timm/vit_base_patch16_clip_224.openai"  # where open_clip fetches ViT-B-16 / openai
 REVISION = "0" * 40
@@ -270,8 +269,7 @@ def measure_step(args: argparse.Namespace) -> dict:
 
     import torch
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import train_step
+    from benchmarks import train_step
 
     step_args = train_step.parse_args(
         ["--frames", str(args.frames), "--batch", str(args.batch_size), "--device", args.device]

@@ -49,7 +49,6 @@ import contextlib
 import copy
 import logging
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -60,12 +59,11 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from eva.methods import METHODS
+from eva.models import ModelConfig, VideoClassifier
+from eva.models.clip_backbone import OpenClipBackbone
 
-from eva.methods import METHODS  # noqa: E402
-from eva.models import ModelConfig, VideoClassifier  # noqa: E402
-from eva.models.clip_backbone import OpenClipBackbone  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 ATTRIBUTES = ("label", "caption", "foreground", "background", "original", "dynamic")
 ENCODER_DIM = 512  # ViT-B-16 CLIP joint embedding width

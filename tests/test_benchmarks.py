@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from benchmarks import train_step
 from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import train_step  # noqa: E402
 
 SPEC = TinyClipSpec(embed_dim=16, image_size=32, patch_size=16, vision_width=32, vision_layers=2, heads=2)
 
