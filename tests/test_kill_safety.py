@@ -124,7 +124,7 @@ def attributes_project(root: Path, models: dict[str, str]) -> Path:
             "clip": {"model": models["clip"], "pretrained": ""},
             "captioner": models["captioner"],
             "caption": {"max_new_tokens": 4},
-            "label": {"vocabulary": models["vocabulary"], "method": "clip", "detector": "google/owlv2-base-patch16-ensemble"},
+            "label": {"vocabulary": models["vocabulary"], "method": "clip", "detector": "google/owlv2-base-patch16-ensemble", "threshold": 0.1},
             "mask": {"method": "median", "model": "CIDAS/clipseg-rd64-refined", "prompt": "the main subject", "threshold": 0.5},
         },
     }  # fmt: skip
