@@ -7,6 +7,7 @@ embeddings stand in for the attribute stage's encoders, which would only cost ti
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -241,6 +242,23 @@ def test_warmup_then_cosine() -> None:
     lrs = [cosine_with_warmup(s, warmup_steps=4, total_steps=20) for s in range(20)]
     assert lrs[:4] == [0.25, 0.5, 0.75, 1.0] and lrs[4] == 1.0
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:], strict=False)) and lrs[-1] < 0.01
+
+
+@pytest.mark.parametrize(("warmup", "total"), [(50, 400), (30, 200)])  # pretrain.yaml's clip, captioner
+def test_the_pretraining_rounding_is_the_demo_models(warmup: int, total: int) -> None:
+    """`angle_first` is the formula the demo's pretrained models were made with, bit for bit (their
+    bytes depend on it); the default rounds `pi * (elapsed / decay)` and differs in the last bit."""
+    made_with = [
+        (s + 1) / warmup if s < warmup else 0.5 * (1.0 + math.cos(math.pi * (s - warmup) / (total - warmup)))
+        for s in range(total + 1)
+    ]
+    angle_first = [
+        cosine_with_warmup(s, warmup_steps=warmup, total_steps=total, angle_first=True)
+        for s in range(total + 1)
+    ]
+    default = [cosine_with_warmup(s, warmup_steps=warmup, total_steps=total) for s in range(total + 1)]
+    assert angle_first == made_with
+    assert default != made_with and max(abs(a - b) for a, b in zip(default, made_with, strict=True)) < 1e-15
 
 
 # ----------------------------------------------------------------------------- dataset

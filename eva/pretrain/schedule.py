@@ -8,7 +8,6 @@ temperature clamp, the captioner's gradient clipping), which `train_steps` takes
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from eva.config import check_fields, integer, invalid, number, setting
+from eva.train.schedule import build_scheduler
 from eva.utils.log import progress
 
 log = logging.getLogger(__name__)
@@ -39,17 +39,6 @@ class Schedule:
             raise invalid(
                 f"{section}.warmup_steps", f"in 0..{section}.steps ({self.steps})", self.warmup_steps
             )
-
-
-def warmup_cosine(
-    optimizer: torch.optim.Optimizer, warmup: int, total: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def adamw(
@@ -100,7 +89,10 @@ def train_steps(
     `lr_scale` (parameter name -> factor) scales a parameter's rate, frozen parameters are left out.
     """
     optimizer = adamw(model, schedule, lr_scale)
-    scheduler = warmup_cosine(optimizer, schedule.warmup_steps, schedule.steps)
+    # angle_first: the rounding the demo's models were made with (eva.train.schedule)
+    scheduler = build_scheduler(
+        optimizer, warmup_steps=schedule.warmup_steps, total_steps=schedule.steps, angle_first=True
+    )
     losses: list[float] = []
     start = time.monotonic()
     for step, batch in enumerate(progress(batches, desc=f"pretrain {name}", total=schedule.steps)):

@@ -1,5 +1,2 @@
-"""Training: the warmup-cosine schedule, the DDP loop and resume checkpoints (inputs: `eva.data.clips`)."""
-
-from eva.train.loop import TrainConfig, TrainJob, TrainResult, run_training
-
-__all__ = ["TrainConfig", "TrainJob", "TrainResult", "run_training"]
+"""Training: the warmup-cosine schedule (the demo's pretraining uses it too), the DDP loop
+(`eva.train.loop`) and resume checkpoints (inputs: `eva.data.clips`)."""
