@@ -2,7 +2,7 @@
 
     python -m benchmarks.attributes [--size small|base] [--batches 10] [--batch-size 32] [--videos 32]
 
-Random-weight CLIP built from a config and loaded through eva.models.loading (no download):
+Random-weight CLIP built from a config and loaded through eva.weights_io (no download):
   small  ViT 112 px /16, width 384, 6+6 layers, D 256 (default; affordable on 2 CPU cores)
   base   ViT-B-16-sized: 224 px /16, width 768, 12 vision + 12 text layers, D 512
 Part 1, same preprocessed batches for both sides (best per-batch time over interleaved repeats):
@@ -37,8 +37,8 @@ from eva.attributes.encode import HierarchicalEncoder
 from eva.attributes.label import read_vocabulary
 from eva.attributes.pipeline import AttributeConfig, PhaseTimer, load_models, process_shard
 from eva.attributes.store import ATTRIBUTES, AttributeMeta, VideoAttributes, rows_to_table, write_table
-from eva.models.loading import load_open_clip
 from eva.models.tiny import TinyClipSpec, save_tiny_captioner, save_tiny_open_clip
+from eva.weights_io import load_open_clip
 
 SIZES = {
     "small": TinyClipSpec(

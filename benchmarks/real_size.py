@@ -213,8 +213,8 @@ def attribute_model_costs(
     from eva.attributes.detect import ObjectDetector
     from eva.attributes.label import read_vocabulary
     from eva.attributes.segment import SegmentationMasker
-    from eva.models.loading import resolve_device
     from eva.models.tiny_vision import save_random_clipseg, save_random_owlv2
+    from eva.utils.dist import resolve_device
 
     device = resolve_device(args.device)
     keyframes = (args.train_videos + args.val_videos) * args.keyframes

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from eva import weights
+from eva import weights_io
 from eva.config import check, one_of, value_at
 
 SECTIONS = ("stage", "dataset", "demo", "pretrain", "extract", "attributes", "model", "train", "evaluate")
@@ -99,11 +99,11 @@ def check_inputs(params: Mapping[str, Any], produced: Iterable[Path] = ()) -> No
 
 
 def check_weights(params: Mapping[str, Any], produced: Iterable[Path] = ()) -> None:
-    """Every model source the params name is here (`eva.weights.missing`: local paths always, hub
+    """Every model source the params name is here (`eva.weights_io.missing`: local paths always, hub
     names when offline, as the stages run), else the message names the key and the fetch command.
 
     Needs no torch: the check stage runs it first, so a missing weight is reported in seconds.
     """
-    problems = weights.missing(params, skip=tuple(p for p in map(Path, produced) if not p.exists()))
+    problems = weights_io.missing(params, skip=tuple(p for p in map(Path, produced) if not p.exists()))
     if problems:
         raise FileNotFoundError("\n".join(problems))

@@ -89,7 +89,7 @@ def preset_counts(name: str, stage: int, classes: int | None = None) -> tuple[in
     """
     from eva.attributes.store import AttributeMeta
     from eva.preset import merge, resolve
-    from eva.weights import Source
+    from eva.weights_io import Source
 
     base = load_params(Path(__file__).parents[1] / "params.yaml")
     params = merge(base, resolve(name))

@@ -14,9 +14,8 @@ from eva.attributes.gallery import render_gallery
 from eva.attributes.pipeline import AttributeConfig, decoded_samples, load_masker, run_attributes
 from eva.attributes.store import AttributeStore
 from eva.data.shards import list_shards
-from eva.models.loading import resolve_device
 from eva.models.tiny import demo_pretrained_scores, is_random_weights
-from eva.utils.dist import worker_slot
+from eva.utils.dist import resolve_device, worker_slot
 from eva.utils.io import atomic_dir, atomic_path
 from eva.utils.log import setup_logging
 from stages._entry import run_stage, write_summary

@@ -27,8 +27,8 @@ from eva.attributes.pipeline import AttributeConfig, decoded_samples, run_attrib
 from eva.attributes.store import ATTRIBUTES, AttributeStore, attributes_for_stage, read_meta
 from eva.attributes.visual import choose_keyframes, keyframe_images, keyframe_positions
 from eva.data.shards import list_shards
-from eva.models.loading import load_open_clip
 from eva.models.tiny import TinyClipSpec, is_random_weights, save_tiny_captioner, save_tiny_open_clip
+from eva.weights_io import load_open_clip
 from stages import _layout as layout
 
 K = 2

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from eva.models import ModelConfig, build_model
-from eva.models.loading import load_open_clip, tag_activation_is_quick_gelu, uses_quick_gelu
+from eva.weights_io import load_open_clip, tag_activation_is_quick_gelu, uses_quick_gelu
 
 # Where open_clip's `openai` tag of ViT-B-16 is fetched from (huggingface_hub cache layout).
 OPENAI_HF_REPO = "timm/vit_base_patch16_clip_224.openai"

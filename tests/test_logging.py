@@ -111,15 +111,15 @@ def test_loading_open_clip_prints_no_info_lines(restore_root_logger, monkeypatch
 
     The project's own line (which model, which activation) stays.
     """
-    from eva.models.loading import load_open_clip
     from eva.models.tiny import save_tiny_open_clip
+    from eva.weights_io import load_open_clip
 
     source = save_tiny_open_clip(tmp_path / "clip")
     monkeypatch.delenv(LEVEL_ENV, raising=False)
     stream = setup_logging_into_buffer()
     load_open_clip(source, param="model.backbone")
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 1 and "INFO eva.models.loading: model.backbone: open_clip" in lines[0], lines
+    assert len(lines) == 1 and "INFO eva.weights_io: model.backbone: open_clip" in lines[0], lines
 
     monkeypatch.setenv(LEVEL_ENV, "DEBUG")
     stream = setup_logging_into_buffer()

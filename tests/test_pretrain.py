@@ -13,7 +13,6 @@ import torch
 from eva.attributes.caption import Captioner
 from eva.config import load_params
 from eva.data.demo import CLASS_MOTIONS, COLOURS, SHAPES, main_object, sample_still
-from eva.models.loading import load_open_clip
 from eva.models.tiny import TinyClipSpec, build_tiny_open_clip, demo_pretrained_scores
 from eva.pretrain.clip import is_text_parameter, pretrain_clip
 from eva.pretrain.evaluate import caption_word_accuracy
@@ -28,6 +27,7 @@ from eva.pretrain.stills import (
     sample_group,
     still_words,
 )
+from eva.weights_io import load_open_clip
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,12 +16,12 @@ from eva.models.adapters import Adapter
 from eva.models.blocks import DropPath
 from eva.models.classifier import REFERENCE_OPTIONS
 from eva.models.clip_backbone import OpenClipBackbone
-from eva.models.loading import load_open_clip
 from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.models.trained import load_trained_model, save_trained_model
 from eva.models.videomae import TinyVideoMAESpec, load_videomae, save_tiny_videomae
 from eva.train.loop import TrainConfig, param_groups
 from eva.train.recipes import Recipe
+from eva.weights_io import load_open_clip
 from stages._params import load_params
 
 REPO = Path(__file__).resolve().parents[1]

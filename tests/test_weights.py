@@ -19,10 +19,10 @@ from hub_cache import put_in_hub_cache
 from official_annotations import write_ucf101
 from safetensors.torch import load_file, save_file
 
-from eva import preset, weights
+from eva import preset, weights, weights_io
 from eva.config import load_params, write_params
-from eva.models.loading import load_open_clip, uses_quick_gelu
 from eva.models.tiny import TinyClipSpec, save_tiny_captioner, save_tiny_open_clip
+from eva.weights_io import load_open_clip, uses_quick_gelu
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTIONER = "Salesforce/blip-image-captioning-base"
@@ -43,12 +43,12 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_sources_are_what_the_stages_load() -> None:
-    demo = weights.sources(yaml.safe_load((REPO / "params.yaml").read_text()))
+    demo = weights_io.sources(yaml.safe_load((REPO / "params.yaml").read_text()))
     assert [(s.key, s.name) for s in demo] == [
         ("attributes.clip.model", "local-dir:models/pretrained/clip"),  # the backbone shares it
         ("attributes.captioner", "models/pretrained/captioner"),
     ]
-    real = {s.key: s for s in weights.sources(ucf101_params())}
+    real = {s.key: s for s in weights_io.sources(ucf101_params())}
     assert sorted(real) == ["attributes.captioner", "attributes.clip.model"]
     assert real["attributes.clip.model"].export == ("ViT-B-16", "openai")
     assert (
@@ -57,18 +57,18 @@ def test_sources_are_what_the_stages_load() -> None:
     videomae = preset.merge(
         yaml.safe_load((REPO / "params.yaml").read_text()), preset.resolve("hmdb51-videomae")
     )
-    assert {s.key: s.name for s in weights.sources(videomae)}["model.backbone.name"] == (
+    assert {s.key: s.name for s in weights_io.sources(videomae)}["model.backbone.name"] == (
         "MCG-NJU/videomae-base"
     )
 
 
 def test_offline_every_missing_weight_names_its_key_and_the_fetch_command(hub: Path) -> None:
-    problems = weights.missing(ucf101_params())
+    problems = weights_io.missing(ucf101_params())
     assert len(problems) == 2
     assert problems[0].startswith("`attributes.clip.model`") and problems[1].startswith(
         "`attributes.captioner`"
     )
-    assert all(weights.FETCH_COMMAND in p for p in problems)
+    assert all(weights_io.FETCH_COMMAND in p for p in problems)
 
 
 def test_a_hub_name_in_the_cache_is_found_and_loads_offline(hub: Path, tmp_path: Path) -> None:
@@ -76,8 +76,8 @@ def test_a_hub_name_in_the_cache_is_found_and_loads_offline(hub: Path, tmp_path:
 
     folder = save_tiny_captioner(tmp_path / "blip", ["ball"])
     snapshot = put_in_hub_cache(folder, hub, CAPTIONER)
-    source = weights.Source("attributes.captioner", "transformers", CAPTIONER)
-    assert weights.locate(source) == str(snapshot)
+    source = weights_io.Source("attributes.captioner", "transformers", CAPTIONER)
+    assert weights_io.locate(source) == str(snapshot)
     captioner = Captioner(CAPTIONER)  # by hub name, offline
     assert captioner.generate([torch.zeros(3, 64, 64, dtype=torch.uint8)], max_new_tokens=3)
 
@@ -92,11 +92,11 @@ def test_fetch_exports_an_open_clip_tag_into_a_local_dir(hub: Path, tmp_path: Pa
     save_file({k: v.contiguous() for k, v in state.items()}, str(saved))
     put_in_hub_cache(saved.parent, hub, "timm/vit_base_patch16_clip_224.openai")
     folder = tmp_path / "weights" / "open_clip" / "ViT-B-16" / "openai"
-    source = weights.Source("attributes.clip.model", "open_clip", f"local-dir:{folder}")
-    assert weights.locate(source) is None
+    source = weights_io.Source("attributes.clip.model", "open_clip", f"local-dir:{folder}")
+    assert weights_io.locate(source) is None
 
     assert weights.fetch(source) == f"local-dir:{folder}"
-    assert weights.locate(source) == str(folder)
+    assert weights_io.locate(source) == str(folder)
     clip = load_open_clip(f"local-dir:{folder}", param="attributes.clip").model
     assert uses_quick_gelu(clip)
     expected = load_file(str(saved))
@@ -131,7 +131,7 @@ def test_the_check_stage_stops_on_a_missing_weight_then_passes_once_fetched(tmp_
     done, seconds = _check_stage(project, env)
     print(f"check stage with a missing weight: exit {done.returncode} after {seconds:.1f} s")
     assert done.returncode == 2
-    assert "`attributes.clip.model`" in done.stderr and weights.FETCH_COMMAND in done.stderr
+    assert "`attributes.clip.model`" in done.stderr and weights_io.FETCH_COMMAND in done.stderr
 
     save_tiny_open_clip(project / "weights" / "open_clip" / "ViT-B-16" / "openai", TinyClipSpec())
     put_in_hub_cache(save_tiny_captioner(tmp_path / "blip", ["ball"]), tmp_path / "hub", CAPTIONER)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from eva.attributes.pretrained import from_pretrained
+from eva.weights_io import from_pretrained
 
 log = logging.getLogger(__name__)
 

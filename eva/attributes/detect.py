@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from eva.attributes.label import LabelResult
-from eva.attributes.pretrained import from_pretrained
+from eva.weights_io import from_pretrained
 
 QUERY = "a photo of a {}"
 DETECTOR_FAMILIES = ("owlv2", "owlvit")  # transformers model types with zero-shot text queries handled here

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import TextTransformer, VisionTransformer, text_global_pool
 
-from eva.models.loading import OpenClipBundle
+from eva.weights_io import OpenClipBundle
 
 
 class HierarchicalEncoder:

@@ -62,11 +62,11 @@ from eva.config import (
     setting,
 )
 from eva.data.shards import VideoSample, decode_sample, list_shards
-from eva.models.loading import load_open_clip, resolve_device, weights_fingerprint
-from eva.utils.dist import WorkerSlot, worker_slot
+from eva.utils.dist import WorkerSlot, resolve_device, worker_slot
 from eva.utils.fingerprint import file_fingerprint, path_fingerprint
 from eva.utils.io import atomic_path, write_json
 from eva.utils.log import progress
+from eva.weights_io import load_open_clip, weights_fingerprint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

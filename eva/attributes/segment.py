@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from eva.attributes.pretrained import from_pretrained
+from eva.weights_io import from_pretrained
 
 LABEL_FIELD = "{label}"
 SEGMENTER_FAMILIES = ("clipseg",)

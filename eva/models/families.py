@@ -1,7 +1,7 @@
 """Backbone families as data: `model.backbone.family` -> how to load one as a `BlockBackbone`.
 
 Every family loads real weights and the tests' tiny local models through the same function, and
-fails fast naming the param when weights are missing (`eva.models.loading.missing_weights`).
+fails fast naming the param when weights are missing (`eva.weights_io.missing_weights`).
 
     open_clip  `model.backbone.name` an open_clip model name (ViT-B-16) or `local-dir:<folder>`,
                `model.backbone.pretrained` its tag (openai) or a checkpoint file; any `model.frames`
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from eva.config import invalid
 from eva.models.backbone import BlockBackbone
 from eva.models.clip_backbone import OpenClipBackbone
-from eva.models.loading import load_open_clip
 from eva.models.videomae import load_videomae
+from eva.weights_io import load_open_clip
 
 
 def _load_open_clip(name: str, pretrained: str, frames: int, image_size: int) -> OpenClipBackbone:

@@ -4,7 +4,7 @@ The `save_tiny_*` writers make random-initialised stand-ins for unit tests: thei
 meaningless (`mark_random_weights` tags their folders so galleries and reports can say so). The demo's
 real models are not these: the `pretrain` stage (`eva.pretrain`) trains a CLIP and a captioner of these
 shapes on the demo's synthetic stills, and they know those shapes and nothing else. Both kinds are
-written so that the very same loading code (`eva.models.loading`, the transformers Auto classes) that
+written so that the very same loading code (`eva.weights_io`, the transformers Auto classes) that
 reads real checkpoints reads them.
 """
 
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import open_clip
 import torch
-from safetensors.torch import save_file
+
+from eva.weights_io import LOCAL_DIR, write_open_clip_folder
 
 
 @dataclass(frozen=True)
@@ -70,17 +71,6 @@ def build_tiny_open_clip(spec: TinyClipSpec = TinyClipSpec(), seed: int = 0) -> 
     return open_clip.CLIP(**spec.model_cfg())
 
 
-def write_open_clip_folder(folder: str | Path, model: open_clip.CLIP, config: dict) -> str:
-    """Write `open_clip_config.json` (`config`: model_cfg + preprocess_cfg) + `open_clip_model.safetensors`,
-    open_clip's own local-dir format; return the `local-dir:` model name."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / "open_clip_model.safetensors"))
-    (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    return f"local-dir:{folder}"
-
-
 def save_tiny_open_clip(folder: str | Path, spec: TinyClipSpec = TinyClipSpec(), seed: int = 0) -> str:
     """A random tiny CLIP in open_clip's local-dir format; return the `local-dir:` model name."""
     return write_open_clip_folder(folder, build_tiny_open_clip(spec, seed), open_clip_folder_config(spec))
@@ -112,7 +102,7 @@ def mark_random_weights(folder: str | Path) -> None:
 
 def is_random_weights(source: str) -> bool:
     """True when a model source (`local-dir:` name, folder or file) is one of the demo's random models."""
-    path = Path(source.removeprefix("local-dir:"))
+    path = Path(source.removeprefix(LOCAL_DIR))
     folder = path if path.is_dir() else path.parent
     return (folder / RANDOM_WEIGHTS_MARKER).is_file()
 
@@ -123,7 +113,7 @@ DEMO_PRETRAINED_MARKER = "DEMO_PRETRAINED.json"
 
 def demo_pretrained_scores(source: str) -> dict | None:
     """Held-out scores of a model the demo's `pretrain` stage wrote; None for any other model source."""
-    path = Path(source.removeprefix("local-dir:"))
+    path = Path(source.removeprefix(LOCAL_DIR))
     marker = (path if path.is_dir() else path.parent) / DEMO_PRETRAINED_MARKER
     return json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else None
 

@@ -40,9 +40,9 @@ from transformers.utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT
 from eva.config import invalid
 from eva.models.backbone import FINAL_NORMS, READOUTS
 from eva.models.blocks import BlockAdapters
-from eva.models.loading import missing_weights
 from eva.models.lora import AttentionLoRA
 from eva.models.tokens import token_gated_attention
+from eva.weights_io import from_pretrained, missing_weights
 
 log = logging.getLogger(__name__)
 
@@ -276,14 +276,6 @@ def encode(
 # -- loading -----------------------------------------------------------------------------------
 
 
-def _missing(source: str, param: str, detail: str) -> FileNotFoundError:
-    return missing_weights(
-        param,
-        f"Could not load the VideoMAE backbone '{source}' (a folder written by save_pretrained, or a "
-        f"transformers hub name such as MCG-NJU/videomae-base in the local cache; {detail})",
-    )
-
-
 def load_videomae(source: str, *, param: str, device: str | torch.device = "cpu") -> VideoMAEBackbone:
     """A frozen, eval-mode VideoMAE backbone from a hub name or a `save_pretrained` folder.
 
@@ -292,23 +284,24 @@ def load_videomae(source: str, *, param: str, device: str | torch.device = "cpu"
     pixel normalisation is the folder's `VideoMAEImageProcessor` (`preprocessor_config.json`) when
     there is one, else VideoMAE's ImageNet mean / std.
     """
-    path = Path(source)
-    if path.exists() and not (path / "config.json").is_file():
-        raise _missing(source, param, f"no config.json in '{path}'")
-    # A relative local path that does not exist would otherwise reach the hub as a repo id.
-    local_only = path.exists()
-    try:
-        model, info = VideoMAEModel.from_pretrained(
-            source, local_files_only=local_only, dtype=torch.float32, output_loading_info=True
-        )
-    except (OSError, ValueError, KeyError) as err:
-        first = str(err).splitlines()[0] if str(err) else ""
-        raise _missing(source, param, f"{type(err).__name__}: {first}") from err
+    [(model, info)] = from_pretrained(
+        source,
+        param=param,
+        what="the VideoMAE backbone",
+        example="MCG-NJU/videomae-base in the local cache",
+        classes=(VideoMAEModel,),
+        dtype=torch.float32,
+        output_loading_info=True,
+    )
     if info.get("missing_keys"):
         missing = sorted(info["missing_keys"])
-        raise _missing(source, param, f"the checkpoint lacks {len(missing)} weights, e.g. {missing[:4]}")
-    try:
-        processor = VideoMAEImageProcessor.from_pretrained(source, local_files_only=local_only)
+        raise missing_weights(
+            param,
+            f"Could not load the VideoMAE backbone '{source}': the checkpoint lacks {len(missing)} "
+            f"weights, e.g. {missing[:4]}",
+        )
+    try:  # the same folder or hub name, found as from_pretrained found the model
+        processor = VideoMAEImageProcessor.from_pretrained(source, local_files_only=Path(source).exists())
         mean, std = tuple(processor.image_mean), tuple(processor.image_std)
     except OSError:
         log.info("no preprocessor_config.json for '%s': using VideoMAE's ImageNet mean/std", source)

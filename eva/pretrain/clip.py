@@ -1,7 +1,7 @@
 """Contrastive pretraining of the demo's tiny CLIP on captioned stills (open_clip's `CLIP` and `ClipLoss`).
 
 The result is written in open_clip's local-dir format (config + safetensors), the format
-`eva.models.loading.load_open_clip` reads for any `local-dir:` model, so the demo's backbone and
+`eva.weights_io.load_open_clip` reads for any `local-dir:` model, so the demo's backbone and
 attribute encoders are loaded by exactly the code that loads real weights.
 """
 

@@ -16,8 +16,8 @@ from eva.attributes.caption import Captioner
 from eva.attributes.encode import HierarchicalEncoder
 from eva.attributes.label import ZeroShotLabeler
 from eva.data.demo import COLOURS, SHAPES
-from eva.models.loading import load_open_clip
 from eva.pretrain.stills import StillWords
+from eva.weights_io import load_open_clip
 
 
 def zero_shot_shape_accuracy(

@@ -35,7 +35,6 @@ from eva.models.tiny import (
     TinyCaptionerSpec,
     TinyClipSpec,
     open_clip_folder_config,
-    write_open_clip_folder,
 )
 from eva.models.videomae import TinyVideoMAESpec, save_demo_videomae
 from eva.pretrain.captioner import pretrain_captioner
@@ -43,6 +42,7 @@ from eva.pretrain.clip import pretrain_clip
 from eva.pretrain.evaluate import captioner_accuracy, zero_shot_shape_accuracy
 from eva.pretrain.schedule import Schedule, TrainedSteps
 from eva.pretrain.stills import FACTORS, held_out_stills
+from eva.weights_io import write_open_clip_folder
 
 log = logging.getLogger(__name__)
 

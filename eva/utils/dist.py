@@ -1,9 +1,14 @@
-"""Rank / world size from torchrun or SLURM, so several processes split one job disjointly."""
+"""Rank / world size from torchrun or SLURM, so several processes split one job disjointly; the device a
+process runs on."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -25,3 +30,12 @@ def worker_slot() -> WorkerSlot:
                 raise ValueError(f"{rank_key}={rank} is outside 0..{world_key}-1 ({world})")
             return WorkerSlot(rank, world)
     return WorkerSlot()
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` picks CUDA when present; anything else is passed to torch as-is."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
