@@ -296,7 +296,7 @@ def write_loader_data(root: Path, args: argparse.Namespace, videos: int = 6) -> 
     import numpy as np
     import pyarrow as pa
 
-    from eva.attributes.store import AttributeMeta, VideoAttributes, rows_to_table, write_table
+    from eva.data.attribute_store import AttributeMeta, VideoAttributes, rows_to_table, write_table
     from eva.data.demo import encode_mp4
     from eva.data.extract import ExtractConfig, extract_shards
     from eva.data.shards import list_shards
@@ -344,7 +344,7 @@ def bench_loader(args: argparse.Namespace, workers: Sequence[int], steps: int) -
     `args.frames` frames, six attributes); the first batch (worker start-up, file opening) is
     timed apart, the rate is over the other batches.
     """
-    from eva.attributes.store import AttributeStore
+    from eva.data.attribute_store import AttributeStore
     from eva.data.clips import ClipSpec, VideoAttributeDataset, make_loader
 
     results = {}

@@ -24,8 +24,8 @@ import open_clip
 import torch
 from transformers import VideoMAEConfig, VideoMAEModel
 
-from eva.attributes.store import attributes_for_stage
 from eva.config import load_params
+from eva.data.attribute_store import attributes_for_stage
 from eva.methods import METHODS
 from eva.models import ModelConfig, VideoClassifier
 from eva.models.backbone import BlockBackbone
@@ -87,7 +87,7 @@ def preset_counts(name: str, stage: int, classes: int | None = None) -> tuple[in
     VideoMAE ViT-B (`VideoMAEConfig` at the preset's frames and size). The attribute encoder is
     CLIP ViT-B/16's (ENCODER_LAYERS layers, ENCODER_DIM wide).
     """
-    from eva.attributes.store import AttributeMeta
+    from eva.data.attribute_store import AttributeMeta
     from eva.preset import merge, resolve
     from eva.weights_io import Source
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from eva.attributes.gallery import render_gallery
 from eva.attributes.pipeline import AttributeConfig, decoded_samples, load_masker, run_attributes
-from eva.attributes.store import AttributeStore
+from eva.data.attribute_store import AttributeStore
 from eva.data.shards import list_shards
 from eva.models.tiny import demo_pretrained_scores, is_random_weights
 from eva.utils.dist import resolve_device, worker_slot

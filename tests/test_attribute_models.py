@@ -22,8 +22,8 @@ from eva.attributes.gallery import outlined, render_gallery
 from eva.attributes.label import ZeroShotLabeler
 from eva.attributes.pipeline import CACHE_VERSION, AttributeConfig, decoded_samples, run_attributes
 from eva.attributes.segment import SegmentationMasker
-from eva.attributes.store import AttributeStore, read_meta
 from eva.attributes.visual import box_masks, center_prior, keyframe_images
+from eva.data.attribute_store import AttributeStore, read_meta
 from eva.data.shards import list_shards
 from eva.models.tiny import save_tiny_captioner, save_tiny_open_clip
 from eva.models.tiny_vision import save_random_clipseg, save_random_owlv2

@@ -19,13 +19,13 @@ import webdataset as wds
 from conftest import moving_square, refuse_network
 from PIL import Image
 
-from eva.attributes import store as store_mod
 from eva.attributes.caption import Captioner, inference_dtype
 from eva.attributes.encode import HierarchicalEncoder
 from eva.attributes.gallery import render_gallery
 from eva.attributes.pipeline import AttributeConfig, decoded_samples, run_attributes
-from eva.attributes.store import ATTRIBUTES, AttributeStore, attributes_for_stage, read_meta
 from eva.attributes.visual import choose_keyframes, keyframe_images, keyframe_positions
+from eva.data import attribute_store as store_mod
+from eva.data.attribute_store import ATTRIBUTES, AttributeStore, attributes_for_stage, read_meta
 from eva.data.shards import list_shards
 from eva.models.tiny import TinyClipSpec, is_random_weights, save_tiny_captioner, save_tiny_open_clip
 from eva.weights_io import load_open_clip

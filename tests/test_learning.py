@@ -21,7 +21,7 @@ import pyarrow as pa
 import pytest
 from conftest import torch_threads, write_video
 
-from eva.attributes.store import AttributeMeta, VideoAttributes, rows_to_table, write_table
+from eva.data.attribute_store import AttributeMeta, VideoAttributes, rows_to_table, write_table
 from eva.data.extract import ExtractConfig, extract_shards
 from eva.data.shards import list_shards
 from eva.methods import Recipe

@@ -27,7 +27,13 @@ from conftest import moving_square, torch_threads, write_video
 from torch.distributed import TCPStore
 
 import eva.train.loop as loop
-from eva.attributes.store import AttributeMeta, AttributeStore, VideoAttributes, rows_to_table, write_table
+from eva.data.attribute_store import (
+    AttributeMeta,
+    AttributeStore,
+    VideoAttributes,
+    rows_to_table,
+    write_table,
+)
 from eva.data.clips import (
     ClipSpec,
     VideoAttributeDataset,

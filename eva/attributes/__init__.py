@@ -1,23 +1,5 @@
-"""Video attributes (label, caption, foreground, background, original, dynamic) and their storage.
+"""Video attributes (label, caption, foreground, background, original, dynamic): the frozen models that
+make them, run by `eva.attributes.pipeline` (the `attributes` stage).
 
-`eva.attributes.store` is what training needs (the reader); `eva.attributes.pipeline` runs the
-frozen models that make the attributes (the `attributes` stage).
+Their storage, what training reads, is `eva.data.attribute_store`.
 """
-
-from eva.attributes.store import (
-    ATTRIBUTES,
-    TEXT_ATTRIBUTES,
-    VISUAL_ATTRIBUTES,
-    AttributeMeta,
-    AttributeStore,
-    attributes_for_stage,
-)
-
-__all__ = [
-    "ATTRIBUTES",
-    "TEXT_ATTRIBUTES",
-    "VISUAL_ATTRIBUTES",
-    "AttributeMeta",
-    "AttributeStore",
-    "attributes_for_stage",
-]

@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from eva.attributes.segment import SegmentationMasker
-from eva.attributes.store import BOX_COLUMN, AttributeStore
 from eva.attributes.visual import MODEL_MASKS, box_masks, keyframe_images
+from eva.data.attribute_store import BOX_COLUMN, AttributeStore
 from eva.data.shards import VideoSample
 
 _COLUMNS = ("original", "foreground", "background", "dynamic")

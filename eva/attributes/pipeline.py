@@ -31,17 +31,6 @@ from eva.attributes.detect import ObjectDetector, with_fallback
 from eva.attributes.encode import HierarchicalEncoder
 from eva.attributes.label import LabelResult, ZeroShotLabeler, read_vocabulary
 from eva.attributes.segment import LABEL_FIELD, SegmentationMasker
-from eva.attributes.store import (
-    ATTRIBUTES,
-    VISUAL_ATTRIBUTES,
-    AttributeMeta,
-    VideoAttributes,
-    attribute_schema,
-    concat_parquet,
-    read_meta,
-    rows_to_table,
-    write_table,
-)
 from eva.attributes.visual import (
     MASK_METHODS,
     MODEL_MASKS,
@@ -60,6 +49,17 @@ from eva.config import (
     one_of,
     section_values,
     setting,
+)
+from eva.data.attribute_store import (
+    ATTRIBUTES,
+    VISUAL_ATTRIBUTES,
+    AttributeMeta,
+    VideoAttributes,
+    attribute_schema,
+    concat_parquet,
+    read_meta,
+    rows_to_table,
+    write_table,
 )
 from eva.data.shards import VideoSample, decode_sample, list_shards
 from eva.utils.dist import WorkerSlot, resolve_device, worker_slot
