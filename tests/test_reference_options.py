@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from eva.attributes.label import read_vocabulary
+from eva.methods import Recipe
 from eva.models import ModelConfig, VideoClassifier, build_model
 from eva.models.adapters import Adapter
 from eva.models.blocks import DropPath
@@ -20,7 +21,6 @@ from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.models.trained import load_trained_model, save_trained_model
 from eva.models.videomae import TinyVideoMAESpec, load_videomae, save_tiny_videomae
 from eva.train.loop import TrainConfig, param_groups
-from eva.train.recipes import Recipe
 from eva.weights_io import load_open_clip
 from stages._params import load_params
 

@@ -48,6 +48,7 @@ from eva.data.clips import (
 )
 from eva.data.extract import ExtractConfig, extract_shards
 from eva.data.shards import list_shards
+from eva.methods import PUBLISHED_RECIPES, Recipe
 from eva.models import METHODS, ModelConfig, VideoClassifier, build_model
 from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.models.trained import load_trained_model
@@ -59,7 +60,6 @@ from eva.train.loop import (
     param_groups,
     run_training,
 )
-from eva.train.recipes import PUBLISHED_RECIPES, Recipe
 from eva.train.schedule import cosine_with_warmup
 from eva.utils.fingerprint import code_fingerprint, file_fingerprint
 from stages import _layout as layout

@@ -1,10 +1,6 @@
-"""Per-method optimisation recipes: they live in the method registry (`eva.methods`).
-
-Each `Recipe` is one entry `train.recipes.<method>` of recipes.yaml, beside params.yaml (settable with
-`-S recipes.yaml:train.recipes.full.backbone_lr=...`); `PUBLISHED_RECIPES` holds the published values
-with their sources, which recipes.yaml mirrors (a test keeps the two equal). Re-exported here for the
-trainer's callers.
-"""
+"""Transitional: the recipes live in the method registry, `eva.methods` (`Recipe`, `PUBLISHED_RECIPES`,
+`OPTIMIZERS`, `PublishedRecipe`). Only the committed eva/train/loop.py still imports `Recipe` from here;
+delete this file once its import of `eva.methods` is committed."""
 
 from __future__ import annotations
 
