@@ -1,12 +1,13 @@
-"""The params for the stages: params.yaml with its side files (`eva.config.load_params`; the library gets
-configs built from them)."""
+"""What the stages read from the params besides the config classes: `dataset.name` and `stage`.
+
+The stages read params.yaml with its side files through `eva.config.load_params`; the library gets
+configs built from them."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from eva.config import Rule, check, one_of, value_at
-from eva.config import load_params as load_params  # the stages' one reader of the params
 
 # The check and index stages check it against eva.data.index.DATASETS; the later stages only record it.
 DATASET_NAME = Rule("a dataset name", lambda v: isinstance(v, str) and v.strip() != "")

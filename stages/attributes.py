@@ -12,6 +12,7 @@ from pathlib import Path
 
 from eva.attributes.gallery import render_gallery
 from eva.attributes.pipeline import AttributeConfig, decoded_samples, load_masker, run_attributes
+from eva.config import load_params
 from eva.data.attribute_store import AttributeStore
 from eva.data.shards import list_shards
 from eva.models.tiny import demo_pretrained_scores, is_random_weights
@@ -20,7 +21,7 @@ from eva.utils.io import atomic_dir, atomic_path
 from eva.utils.log import setup_logging
 from stages._entry import run_stage, write_summary
 from stages._layout import ATTRIBUTES, SHARDS
-from stages._params import dataset_name, load_params
+from stages._params import dataset_name
 
 log = logging.getLogger("eva.stages.attributes")
 

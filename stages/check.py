@@ -13,13 +13,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from eva.config import value_at
+from eva.config import load_params, value_at
 from eva.params import check_inputs, check_params, check_weights
 from eva.utils.code_deps import listing
 from eva.utils.io import atomic_path
 from eva.utils.log import setup_logging
 from stages._entry import run_stage
-from stages._params import load_params
 
 log = logging.getLogger("eva.stages.check")
 

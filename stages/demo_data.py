@@ -7,10 +7,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from eva.config import load_params
 from eva.data.demo import DemoConfig, generate_demo_dataset
 from eva.utils.log import setup_logging
 from stages._entry import run_stage
-from stages._params import load_params
 
 log = logging.getLogger("eva.stages.demo_data")
 

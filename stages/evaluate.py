@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from eva.config import load_params
 from eva.data.clips import open_attribute_store
 from eva.data.shards import list_shards
 from eva.evaluate import PROTOCOL_KEYS, EvaluateConfig, eval_metrics, evaluate_views
@@ -18,7 +19,7 @@ from eva.utils.io import write_json
 from eva.utils.log import setup_logging
 from stages._entry import run_stage, write_summary
 from stages._layout import MODEL, MODEL_CARD, SHARDS, attributes
-from stages._params import dataset_name, load_params
+from stages._params import dataset_name
 
 log = logging.getLogger("eva.stages.evaluate")
 

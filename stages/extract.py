@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from eva.config import load_params
 from eva.data.extract import ExtractConfig, extract_shards
 from eva.data.index import read_index
 from eva.utils.dist import worker_slot
@@ -18,7 +19,6 @@ from eva.utils.io import atomic_dir
 from eva.utils.log import setup_logging
 from stages._entry import run_stage, write_summary
 from stages._layout import INDEX, SHARDS
-from stages._params import load_params
 
 log = logging.getLogger("eva.stages.extract")
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from eva.config import load_params
 from eva.data.index import DatasetConfig, build_index
 from eva.utils.io import atomic_path, write_json
 from eva.utils.log import setup_logging
 from stages._entry import run_stage
 from stages._layout import CLASSES, INDEX
-from stages._params import load_params
 
 METRICS = Path("metrics/index.json")
 

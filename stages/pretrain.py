@@ -13,11 +13,11 @@ import time
 
 import torch
 
+from eva.config import load_params
 from eva.pretrain.run import PretrainConfig, run_pretraining
 from eva.utils.io import write_json
 from eva.utils.log import setup_logging
 from stages._entry import run_stage, write_summary
-from stages._params import load_params
 
 log = logging.getLogger("eva.stages.pretrain")
 

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from eva.config import value_at
+from eva.config import load_params, value_at
 from eva.data.attribute_store import read_meta
 from eva.data.clips import read_classes
 from eva.data.shards import list_shards
@@ -27,7 +27,7 @@ from eva.utils.dist import worker_slot
 from eva.utils.log import setup_logging
 from stages._entry import USER_ERROR_DIR, USER_ERROR_EXIT, run_stage
 from stages._layout import CLASSES, MODEL, SHARDS, attributes
-from stages._params import dataset_name, load_params, stage_number
+from stages._params import dataset_name, stage_number
 
 log = logging.getLogger("eva.stages.train")
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from eva.attributes.pipeline import AttributeConfig
-from eva.config import SIDE_FILES
+from eva.config import SIDE_FILES, load_params
 from eva.data.demo import DemoConfig
 from eva.data.extract import ExtractConfig
 from eva.data.index import DatasetConfig
@@ -20,7 +20,6 @@ from eva.methods import Recipe
 from eva.models import ModelConfig
 from eva.pretrain.run import PretrainConfig
 from eva.train.loop import TrainConfig
-from stages._params import load_params
 
 PARAMS = load_params(Path(__file__).parents[1] / "params.yaml")
 

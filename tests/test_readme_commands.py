@@ -197,13 +197,14 @@ import stages  # the stages' offline defaults, before any hub library loads
 import torch
 import torch.nn.functional as F
 from eva import preset
+from eva.config import load_params
 from eva.data.attribute_store import AttributeMeta
 from eva.data.clips import read_classes
 from eva.models import ModelConfig, build_model
 from eva.train.loop import TrainConfig, build_optimizer
 from stages import check, index
 from stages._layout import CLASSES
-from stages._params import load_params, stage_number
+from stages._params import stage_number
 
 assert preset.main([sys.argv[1]]) == 0
 check.main()

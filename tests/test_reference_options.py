@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from eva.attributes.label import read_vocabulary
+from eva.config import load_params
 from eva.methods import Recipe
 from eva.models import ModelConfig, VideoClassifier, build_model
 from eva.models.adapters import Adapter
@@ -22,7 +23,6 @@ from eva.models.trained import load_trained_model, save_trained_model
 from eva.models.videomae import TinyVideoMAESpec, load_videomae, save_tiny_videomae
 from eva.train.loop import TrainConfig, param_groups
 from eva.weights_io import load_open_clip
-from stages._params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = load_params(REPO / "params.yaml")

@@ -27,6 +27,7 @@ from conftest import moving_square, torch_threads, write_video
 from torch.distributed import TCPStore
 
 import eva.train.loop as loop
+from eva.config import load_params
 from eva.data.attribute_store import (
     AttributeMeta,
     AttributeStore,
@@ -63,7 +64,6 @@ from eva.train.loop import (
 from eva.train.schedule import cosine_with_warmup
 from eva.utils.fingerprint import code_fingerprint, file_fingerprint
 from stages import _layout as layout
-from stages._params import load_params
 
 _one_thread = torch_threads(1)  # tiny tensors: a second thread only adds contention on 2 cores
 
