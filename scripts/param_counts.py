@@ -88,7 +88,8 @@ def preset_counts(name: str, stage: int, classes: int | None = None) -> tuple[in
     CLIP ViT-B/16's (ENCODER_LAYERS layers, ENCODER_DIM wide).
     """
     from eva.data.attribute_store import AttributeMeta
-    from eva.preset import merge, resolve
+    from eva.preset import resolve
+    from eva.utils.trees import merge
     from eva.weights_io import Source
 
     base = load_params(Path(__file__).parents[1] / "params.yaml")

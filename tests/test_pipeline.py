@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from eva.config import load_params, write_params
-from eva.preset import merge
+from eva.utils.trees import merge
 
 REPO = Path(__file__).resolve().parents[1]
 RAN = re.compile(r"Running stage '([^']+)'")

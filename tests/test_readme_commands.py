@@ -39,6 +39,7 @@ from eva.config import load_params, write_params
 from eva.data.index import SSV2_SPLIT_FILES, build_index
 from eva.models.tiny import TinyClipSpec, save_tiny_captioner, save_tiny_open_clip
 from eva.models.videomae import TinyVideoMAESpec, save_tiny_videomae
+from eva.utils.trees import merge
 
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- real-data-commands", "<!-- /real-data-commands -->"
@@ -150,8 +151,8 @@ def _set_up(name: str, tmp_path: Path) -> tuple[Path, dict[str, str], dict]:
     project, hub = tmp_path / "project", tmp_path / "hub"
     _copy_project(project)
     params = load_params(project / "params.yaml")
-    write_params(preset.merge(params, DEMO_ONLY), project / "params.yaml")
-    real = preset.merge(params, preset.resolve(name))
+    write_params(merge(params, DEMO_ONLY), project / "params.yaml")
+    real = merge(params, preset.resolve(name))
     dataset = real["dataset"]
     _write_annotations(dataset["name"], project / dataset["annotations"])
     assert _write_videos(dataset["name"], project / dataset["root"], project / dataset["annotations"]) > 0

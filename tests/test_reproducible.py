@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from eva.config import load_params, write_params
-from eva.preset import merge
+from eva.utils.trees import merge
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("check", "demo_data", "pretrain", "index", "extract", "attributes", "train", "evaluate")

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from eva import preset, weights, weights_io
 from eva.config import load_params, write_params
 from eva.models.tiny import TinyClipSpec, save_tiny_captioner, save_tiny_open_clip
+from eva.utils.trees import merge
 from eva.weights_io import load_open_clip, uses_quick_gelu
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ CAPTIONER = "Salesforce/blip-image-captioning-base"
 
 
 def ucf101_params() -> dict:
-    return preset.merge(load_params(REPO / "params.yaml"), preset.resolve("ucf101"))
+    return merge(load_params(REPO / "params.yaml"), preset.resolve("ucf101"))
 
 
 @pytest.fixture
@@ -54,9 +55,7 @@ def test_sources_are_what_the_stages_load() -> None:
     assert (
         real["attributes.captioner"].kind == "transformers" and real["attributes.captioner"].name == CAPTIONER
     )
-    videomae = preset.merge(
-        yaml.safe_load((REPO / "params.yaml").read_text()), preset.resolve("hmdb51-videomae")
-    )
+    videomae = merge(yaml.safe_load((REPO / "params.yaml").read_text()), preset.resolve("hmdb51-videomae"))
     assert {s.key: s.name for s in weights_io.sources(videomae)}["model.backbone.name"] == (
         "MCG-NJU/videomae-base"
     )
