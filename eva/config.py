@@ -168,11 +168,26 @@ def params_file(dotted: str) -> str:
     return "params.yaml"
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(text: str) -> Any:
+    """YAML as DVC reads it: PyYAML's safe loader, plus YAML 1.2's exponent floats without a dot.
+
+    `dvc exp run -S key=1e-6` (and DVC's own writes through ruamel) store `1e-06`, which YAML 1.1 and so
+    plain PyYAML read as a string; DVC reads it as the float it is, and so does this.
+    """
+    import re
+
     import yaml
 
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+    class Loader(yaml.SafeLoader):
+        pass
+
+    exponent = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", exponent, list("-+0123456789"))
+    return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    data = read_yaml(path.read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of params sections")
     return data

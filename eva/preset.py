@@ -30,9 +30,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from eva.utils.trees import merge  # re-exported: `preset.merge`
+from eva.config import read_yaml
+from eva.utils.trees import merge
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
 EXTENDS = "extends"
@@ -47,7 +46,7 @@ def _read(name: str, folder: Path) -> dict[str, Any]:
     path = folder / f"{name}.yaml"
     if not path.is_file():
         raise KeyError(f"no preset '{name}' in {folder}; presets: {', '.join(names(folder))}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = read_yaml(path.read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a preset is a mapping of params.yaml sections")
     return data
@@ -138,7 +137,7 @@ _DOC_BLOCK = ("<!-- generated: python -m eva.preset --reference-table -->\n", "<
 
 def reference_table(path: Path = REFERENCE_TABLE) -> dict[str, Any]:
     """presets/reference/table.yaml: per published setup, the value each key must have in its presets."""
-    table = yaml.safe_load(path.read_text(encoding="utf-8"))
+    table = read_yaml(path.read_text(encoding="utf-8"))
     for setup_id, setup in table["setups"].items():
         for row in setup["values"]:
             if "why" in row and "reference" not in row:

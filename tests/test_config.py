@@ -193,3 +193,12 @@ def test_params_files_are_written_as_dvc_writes_them_back(name: str) -> None:
         shutil.copy(source, copy)
         apply_overrides(copy, [f"{key}={value}"])
         assert copy.read_bytes() == source.read_bytes()
+
+
+def test_params_read_exponent_floats_as_dvc_writes_them() -> None:
+    # `dvc exp run -S train.recipes.eva.eps=1e-6` stores `1e-06`: YAML 1.1 (plain PyYAML) reads a string.
+    from eva.config import read_yaml
+
+    assert read_yaml("a: 1e-06\nb: 1.0e-08\nc: -2E+3\nd: 1e3x\ne: 12\n") == {
+        "a": 1e-06, "b": 1e-08, "c": -2000.0, "d": "1e3x", "e": 12,
+    }  # fmt: skip
