@@ -85,6 +85,8 @@ def evaluate_views(
     spec = ClipSpec(
         num_frames=cfg.frames,
         image_size=cfg.image_size,
+        sampling=cfg.sampling,
+        frame_interval=cfg.frame_interval,
         clips=clips,
         crops=crops,
     )

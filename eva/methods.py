@@ -42,10 +42,11 @@ class Recipe:
     # on weight matrices only (biases, norms, embeddings, prompts: none; prompts too with train.decay_prompts)
     weight_decay: float = setting(default=0.05, rule=number(0))
     momentum: float = setting(default=0.9, rule=number(0))  # sgd only
+    eps: float = setting(default=1e-8, rule=number(above=0))  # adamw only: the denominator's epsilon
 
     def __post_init__(self) -> None:
         check_fields(self, f"train.recipes.{self.name}")
-        for name in ("lr", "backbone_lr", "weight_decay", "momentum"):
+        for name in ("lr", "backbone_lr", "weight_decay", "momentum", "eps"):
             object.__setattr__(self, name, float(getattr(self, name)))
 
     @classmethod

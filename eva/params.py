@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from eva import weights_io
-from eva.config import check, one_of, value_at
+from eva.config import check, invalid, one_of, value_at
 
 SECTIONS = ("stage", "dataset", "demo", "pretrain", "extract", "attributes", "model", "train", "evaluate")
 
@@ -45,9 +45,30 @@ def check_params(params: Mapping[str, Any]) -> None:
     PretrainConfig.from_params(params)
     ExtractConfig.from_params(params)
     AttributeConfig.from_params(params)
-    ModelConfig.from_params(params, num_classes=1).validate()  # the class count comes from the data
+    model = ModelConfig.from_params(params, num_classes=1)  # the class count comes from the data
+    model.validate()
     TrainConfig.from_params(params)
     EvaluateConfig.from_params(params)
+    check_sampling(model, ExtractConfig.from_params(params))
+
+
+def check_sampling(model: Any, extract: Any) -> None:
+    """Dense sampling reads frames stored at a stride (`extract.frame_stride`) that divides its interval."""
+    if model.sampling != "dense":
+        return
+    stride = extract.frame_stride
+    if stride < 1:
+        raise invalid(
+            "extract.frame_stride",
+            "a stride >= 1 for model.sampling=dense (segment centres have no constant interval)",
+            stride,
+        )
+    if model.frame_interval % stride:
+        raise invalid(
+            "model.frame_interval",
+            f"a multiple of extract.frame_stride ({stride}) for model.sampling=dense",
+            model.frame_interval,
+        )
 
 
 def _made_by_pipeline(path: Path, produced: Iterable[Path]) -> bool:

@@ -349,7 +349,7 @@ def test_plan_is_fixed_chunks_of_the_sorted_index(good_index: pa.Table) -> None:
 def test_stage_script_writes_shards_and_metrics(tmp_path: Path, videos: dict) -> None:
     (tmp_path / "params.yaml").write_text(
         "dataset: {name: tiny}\n"
-        "extract: {frames_per_video: 2, short_side: 16, jpeg_quality: 80, samples_per_shard: 4,"
+        "extract: {frames_per_video: 2, frame_stride: 0, short_side: 16, jpeg_quality: 80, samples_per_shard: 4,"
         " workers: 1, timeout_s: 60, min_frames: 8, keep_truncated: true}\n"
     )
     (tmp_path / "text.mp4").write_text("this is not a video\n")

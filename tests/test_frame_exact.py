@@ -20,7 +20,13 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from eva.data.extract import ExtractConfig, extract_shards, resize_frame, sample_segment_indices
+from eva.data.extract import (
+    ExtractConfig,
+    extract_shards,
+    resize_frame,
+    sample_segment_indices,
+    sample_stride_indices,
+)
 from eva.data.shards import iter_videos, list_shards
 
 HEIGHT, WIDTH, FPS = 120, 160, 25
@@ -246,3 +252,20 @@ def test_reference_pattern_tells_neighbours_apart() -> None:
     assert worst < MIN_PSNR_DB - 10
     image = Image.fromarray(frames[5])
     assert image.size == (80, 60)
+
+
+@pytest.mark.parametrize("name", ["h264_bframes", "mpeg4_avi_bf2", "vfr_mp4", "overcount_avi"])
+def test_strided_extraction_stores_every_nth_frame_exactly(name: str, clips: dict, tmp_path: Path) -> None:
+    # Dense sampling's storage: every 4th frame, the middle 16 of a longer video (200 frames -> 50).
+    cfg = ExtractConfig(frames_per_video=16, frame_stride=4, short_side=SHORT_SIDE, workers=1)
+    extract_shards(index_of({name: clips[name]}), tmp_path, cfg)
+    (sample,) = iter_videos(list_shards(tmp_path, "train"))
+    reference, times = reference_decode(clips[name])
+    assert sample.meta["frame_indices"] == sample_stride_indices(0, len(reference), 4, 16)
+    stored = sample.frames.permute(0, 2, 3, 1).numpy()
+    for k, index in enumerate(sample.meta["frame_indices"]):
+        scores = [psnr(stored[k], ref) for ref in reference]
+        assert int(np.argmax(scores)) == index and scores[index] >= MIN_PSNR_DB, (name, k, index)
+    assert sample.meta["timestamps"] == pytest.approx(
+        [times[i] for i in sample.meta["frame_indices"]], abs=1e-6
+    )

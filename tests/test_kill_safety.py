@@ -82,7 +82,7 @@ def extract_project(root: Path, videos: list[Path]) -> Path:
             {
                 "dataset": {"name": DATASET},
                 "extract": {
-                    "frames_per_video": 4, "short_side": 32, "jpeg_quality": 90, "samples_per_shard": 1,
+                    "frames_per_video": 4, "frame_stride": 0, "short_side": 32, "jpeg_quality": 90, "samples_per_shard": 1,
                     "workers": 1, "timeout_s": 2, "min_frames": 8, "keep_truncated": True,
                 },
             }

@@ -189,3 +189,24 @@ def test_bad_presets_fail_and_leave_params_alone(tmp_path: Path, capsys: pytest.
     assert all(_unchanged(tmp_path, file) for file in PARAMS_FILES)
     assert preset.main(["nonsense", "--params", str(params)]) == 2
     assert "no preset 'nonsense'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", REAL)
+@pytest.mark.parametrize("nproc", [1, 2, 4, 8])
+def test_every_preset_runs_on_1_2_4_and_8_processes(name: str, nproc: int, tmp_path: Path) -> None:
+    """Each process takes an equal share; a batch they do not divide (VideoMAE's 5) is rounded up to the
+    next multiple and the lr scaled alike (the linear scaling rule)."""
+    from eva.train.loop import TrainConfig
+    from eva.utils.trees import merge
+
+    params = merge(load_params(_copy_params(tmp_path)), preset.resolve(name))
+    params = merge(params, {"train": {"nproc": nproc}})
+    check_params(params)
+    train = TrainConfig.from_params(params)
+    batch = values(name)["train.batch_size"]
+    assert train.global_batch % nproc == 0 and batch <= train.global_batch < batch + nproc
+    assert train.scaled_recipe.lr == pytest.approx(train.recipe.lr * train.global_batch / batch)
+    if batch % nproc == 0:
+        assert train.global_batch == batch and train.scaled_recipe.lr == train.recipe.lr
+    if name in VIDEOMAE_PRESETS:
+        assert train.global_batch == {1: 5, 2: 6, 4: 8, 8: 8}[nproc]

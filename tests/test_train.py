@@ -36,6 +36,7 @@ from eva.data.attribute_store import (
     write_table,
 )
 from eva.data.clips import (
+    Augment,
     ClipSpec,
     VideoAttributeDataset,
     batch_to_device,
@@ -228,16 +229,14 @@ def test_train_clip_crops_every_frame_alike_and_never_flips_by_default() -> None
     still = frames[:1].expand(4, -1, -1, -1)
     for seed in range(5):
         out = train_clip(
-            still, 24, crop_scale=(0.3, 1.0), flip=False, generator=torch.Generator().manual_seed(seed)
+            still, 24, Augment(crop_scale=(0.3, 1.0)), generator=torch.Generator().manual_seed(seed)
         )
         assert out.shape == (4, 3, 24, 24)
         assert torch.equal(out[0], out[3])  # same crop box for the whole clip
     box = random_resized_crop_box(32, 32, (0.5, 0.5), generator=torch.Generator().manual_seed(0))
     assert abs(box[2] * box[3] - 512) < 40
     # Without flips the square still moves right after the crop: compare the red mass's centre.
-    out = train_clip(
-        frames, 32, crop_scale=(0.9, 1.0), flip=False, generator=torch.Generator().manual_seed(1)
-    )
+    out = train_clip(frames, 32, Augment(crop_scale=(0.9, 1.0)), generator=torch.Generator().manual_seed(1))
     assert out.dtype == torch.uint8
     red = (out[:, 0].float() - out[:, 1].float()).clamp(min=0)  # [T, S, S]
     xs = (red.sum(dim=1) * torch.arange(32.0)).sum(dim=1) / red.sum(dim=(1, 2))
@@ -726,10 +725,18 @@ def test_params_map_to_configs_and_bad_values_name_their_key() -> None:
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="train.crop_scale"):
         TrainConfig(crop_scale=(0.9, 0.5))
-    with pytest.raises(
-        ValueError, match=r"`train\.batch_size` must be .*train\.nproc \(4 processes\); got 6"
-    ):
-        TrainConfig(batch_size=6, nproc=4)
+    # A batch that does not split over the processes is rounded up, the lr scaled alike (linear rule).
+    uneven = TrainConfig(batch_size=6, nproc=4)
+    assert uneven.global_batch == 8
+    assert uneven.scaled_recipe.lr == pytest.approx(uneven.recipe.lr * 8 / 6)
+    even = TrainConfig(batch_size=8, nproc=4, lr_scale_adamw=3.0)
+    assert even.global_batch == 8 and even.scaled_recipe.lr == even.recipe.lr * 3.0  # exactly
+    with pytest.raises(ValueError, match="train.crop"):
+        TrainConfig(crop="centre")
+    with pytest.raises(ValueError, match="train.rand_augment.magnitude"):
+        TrainConfig(rand_augment_magnitude=31)
+    with pytest.raises(ValueError, match="train.random_erasing"):
+        TrainConfig(random_erasing=1.5)
     model = ModelConfig.from_params(params, num_classes=3, stage=2, attribute_meta=META)
     assert model.attributes == ("label", "caption", "foreground", "background", "original", "dynamic")
     assert (
@@ -889,12 +896,15 @@ def test_a_user_error_in_the_train_stage_is_one_line_naming_the_param(data: Tiny
     assert len(errors) == 1 and "`model.method` must be one of" in errors[0], done.stderr
     assert "Traceback" not in done.stderr
 
-    # Also before the workers: a global batch that does not split over 2 processes.
-    done = _run_stage(_stage_project(data, tmp_path / "b", nproc=2, batch_size=3))
+    # Also before the workers: a bad train value.
+    project = _stage_project(data, tmp_path / "b", nproc=2)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["random_erasing"] = 1.5
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    done = _run_stage(project)
     errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
     assert done.returncode == 2 and len(errors) == 1, done.stderr
-    assert "`train.batch_size` must be" in errors[0] and "train.nproc" in errors[0], done.stderr
-    assert errors[0].endswith("; got 3"), done.stderr
+    assert "`train.random_erasing` must be" in errors[0] and errors[0].endswith("; got 1.5"), done.stderr
     assert "starting 2 training processes" not in done.stderr
 
     # Caught inside the two DDP workers: the val attribute file is missing (only they open it).

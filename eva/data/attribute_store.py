@@ -2,7 +2,7 @@
 
 Shared by the code that writes attributes (`eva.attributes`, the `attributes` stage) and the code
 that reads them (`eva.data.clips`, `eva.models`, `eva.train`, `eva.evaluate`), so that data and models
-depend on this module, not on the attribute extractors. `eva.attributes.store` re-exports it.
+depend on this module, not on the attribute extractors.
 
 Parquet storage of per-video attribute embeddings, and a random-access reader for training.
 

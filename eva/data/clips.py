@@ -1,9 +1,11 @@
 """Training and evaluation batches: shard clips joined with their attribute rows.
 
-A video enters a batch as `T = model.frames` frames picked from the `T_stored` stored ones (TSN:
-a random offset in each of T equal segments for training, the segment centre for evaluation),
-spatially cropped (random resized crop for training, resize + centre crop for evaluation) and
-kept uint8 until it reaches the model's device, where `batch_to_device` normalises it with the
+A video enters a batch as `T = model.frames` frames picked from the `T_stored` stored ones
+(`model.sampling`: `segments`, TSN's one frame per equal segment, random in training and centred at
+test; or `dense`, mmaction's SampleFrames: T frames `model.frame_interval` source frames apart in
+one random window for training, `evaluate.clips` evenly spaced windows at test), spatially cropped
+(random resized or multi-scale crop, flip, RandAugment and random erasing for training, all drawn
+once per clip; resize + centre crop(s) for evaluation) and kept uint8 until it reaches the model's device, where `batch_to_device` normalises it with the
 backbone's mean/std (a quarter of the bytes through the loader's queues and the host-to-device copy). Its attributes follow one keyframe policy: training
 feeds one random keyframe's `[L, D]` features (the same keyframe for every attribute of the
 video); evaluation hands over all K keyframes, `[K, L, D]`, and the model scores each keyframe
@@ -51,6 +53,7 @@ from webdataset.tariterators import tarfile_samples
 
 from eva.config import invalid
 from eva.data.attribute_store import AttributeStore
+from eva.data.segments import SAMPLINGS
 from eva.data.shards import EncodedVideo, buffer_shuffle, parse_sample
 
 log = logging.getLogger(__name__)
@@ -116,6 +119,68 @@ def sample_frame_indices(
     return indices
 
 
+def sample_dense_indices(
+    num_stored: int,
+    clip_len: int,
+    interval: int,
+    *,
+    train: bool,
+    generator: torch.Generator | None = None,
+    clip_index: int = 0,
+    num_clips: int = 1,
+) -> list[int]:
+    """`clip_len` stored frames `interval` apart from one window (mmaction's SampleFrames, one clip).
+
+    The window spans `clip_len * interval` frames. Training starts it at a uniform random offset in
+    `0 .. num_stored - span` (0 when the video is shorter than the window); evaluation clip
+    `clip_index` of `num_clips` starts at `int(clip_index * avg + avg / 2)` with
+    `avg = (num_stored - span + 1) / num_clips`, i.e. the windows' starts evenly spaced (0 when
+    shorter). Indices past the end wrap around (SampleFrames' default `out_of_bound_opt='loop'`).
+    """
+    if num_stored < 1:
+        raise ValueError(f"a video needs at least one stored frame, got {num_stored}")
+    if clip_len < 1:
+        raise invalid("model.frames", "an integer >= 1", clip_len)
+    if interval < 1:
+        raise invalid("model.frame_interval", "an integer >= 1", interval)
+    if num_clips < 1 or not 0 <= clip_index < num_clips:
+        raise ValueError(
+            f"clip_index must be in 0..num_clips-1 (`evaluate.clips`={num_clips}), got {clip_index}"
+        )
+    span = clip_len * interval
+    room = num_stored - span + 1  # window starts that keep the whole window inside the video
+    if train:
+        offset = int(torch.randint(room, (1,), generator=generator)) if room > 0 else 0
+    else:
+        average = room / num_clips
+        offset = int(clip_index * average + average / 2.0) if room > 0 else 0
+    return [(offset + k * interval) % num_stored for k in range(clip_len)]
+
+
+def stored_interval(meta: Mapping[str, Any], frame_interval: int) -> int:
+    """`model.frame_interval` (source frames) in stored frames, from the sample's `frame_indices`.
+
+    Dense sampling needs frames stored at one constant stride (`extract.frame_stride`) that divides
+    the interval; a video stored as segment centres, or at a stride that does not divide, is refused.
+    """
+    positions = meta["frame_indices"]
+    if len(positions) < 2:
+        return 1  # one stored frame: every index is 0 anyway
+    stride = positions[1] - positions[0]
+    if stride < 1 or any(b - a != stride for a, b in zip(positions, positions[1:], strict=False)):
+        raise ValueError(
+            f"model.sampling=dense needs frames stored at a constant stride (extract.frame_stride >= 1); "
+            f"video {meta.get('video_id')!r} stores frames {positions[:6]}...: re-run the extract stage"
+        )
+    if frame_interval % stride:
+        raise invalid(
+            "model.frame_interval",
+            f"a multiple of the shards' frame stride {stride} (extract.frame_stride)",
+            frame_interval,
+        )
+    return frame_interval // stride
+
+
 # ----------------------------------------------------------------------------- spatial transforms
 
 
@@ -154,6 +219,55 @@ def random_resized_crop_box(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+CROPS = ("random_resized", "multi_scale")
+MULTI_SCALES = (1.0, 0.875, 0.75, 0.66)  # TSN's GroupMultiScaleCrop scales (the EVA authors' dataset.py)
+
+
+def _pick(options: Sequence[Any], generator: torch.Generator | None) -> Any:
+    return options[int(torch.randint(len(options), (1,), generator=generator))]
+
+
+def multi_scale_crop_box(
+    height: int,
+    width: int,
+    size: int,
+    scales: Sequence[float] = MULTI_SCALES,
+    *,
+    generator: torch.Generator | None = None,
+) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of TSN's multi-scale crop inside a random short-side square.
+
+    As the EVA authors' loader: a square of the short side at a random place along the long side,
+    then TSN's GroupMultiScaleCrop inside it: crop sides `int(side * scale)` (snapped to `size`
+    within 3 pixels), a (w, h) pair with scale indices at most 1 apart, at one of 13 fixed positions
+    (corners, centre, edge centres, quarter points).
+    """
+    side = min(height, width)
+    square_top = int(torch.randint(height - side + 1, (1,), generator=generator))
+    square_left = int(torch.randint(width - side + 1, (1,), generator=generator))
+    sides = [size if abs(int(side * s) - size) < 3 else int(side * s) for s in scales]
+    pairs = [(w, h) for i, h in enumerate(sides) for j, w in enumerate(sides) if abs(i - j) <= 1]
+    w, h = _pick(pairs, generator)
+    w_step, h_step = (side - w) // 4, (side - h) // 4
+    grid = [
+        (0, 0),
+        (4, 0),
+        (0, 4),
+        (4, 4),
+        (2, 2),
+        (0, 2),
+        (4, 2),
+        (2, 4),
+        (2, 0),
+        (1, 1),
+        (3, 1),
+        (1, 3),
+        (3, 3),
+    ]
+    x, y = _pick(grid, generator)
+    return square_top + y * h_step, square_left + x * w_step, h, w
+
+
 def _resize(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """uint8 `[T, 3, h, w]` -> uint8 `[T, 3, *size]` (bilinear, antialiased when shrinking).
 
@@ -165,20 +279,57 @@ def _resize(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(video, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
+@dataclass(frozen=True)
+class Augment:
+    """What training does to a clip's pixels (`train.*`); each draw is made once for all its frames."""
+
+    crop: str = "random_resized"  # train.crop: random_resized (area `crop_scale`) | multi_scale (TSN)
+    crop_scale: tuple[float, float] = (0.7, 1.0)  # train.crop_scale
+    flip: bool = False  # train.flip
+    rand_augment_ops: int = 0  # train.rand_augment.ops: 0 = off
+    rand_augment_magnitude: int = 9  # train.rand_augment.magnitude (0..30)
+    erasing: float = 0.0  # train.random_erasing: probability of erasing one rectangle
+    # the erased pixels' uint8 colour: the backbone's mean, i.e. 0 after normalisation (timm's `const` mode)
+    erase_value: tuple[int, int, int] = (0, 0, 0)
+
+
+def _seeded(transform: Any, clip: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """A torchvision transform (it draws from torch's global generator) seeded from `generator`,
+    leaving the global generator as it was (dropout and drop path draw from it)."""
+    seed = int(torch.randint(1 << 62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return transform(clip)
+
+
 def train_clip(
-    frames: torch.Tensor,
-    size: int,
-    *,
-    crop_scale: tuple[float, float],
-    flip: bool,
-    generator: torch.Generator | None = None,
+    frames: torch.Tensor, size: int, augment: Augment = Augment(), *, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """uint8 `[T, 3, H, W]` -> uint8 `[T, 3, size, size]`: one random crop (and flip) for all T frames."""
+    """uint8 `[T, 3, H, W]` -> uint8 `[T, 3, size, size]`: one crop, flip, RandAugment and erasing for all T frames.
+
+    The order of AIM's SSv2 pipeline: crop and resize, flip, RandAugment (torchvision's `v2`, on the
+    uint8 frames), then erasing (torchvision's `v2.RandomErasing`, area 0.02-1/3, aspect 0.3-3.3, as
+    timm's). Each transform sees the clip as one image with a leading frame dimension, so its random
+    parameters are drawn once per clip.
+    """
     height, width = frames.shape[-2:]
-    top, left, h, w = random_resized_crop_box(height, width, crop_scale, generator=generator)
+    if augment.crop == "multi_scale":
+        top, left, h, w = multi_scale_crop_box(height, width, size, generator=generator)
+    else:
+        top, left, h, w = random_resized_crop_box(height, width, augment.crop_scale, generator=generator)
     clip = _resize(frames[..., top : top + h, left : left + w], (size, size))  # [T, 3, S, S]
-    if flip and bool(torch.rand(1, generator=generator) < 0.5):
+    if augment.flip and bool(torch.rand(1, generator=generator) < 0.5):
         clip = clip.flip(-1)
+    if augment.rand_augment_ops:
+        from torchvision.transforms import v2
+
+        rand_augment = v2.RandAugment(augment.rand_augment_ops, augment.rand_augment_magnitude)
+        clip = _seeded(rand_augment, clip, generator)
+    if augment.erasing > 0:
+        from torchvision.transforms import v2
+
+        erase = v2.RandomErasing(p=augment.erasing, value=list(augment.erase_value))  # type: ignore[arg-type]
+        clip = _seeded(erase, clip, generator)
     return clip
 
 
@@ -222,6 +373,12 @@ def normalize(
     m = torch.as_tensor(mean, dtype=torch.float32, device=video.device).view(3, 1, 1)
     s = torch.as_tensor(std, dtype=torch.float32, device=video.device).view(3, 1, 1)
     return (video.float() / 255.0 - m) / s
+
+
+def mean_colour(mean: Sequence[float] | torch.Tensor) -> tuple[int, int, int]:
+    """The uint8 colour that normalises to (about) 0: what erased pixels are set to."""
+    r, g, b = (round(255 * float(m)) for m in torch.as_tensor(mean).flatten())
+    return r, g, b
 
 
 def batch_to_device(
@@ -274,14 +431,44 @@ class ClipSpec:
 
     num_frames: int  # model.frames
     image_size: int  # model.image_size
-    crop_scale: tuple[float, float] = (0.7, 1.0)  # train.crop_scale
-    flip: bool = False  # train.flip
+    augment: Augment = Augment()  # train.* (training only)
+    sampling: str = "segments"  # model.sampling: segments | dense
+    frame_interval: int = 1  # model.frame_interval (dense): source frames between a clip's frames
     clips: int = 1  # evaluate.clips (evaluation only)
     crops: int = 1  # evaluate.crops (evaluation only)
+
+    def __post_init__(self) -> None:
+        if self.sampling not in SAMPLINGS:
+            raise invalid("model.sampling", " or ".join(SAMPLINGS), self.sampling)
 
     @property
     def views(self) -> int:
         return self.clips * self.crops
+
+    def frame_indices(
+        self,
+        video: EncodedVideo,
+        *,
+        train: bool,
+        generator: torch.Generator | None = None,
+        clip_index: int = 0,
+    ) -> list[int]:
+        """The stored frames of one view of `video` (`clip_index` of `clips` at evaluation)."""
+        stored, frames = video.num_frames, self.num_frames
+        if self.sampling == "dense":
+            interval = stored_interval(video.meta, self.frame_interval)
+            return sample_dense_indices(
+                stored,
+                frames,
+                interval,
+                train=train,
+                generator=generator,
+                clip_index=clip_index,
+                num_clips=self.clips,
+            )
+        return sample_frame_indices(
+            stored, frames, train=train, generator=generator, clip_index=clip_index, num_clips=self.clips
+        )
 
 
 def steps_per_epoch(num_samples: int, global_batch: int, grad_accum: int = 1) -> int:
@@ -418,22 +605,14 @@ class VideoAttributeDataset(IterableDataset):
         """One video's model input; only the stored frames its view(s) use are decoded."""
         spec = self.spec
         video_id = sample.meta["video_id"]
-        stored = sample.num_frames
         generator = make_generator(self.seed, epoch, repeat, video_id) if self.train else None
         if self.train:
-            idx = sample_frame_indices(stored, spec.num_frames, train=True, generator=generator)
+            idx = spec.frame_indices(sample, train=True, generator=generator)
             video = train_clip(
-                sample.decode(idx),
-                spec.image_size,
-                crop_scale=spec.crop_scale,
-                flip=spec.flip,
-                generator=generator,
+                sample.decode(idx), spec.image_size, spec.augment, generator=generator
             )  # [T, 3, S, S]
         else:
-            clips = [
-                sample_frame_indices(stored, spec.num_frames, train=False, clip_index=c, num_clips=spec.clips)
-                for c in range(spec.clips)
-            ]
+            clips = [spec.frame_indices(sample, train=False, clip_index=c) for c in range(spec.clips)]
             frames = sample.decode([i for idx in clips for i in idx])  # [clips * T, 3, H, W]
             views = [
                 spatial_crops(clip, spec.image_size, spec.crops) for clip in frames.split(spec.num_frames)

@@ -60,6 +60,9 @@ class ExtractConfig:
     """The `extract` section of params.yaml; a bad value names its key."""
 
     frames_per_video: int = setting(default=16, rule=integer(1, 999))
+    # 0: `frames_per_video` segment centres over the video | N: every N-th frame (dense sampling),
+    # at most `frames_per_video` of them (a longer video keeps its middle run)
+    frame_stride: int = setting(default=0, rule=integer(0, 999, "(source frames; 0: segment centres)"))
     short_side: int = setting(default=128, rule=integer(8, 4096, "(pixels)"))
     jpeg_quality: int = setting(default=90, rule=integer(1, 100))
     samples_per_shard: int = setting(default=512, rule=integer(1))
@@ -176,6 +179,26 @@ class ExtractResult:
 def sample_segment_indices(first: int, stop: int, count: int) -> list[int]:
     """Centre frame of each of `count` equal segments of [first, stop) (TSN test-time sampling)."""
     return segment_centres(first, stop, count)
+
+
+def sample_stride_indices(first: int, stop: int, stride: int, count: int) -> list[int]:
+    """Every `stride`-th frame of [first, stop) from `first`; of more than `count`, the middle `count`.
+
+    What dense sampling needs: a clip of T frames `k * stride` apart is then k stored frames apart,
+    and a window can start at any stored frame.
+    """
+    if stop <= first:
+        raise ValueError(f"empty frame range [{first}, {stop})")
+    grid = range(first, stop, stride)  # lazy: a corrupt header may claim billions of frames
+    skip = max(len(grid) - count, 0) // 2
+    return list(grid[skip : skip + count])
+
+
+def stored_frame_indices(first: int, stop: int, cfg: ExtractConfig) -> list[int]:
+    """The frames of [first, stop) a shard keeps: segment centres, or a strided run (`extract.frame_stride`)."""
+    if cfg.frame_stride:
+        return sample_stride_indices(first, stop, cfg.frame_stride, cfg.frames_per_video)
+    return sample_segment_indices(first, stop, cfg.frames_per_video)
 
 
 def shard_key(video_id: str) -> str:
@@ -362,7 +385,7 @@ def clip_range_from_times(times: list[float], start: float | None, end: float | 
 def decode_video(
     path: str, cfg: ExtractConfig, start: float | None = None, end: float | None = None
 ) -> DecodedVideo:
-    """Decode T evenly spaced frames of the clip, resize the short side, encode JPEG; frame-exact.
+    """Decode the clip's stored frames (`stored_frame_indices`), resize the short side, encode JPEG; frame-exact.
 
     Stored frame k is frame `frame_indices[k]` of a sequential decode of the whole stream. The
     indices are planned from the header's frame count and rate, the sequential pass then tells the
@@ -390,14 +413,14 @@ def decode_video(
             # since a corrupt header may claim billions of frames
             first = min(math.ceil((start or 0.0) * rate), claimed - 1)
             stop = claimed if end is None else max(min(math.ceil(end * rate), claimed), first + 1)
-        return sample_segment_indices(first, stop, cfg.frames_per_video)
+        return stored_frame_indices(first, stop, cfg)
 
     attempt = _decode_checked(path, header_plan, end, cfg.short_side)
     claimed = attempt.claimed
     first, stop = clip_range_from_times(attempt.times, start, end)
     if stop - first < cfg.min_frames:
         raise VideoError(f"too short: {stop - first} decodable frames < extract.min_frames={cfg.min_frames}")
-    indices = sample_segment_indices(first, stop, cfg.frames_per_video)
+    indices = stored_frame_indices(first, stop, cfg)
     if indices != attempt.planned:  # the header lied (cut file, over-count, variable rate): decode again
         again = _decode_checked(path, lambda *_: indices, end, cfg.short_side)
         if again.times != attempt.times:

@@ -8,6 +8,9 @@ integer). With fewer frames than segments, centres repeat.
 
 from __future__ import annotations
 
+# model.sampling: how a clip's frames are picked from the stored ones (eva.data.clips)
+SAMPLINGS = ("segments", "dense")
+
 
 def segment_centres(first: int, stop: int, count: int) -> list[int]:
     """Centre frame of each of `count` equal segments of `[first, stop)`."""

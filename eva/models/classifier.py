@@ -52,6 +52,7 @@ from eva.config import (
     setting,
 )
 from eva.data.attribute_store import AttributeMeta, attributes_for_stage
+from eva.data.segments import SAMPLINGS
 from eva.methods import METHODS, get_method
 from eva.models.adapters import ADAPTER_INITS
 from eva.models.adaptformer import AdaptFormerAdapter, adaptformer_block
@@ -113,7 +114,16 @@ def attribute_fields(method: str, stage: int, meta: AttributeMeta | None) -> dic
 
 
 # ModelConfig fields added to select a reference's behaviour; `ModelConfig.record` omits them at their default.
-REFERENCE_OPTIONS = ("readout", "final_norm", "drop_path_mode", "adapter_init", "prompt_dropout")
+REFERENCE_OPTIONS = (
+    "readout",
+    "final_norm",
+    "drop_path_mode",
+    "adapter_init",
+    "prompt_dropout",
+    "sampling",
+    "frame_interval",
+    "head_init_std",
+)
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,10 @@ class ModelConfig:
     backbone_family: str = setting("backbone.family", default="open_clip", rule=TEXT)
     frames: int = setting(default=8, rule=integer(1))  # T
     image_size: int = setting(default=224, rule=integer(1))
+    # how the T frames are picked from the stored ones (eva.data.clips): segments (TSN) | dense (SampleFrames)
+    sampling: str = setting(default="segments", rule=one_of(*SAMPLINGS))
+    # dense: source frames between a clip's frames (a multiple of extract.frame_stride)
+    frame_interval: int = setting(default=1, rule=integer(1, what="(source frames)"))
     adapter_ratio: float = setting("adapter.ratio", default=0.25, rule=number(above=0))
     # `auto`: the method's layout on this backbone family
     adapter_scale: float | str = setting("adapter.scale", default="auto")
@@ -164,7 +178,9 @@ class ModelConfig:
     attributes: tuple[str, ...] = derived(default=())
     attribute_layers: dict[str, int] = derived(default_factory=dict)
     attribute_dim: int = derived(default=0)
-    head_dropout: float = derived(default=0.5)  # AIM's I3D head uses 0.5; not a param
+    head_dropout: float = setting("head.dropout", default=0.5, rule=number(0, below=1))  # AIM's I3D head: 0.5
+    # std of the classifier's normal init (AIM's I3D head, the EVA authors' head: 0.01)
+    head_init_std: float = setting("head.init_std", default=0.02, rule=number(above=0))
 
     @classmethod
     def from_params(
@@ -215,7 +231,6 @@ class ModelConfig:
         check(
             "num_classes", self.num_classes, Rule("an integer >= 1 (the dataset's class list)", integer(1).ok)
         )
-        check("head_dropout", self.head_dropout, number(0, below=1))  # not a param: set by code only
         if self.final_norm != "keep" and self.backbone_family == "open_clip":
             raise invalid(
                 "model.backbone.final_norm",
@@ -352,7 +367,7 @@ class VideoClassifier(nn.Module):
         head["dropout"] = nn.Dropout(config.head_dropout)
         head["fc"] = nn.Linear(feature_dim, config.num_classes)
         self.head = nn.Sequential(head)
-        nn.init.normal_(self.head.fc.weight, std=0.02)
+        nn.init.normal_(self.head.fc.weight, std=config.head_init_std)
         nn.init.zeros_(self.head.fc.bias)
 
         tunable, total = self.parameter_counts()

@@ -3,7 +3,7 @@
 One run = `run_training(job)`, called by every torchrun process. What makes it reproducible:
 
 * `train.batch_size` is the GLOBAL batch of one forward/backward (split evenly over the
-  processes), `train.grad_accum` of them make an optimiser step; with the loader's "samples" mode
+  processes; rounded up to a multiple of them, with the lr scaled alike, where they do not divide it), `train.grad_accum` of them make an optimiser step; with the loader's "samples" mode
   (see `eva.data.clips`) the same params give the same batches whatever `train.nproc` is.
 * The tunable weights are initialised from `train.seed` on every rank; dropout draws from a
   per-rank seed; data randomness is per video (seed, epoch, video id).
@@ -39,24 +39,27 @@ from eva.config import (
     integer,
     invalid,
     number,
+    one_of,
     section_values,
     setting,
     value_at,
 )
 from eva.data.attribute_store import AttributeStore
 from eva.data.clips import (
+    CROPS,
+    Augment,
     ClipSpec,
     VideoAttributeDataset,
     batch_to_device,
     derive_seed,
     make_loader,
+    mean_colour,
     open_attribute_store,
     split_size,
     steps_per_epoch,
 )
-from eva.methods import get_method
+from eva.methods import Recipe, get_method
 from eva.models import ModelConfig, VideoClassifier, build_model
-from eva.models.loading import weights_fingerprint
 from eva.models.tokens import DeepPrompts
 from eva.train.checkpoint import (
     capture_rng_state,
@@ -67,11 +70,11 @@ from eva.train.checkpoint import (
     save_resume,
     save_trained_model,
 )
-from eva.train.recipes import Recipe
 from eva.train.schedule import build_scheduler
 from eva.utils.dist import worker_slot
 from eva.utils.fingerprint import code_fingerprint
 from eva.utils.log import progress
+from eva.weights_io import weights_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +107,15 @@ class TrainConfig:
     # tensor but the head's bias); false: prompts are free tensors, not decayed
     decay_prompts: bool = setting(default=False, rule=BOOLEAN)
     flip: bool = setting(default=False, rule=BOOLEAN)
+    # random_resized: torchvision's RandomResizedCrop over `crop_scale` of the area | multi_scale: TSN's
+    # GroupMultiScaleCrop (scales 1, .875, .75, .66 of the short side; the EVA authors' loader)
+    crop: str = setting(default="random_resized", rule=one_of(*CROPS))
     crop_scale: tuple[float, float] = (0.7, 1.0)
+    # torchvision RandAugment, one draw per clip: ops per clip (0: off) at magnitude 0..30 (AIM SSv2: 4, 7)
+    rand_augment_ops: int = setting("rand_augment.ops", default=0, rule=integer(0, 14))
+    rand_augment_magnitude: int = setting("rand_augment.magnitude", default=9, rule=integer(0, 30))
+    # probability of erasing one rectangle of the clip to the mean colour (AIM SSv2: 0.25)
+    random_erasing: float = setting(default=0.0, rule=number(0, 1))
     workers: int = setting(default=1, rule=integer(0, what="(DataLoader worker processes per rank)"))
     # validate after every N-th epoch and after the last (mmaction's `evaluation.interval`)
     val_interval: int = setting(default=1, rule=integer(1, what="(epochs between validations)"))
@@ -124,12 +135,6 @@ class TrainConfig:
                 f"a number of epochs in 0..train.epochs ({self.epochs})",
                 self.warmup_epochs,
             )
-        if self.batch_size % self.nproc:
-            raise invalid(
-                "train.batch_size",
-                f"a global batch divisible by train.nproc ({self.nproc} processes)",
-                self.batch_size,
-            )
         scale = self.crop_scale
         if (
             not isinstance(scale, list | tuple)
@@ -141,9 +146,18 @@ class TrainConfig:
         object.__setattr__(self, "crop_scale", (float(scale[0]), float(scale[1])))
 
     @property
+    def global_batch(self) -> int:
+        """The batch of one forward/backward over the `nproc` processes: `batch_size`, or where `nproc`
+        does not divide it, the next multiple of `nproc` (each process takes an equal share)."""
+        return -(-self.batch_size // self.nproc) * self.nproc
+
+    @property
     def scaled_recipe(self) -> Recipe:
-        """The recipe the optimiser runs: `recipe` with its lrs times `train.lr_scale.<optimizer>`."""
-        return self.recipe.scaled(getattr(self, f"lr_scale_{self.recipe.optimizer}"))
+        """The recipe the optimiser runs: `recipe` with its lrs times `train.lr_scale.<optimizer>`, and
+        times `global_batch / batch_size` where the batch was rounded up (the linear scaling rule,
+        Goyal et al. 2017; mmengine's `auto_scale_lr`): 1 whenever `nproc` divides the batch."""
+        factor = getattr(self, f"lr_scale_{self.recipe.optimizer}") * (self.global_batch / self.batch_size)
+        return self.recipe.scaled(factor)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TrainConfig:
@@ -282,7 +296,7 @@ def build_optimizer(
     groups = param_groups(model, recipe, decay_prompts=decay_prompts)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)
-    return torch.optim.AdamW(groups, lr=recipe.lr)
+    return torch.optim.AdamW(groups, lr=recipe.lr, eps=recipe.eps)
 
 
 def unused_tunable_parameters(model: VideoClassifier, device: torch.device) -> list[str]:
@@ -407,7 +421,7 @@ def _open_splits(
     """The attribute stores of both splits, the loader batches per epoch and the usable val videos;
     logs the split sizes."""
     cfg = job.train
-    local_batch = cfg.batch_size // env.world_size
+    local_batch = cfg.global_batch // env.world_size
     names = tuple(job.model.attributes)
     train_store = open_attribute_store(job.train_attributes, needed=bool(names), split="train")
     val_store = open_attribute_store(job.val_attributes, needed=bool(names), split="val")
@@ -421,8 +435,14 @@ def _open_splits(
                 size.skipped,
                 size.in_shards,
             )
-    steps = steps_per_epoch(train_size.usable, cfg.batch_size, cfg.grad_accum)
+    steps = steps_per_epoch(train_size.usable, cfg.global_batch, cfg.grad_accum)
     optimiser_steps = steps // cfg.grad_accum
+    if env.is_main and cfg.global_batch != cfg.batch_size:
+        log.warning(
+            "train.batch_size=%d does not split over %d processes: batch %d (%d each), lr x %.3g "
+            "(linear scaling rule)",
+            cfg.batch_size, env.world_size, cfg.global_batch, local_batch, cfg.global_batch / cfg.batch_size,
+        )  # fmt: skip
     if env.is_main:
         log.info(
             "train: %d videos, val: %d videos; %d processes x batch %d x accumulation %d; %d steps per epoch",
@@ -458,11 +478,12 @@ def _run_identity(job: TrainJob, env: DistEnv) -> dict[str, Any]:
 def _check_job(job: TrainJob, env: DistEnv) -> None:
     """What only the launched processes can check: the batch split, and a backbone lr where it trains."""
     cfg = job.train
-    if cfg.batch_size % env.world_size:
+    if cfg.global_batch % env.world_size:
         raise invalid(
-            "train.batch_size",
-            f"a global batch divisible by the {env.world_size} launched processes",
-            cfg.batch_size,
+            "train.nproc",
+            f"the number of launched processes ({env.world_size}): the batch of {cfg.global_batch} is "
+            f"split for train.nproc={cfg.nproc}",
+            cfg.nproc,
         )
     if get_method(job.model.method).trains_backbone and not cfg.recipe.backbone_lr > 0:
         raise invalid(
@@ -562,11 +583,20 @@ def _build_datasets(
     spec = ClipSpec(
         num_frames=job.model.frames,
         image_size=job.model.image_size,
-        crop_scale=cfg.crop_scale,
-        flip=cfg.flip,
+        augment=Augment(
+            crop=cfg.crop,
+            crop_scale=cfg.crop_scale,
+            flip=cfg.flip,
+            rand_augment_ops=cfg.rand_augment_ops,
+            rand_augment_magnitude=cfg.rand_augment_magnitude,
+            erasing=cfg.random_erasing,
+            erase_value=mean_colour(model.mean),
+        ),
+        sampling=job.model.sampling,
+        frame_interval=job.model.frame_interval,
     )
     common = dict(
-        batch_size=cfg.batch_size // env.world_size,
+        batch_size=cfg.global_batch // env.world_size,
         attribute_names=tuple(job.model.attributes),
         seed=cfg.seed,
         rank=env.rank,
