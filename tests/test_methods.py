@@ -53,6 +53,7 @@ def make_config(bb: Backbone, method: str, **overrides) -> ModelConfig:
         backbone_family=bb.family,
         frames=bb.frames,
         image_size=bb.image_size,
+        time_embedding_init=0.0,  # AIM's zero init: a fresh model computes the frozen backbone
         prompt_length=2,
         adaptformer_bottleneck=4,
         lora_rank=2,

@@ -39,6 +39,7 @@ def make_config(backbone: str, method: str, **overrides) -> ModelConfig:
         backbone=backbone,
         frames=T,
         image_size=SPEC.image_size,
+        time_embedding_init=0.0,  # AIM's zero init: a fresh model computes the frozen backbone
         prompt_length=3,
         attributes=STAGE1 if method == "eva" else (),
         attribute_layers=dict(ENCODER_LAYERS),
@@ -476,9 +477,8 @@ def test_bad_inputs_are_value_errors(backbone_name: str) -> None:
     ],
 )
 def test_bad_configs_name_the_param(backbone_name: str, overrides: dict, key: str) -> None:
-    config = make_config(backbone_name, overrides.pop("method", "aim"), **overrides)
-    with pytest.raises(ValueError, match=key):
-        build_model(config)
+    with pytest.raises(ValueError, match=key):  # at construction (its rules) or at build
+        build_model(make_config(backbone_name, overrides.pop("method", "aim"), **overrides))
 
 
 def test_config_survives_a_json_round_trip(backbone_name: str) -> None:

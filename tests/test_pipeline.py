@@ -271,8 +271,11 @@ def _run_failing(args: list[str], cwd: Path) -> str:
     ("setting", "message"),
     [
         ("model.method=nonsense", "`model.method` must be one of"),
-        ("stage=3", "`stage` must be one of 1, 2"),
+        ("stage=3", "`stage` must be 1 (text attributes) or 2 (text + visual)"),
         ("train.epochs=0", "`train.epochs` must be an integer >= 1"),
+        ("model.lora.targets=[bogus]", "`model.lora.targets` must be a non-empty list"),  # eva reads none
+        ("attributes.mask.method=grabcut", "`attributes.mask.method` must be one of"),
+        ("recipes.yaml:train.recipes.lora.lr=0", "`train.recipes.lora.lr` must be"),  # a recipe training does not read
         ("+train.bogus=1", "unknown keys ['train.bogus']"),
         ("+bogus=1", "unknown top-level keys ['bogus']"),
         ("dataset.root=/data/does-not-exist", "`dataset.root`: folder '/data/does-not-exist' does not exist"),

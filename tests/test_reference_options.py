@@ -44,7 +44,7 @@ def videomae_folder(tmp_path_factory: pytest.TempPathFactory) -> str:
 def clip_config(name: str, method: str, **overrides) -> ModelConfig:
     fields = dict(
         method=method, num_classes=NUM_CLASSES, backbone=name, frames=T, image_size=SPEC.image_size,
-        prompt_length=2, head_dropout=0.0,
+        prompt_length=2, head_dropout=0.0, time_embedding_init=0.0,
     )  # fmt: skip
     return ModelConfig(**(fields | overrides))
 

@@ -138,7 +138,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
 def model_config(data: TinyData, **overrides) -> ModelConfig:
     fields = dict(
         method="eva", num_classes=len(CLASSES), backbone=data.backbone, frames=FRAMES,
-        image_size=SPEC.image_size, attributes=("label", "caption"),
+        image_size=SPEC.image_size, time_embedding_init=0.0, attributes=("label", "caption"),
         attribute_layers={"label": META.text_layers, "caption": META.text_layers}, attribute_dim=META.dim,
     )  # fmt: skip
     fields.update(overrides)
@@ -146,7 +146,15 @@ def model_config(data: TinyData, **overrides) -> ModelConfig:
 
 
 def make_job(data: TinyData, out: Path, model: dict | None = None, **train) -> TrainJob:
-    settings = dict(epochs=2, batch_size=4, warmup_epochs=0.5, workers=0, label_smoothing=0.1)
+    settings = dict(
+        epochs=2,
+        batch_size=4,
+        warmup_epochs=0.5,
+        workers=0,
+        label_smoothing=0.1,
+        lr_scale_adamw=1.0,
+        val_interval=1,
+    )
     settings["recipe"] = Recipe(name=(model or {}).get("method", "eva"), lr=train.pop("lr", 3e-3))
     settings.update(train)
     return TrainJob(
@@ -728,7 +736,7 @@ def test_params_map_to_configs_and_bad_values_name_their_key() -> None:
     # A batch that does not split over the processes is rounded up, the lr scaled alike (linear rule).
     uneven = TrainConfig(batch_size=6, nproc=4)
     assert uneven.global_batch == 8
-    assert uneven.scaled_recipe.lr == pytest.approx(uneven.recipe.lr * 8 / 6)
+    assert uneven.scaled_recipe.lr == pytest.approx(uneven.recipe.lr * uneven.lr_scale_adamw * 8 / 6)
     even = TrainConfig(batch_size=8, nproc=4, lr_scale_adamw=3.0)
     assert even.global_batch == 8 and even.scaled_recipe.lr == even.recipe.lr * 3.0  # exactly
     with pytest.raises(ValueError, match="train.crop"):
