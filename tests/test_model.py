@@ -152,7 +152,7 @@ def test_token_gated_attention_is_the_two_softmaxes_it_documents(extra: slice) -
 
 
 def test_bad_attribute_attention_names_its_key(backbone_name: str) -> None:
-    with pytest.raises(ValueError, match="model.attribute_attention"):
+    with pytest.raises(ValueError, match="model.eva.attribute_attention"):
         build_model(make_config(backbone_name, "eva", attribute_attention="sparse"))
 
 
@@ -468,11 +468,11 @@ def test_bad_inputs_are_value_errors(backbone_name: str) -> None:
     ("overrides", "key"),
     [
         ({"method": "adapterformer"}, "model.method"),
-        ({"method": "vpt", "prompt_length": 0}, "model.prompt.length"),
+        ({"method": "vpt", "prompt_length": 0}, "model.vpt.length"),
         ({"adapter_ratio": 0.0}, "model.adapter.ratio"),
         ({"frames": 0}, "model.frames"),
         ({"drop_path": 1.0}, "model.drop_path"),
-        ({"method": "eva", "attribute_projection": "conv"}, "model.attribute_projection"),
+        ({"method": "eva", "attribute_projection": "conv"}, "model.eva.attribute_projection"),
         ({"method": "eva", "attribute_layers": {"label": 3}}, "caption"),
     ],
 )

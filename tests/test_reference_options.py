@@ -101,7 +101,7 @@ def test_the_checkpoint_record_leaves_out_options_at_their_default(clip_name: st
         ({"final_norm": "identity"}, "model.backbone.final_norm"),  # open_clip keeps ln_post
         ({"drop_path_mode": "token"}, "model.drop_path_mode"),
         ({"adapter_init": "xavier"}, "model.adapter.init"),
-        ({"prompt_dropout": 1.0}, "model.prompt.dropout"),
+        ({"prompt_dropout": 1.0}, "model.vpt.dropout"),
     ],
 )
 def test_bad_option_values_name_their_key(clip_name: str, overrides: dict, key: str) -> None:

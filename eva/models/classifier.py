@@ -50,6 +50,7 @@ from eva.config import (
     one_of,
     section_values,
     setting,
+    value_at,
 )
 from eva.data.attribute_store import AttributeMeta, attributes_for_stage
 from eva.data.segments import SAMPLINGS
@@ -151,11 +152,13 @@ class ModelConfig:
     # embedding; 0 is AIM's zero init (the model starts as the frozen backbone)
     time_embedding_init: float = setting(default=0.15, rule=number(0))
     attribute_projection: str = setting(
-        default=DEFAULT_ATTRIBUTE_PROJECTION, rule=one_of(*ATTRIBUTE_PROJECTIONS)
+        "eva.attribute_projection", default=DEFAULT_ATTRIBUTE_PROJECTION, rule=one_of(*ATTRIBUTE_PROJECTIONS)
     )
     # eva: gated | gated_per_token (LLaMA-Adapter's zero-init gated attention to the tokens) | joint (the EVA paper)
-    attribute_attention: str = setting(default="gated", rule=one_of(*ATTRIBUTE_ATTENTIONS))
-    prompt_length: int = setting("prompt.length", default=8, rule=integer(1))
+    attribute_attention: str = setting(
+        "eva.attribute_attention", default="gated", rule=one_of(*ATTRIBUTE_ATTENTIONS)
+    )
+    prompt_length: int = setting("vpt.length", default=8, rule=integer(1))
     adaptformer_bottleneck: int = setting("adaptformer.bottleneck", default=64, rule=integer(1))
     adaptformer_scale: float = setting("adaptformer.scale", default=0.1, rule=number())
     lora_rank: int = setting("lora.rank", default=8, rule=integer(1))
@@ -173,7 +176,7 @@ class ModelConfig:
     # default: PyTorch's Linear init of the adapter down-projections | aim: trunc normal std 0.02, zero bias
     adapter_init: str = setting("adapter.init", default="default", rule=one_of(*ADAPTER_INITS))
     # vpt: dropout on the prompt tokens in training (VPT's MODEL.PROMPT.DROPOUT)
-    prompt_dropout: float = setting("prompt.dropout", default=0.0, rule=number(0, below=1))
+    prompt_dropout: float = setting("vpt.dropout", default=0.0, rule=number(0, below=1))
     # eva: active attribute names (from `stage`, store order), their encoder depth and width
     attributes: tuple[str, ...] = derived(default=())
     attribute_layers: dict[str, int] = derived(default_factory=dict)
@@ -197,6 +200,11 @@ class ModelConfig:
         from `attribute_meta` (the attribute file's metadata).
         """
         values = section_values(cls, params, "model")
+        for name in METHODS:  # the train stage depends on `model.<model.method>`: each method has its section
+            if not isinstance(value_at(params, "model").get(name), Mapping):
+                raise KeyError(
+                    f"params.yaml has no section `model.{name}` (`{{}}` for a method without settings)"
+                )
         values["pretrained"] = "" if values["pretrained"] is None else values["pretrained"]
         values["lora_targets"] = tuple(values["lora_targets"] or ())
         if stage is not None:
