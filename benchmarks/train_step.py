@@ -297,9 +297,9 @@ def write_loader_data(root: Path, args: argparse.Namespace, videos: int = 6) -> 
     import pyarrow as pa
 
     from eva.data.attribute_store import AttributeMeta, VideoAttributes, rows_to_table, write_table
-    from eva.data.demo import encode_mp4
     from eva.data.extract import ExtractConfig, extract_shards
     from eva.data.shards import list_shards
+    from eva.demo.data import encode_mp4
 
     rng = np.random.default_rng(0)
     rows = []

@@ -27,18 +27,18 @@ def config_sections(params: Mapping[str, Any]) -> list[tuple[type, str]]:
     """Every config class with the params section it reads: what `check_params` builds, one section each
     (`train.recipes.<method>` for every recipe). Each field carries its key's default and rule."""
     from eva.attributes.pipeline import AttributeConfig
-    from eva.data.demo import DemoConfig
     from eva.data.extract import ExtractConfig
     from eva.data.index import DatasetConfig
-    from eva.evaluate import EvaluateConfig
-    from eva.methods import Recipe
-    from eva.models import ModelConfig
-    from eva.pretrain.run import (
+    from eva.demo.data import DemoConfig
+    from eva.demo.pretrain.run import (
         CaptionerPretrainConfig,
         ClipPretrainConfig,
         PretrainConfig,
         VideoMAEStandInConfig,
     )
+    from eva.evaluate import EvaluateConfig
+    from eva.methods import Recipe
+    from eva.models import ModelConfig
     from eva.train.loop import TrainConfig
 
     recipes = [(Recipe, f"train.recipes.{name}") for name in value_at(params, "train.recipes")]
@@ -62,13 +62,13 @@ def check_params(params: Mapping[str, Any]) -> None:
     """Every section through its config class; raises ValueError / KeyError naming the key."""
     from eva.attributes.pipeline import AttributeConfig
     from eva.data.attribute_store import STAGE
-    from eva.data.demo import DemoConfig
     from eva.data.extract import ExtractConfig
     from eva.data.index import DatasetConfig
+    from eva.demo.data import DemoConfig
+    from eva.demo.pretrain.run import PretrainConfig
     from eva.evaluate import EvaluateConfig
     from eva.methods import Recipe
     from eva.models import ModelConfig
-    from eva.pretrain.run import PretrainConfig
     from eva.train.loop import TrainConfig
 
     unknown = sorted(set(params) - set(SECTIONS))

@@ -13,14 +13,14 @@ import pytest
 
 from eva.attributes.pipeline import AttributeConfig
 from eva.config import SIDE_FILES, load_params, value_at
-from eva.data.demo import DemoConfig
 from eva.data.extract import ExtractConfig
 from eva.data.index import DatasetConfig
+from eva.demo.data import DemoConfig
+from eva.demo.pretrain.run import PretrainConfig
 from eva.evaluate import EvaluateConfig
 from eva.methods import Recipe
 from eva.models import ModelConfig
 from eva.params import check_params, config_sections
-from eva.pretrain.run import PretrainConfig
 from eva.train.loop import TrainConfig
 
 PARAMS = load_params(Path(__file__).parents[1] / "params.yaml")

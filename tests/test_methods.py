@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from eva.demo.tiny import TinyClipSpec, save_tiny_open_clip
+from eva.demo.tiny_videomae import TinyVideoMAESpec, save_tiny_videomae
 from eva.methods import METHODS, PUBLISHED_RECIPES, get_method
 from eva.models import ModelConfig, VideoClassifier, build_model
-from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
-from eva.models.videomae import TinyVideoMAESpec, save_tiny_videomae
 
 B = 2
 NUM_CLASSES = 5

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from eva.demo.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.models import METHODS, ModelConfig, VideoClassifier, build_model
 from eva.models.clip_backbone import OpenClipBackbone
-from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.models.tokens import aligned_encoder_layer, token_gated_attention
 from eva.weights_io import load_open_clip
 

@@ -290,13 +290,14 @@ def test_a_failed_experiment_costs_nothing(project: Path, setting: str, message:
     """The check stage fails before DVC removes any output: the last good state stays, unchanged."""
     _at_baseline(project)
     before = _tracked_outputs(project)
-    params = (project / "params.yaml").read_bytes()
+    params = {name: (project / name).read_bytes() for name in ("params.yaml", "recipes.yaml")}
     out = _run_failing(["dvc", "exp", "run", "-S", setting], project)
     assert message in out, out[-3000:]
     assert "Running stage 'check'" in out and "Running stage 'train'" not in out
-    # DVC leaves the failed value in params.yaml (with its old size and mtime, so `git checkout`
+    # DVC leaves the failed value in the params file (with its old size and mtime, so `git checkout`
     # may see no change): put the good params back as a user would.
-    (project / "params.yaml").write_bytes(params)
+    for name, data in params.items():
+        (project / name).write_bytes(data)
     assert _tracked_outputs(project) == before
     status = subprocess.run(["dvc", "status"], cwd=project, env=ENV, capture_output=True, text=True)
     assert "up to date" in status.stdout, status.stdout

@@ -12,15 +12,16 @@ import torch
 
 from eva.attributes.label import read_vocabulary
 from eva.config import load_params
+from eva.demo.tiny import TinyClipSpec, save_tiny_open_clip
+from eva.demo.tiny_videomae import TinyVideoMAESpec, save_tiny_videomae
 from eva.methods import Recipe
 from eva.models import ModelConfig, VideoClassifier, build_model
 from eva.models.adapters import Adapter
 from eva.models.blocks import DropPath
 from eva.models.classifier import REFERENCE_OPTIONS
 from eva.models.clip_backbone import OpenClipBackbone
-from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.models.trained import load_trained_model, save_trained_model
-from eva.models.videomae import TinyVideoMAESpec, load_videomae, save_tiny_videomae
+from eva.models.videomae import load_videomae
 from eva.train.loop import TrainConfig, param_groups
 from eva.weights_io import load_open_clip
 

@@ -50,9 +50,9 @@ from eva.data.clips import (
 )
 from eva.data.extract import ExtractConfig, extract_shards
 from eva.data.shards import list_shards
+from eva.demo.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.methods import PUBLISHED_RECIPES, Recipe
 from eva.models import METHODS, ModelConfig, VideoClassifier, build_model
-from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.models.trained import load_trained_model
 from eva.train.checkpoint import resume_path
 from eva.train.loop import (
@@ -982,8 +982,8 @@ def test_every_stage_reports_a_user_error_in_one_line(
 @pytest.mark.parametrize("method", ["eva", "lora"])
 def test_a_videomae_backbone_trains_saves_and_evaluates(data: TinyData, tmp_path: Path, method: str) -> None:
     """`model.backbone.family: videomae` through the whole loop: train, model.pt, reload, multi-view eval."""
+    from eva.demo.tiny_videomae import TinyVideoMAESpec, save_tiny_videomae
     from eva.evaluate import evaluate_views
-    from eva.models.videomae import TinyVideoMAESpec, save_tiny_videomae
 
     folder = save_tiny_videomae(
         tmp_path / "videomae", TinyVideoMAESpec(frames=FRAMES, image_size=SPEC.image_size)

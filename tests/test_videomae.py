@@ -15,16 +15,15 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import VideoMAEConfig, VideoMAEImageProcessor, VideoMAEModel
 
+from eva.demo.tiny_videomae import TinyVideoMAESpec, save_tiny_videomae
 from eva.models import ModelConfig, VideoClassifier
 from eva.models.videomae import (
     VIDEOMAE_MEAN,
     VIDEOMAE_STD,
-    TinyVideoMAESpec,
     VideoMAEBackbone,
     VideoMAEBlockAdapters,
     encode,
     load_videomae,
-    save_tiny_videomae,
 )
 
 PARAM = "model.backbone.name"
