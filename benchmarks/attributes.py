@@ -37,7 +37,7 @@ from eva.attributes.encode import HierarchicalEncoder
 from eva.attributes.label import read_vocabulary
 from eva.attributes.pipeline import AttributeConfig, PhaseTimer, load_models, process_shard
 from eva.data.attribute_store import ATTRIBUTES, AttributeMeta, VideoAttributes, rows_to_table, write_table
-from eva.models.tiny import TinyClipSpec, save_tiny_captioner, save_tiny_open_clip
+from eva.demo.tiny import TinyClipSpec, save_tiny_captioner, save_tiny_open_clip
 from eva.weights_io import load_open_clip
 
 SIZES = {

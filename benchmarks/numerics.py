@@ -48,8 +48,8 @@ from open_clip.loss import ClipLoss
 from eva.config import load_params
 from eva.models.classifier import ModelConfig, VideoClassifier
 from eva.models.clip_backbone import OpenClipBackbone
-from eva.models.tiny import build_tiny_open_clip
-from eva.pretrain.run import PretrainConfig
+from eva.demo.tiny import build_tiny_open_clip
+from eva.demo.pretrain.run import PretrainConfig
 from eva.utils.numerics import configure_torch
 
 mkldnn, steps = sys.argv[1] == "1", int(sys.argv[2])

@@ -50,8 +50,8 @@ import numpy as np
 
 from eva.config import load_params
 from eva.config import write_params as write_params_files
-from eva.data.demo import encode_mp4
-from eva.models.tiny import CAPTION_WORDS
+from eva.demo.data import encode_mp4
+from eva.demo.tiny import CAPTION_WORDS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -213,7 +213,7 @@ def attribute_model_costs(
     from eva.attributes.detect import ObjectDetector
     from eva.attributes.label import read_vocabulary
     from eva.attributes.segment import SegmentationMasker
-    from eva.models.tiny_vision import save_random_clipseg, save_random_owlv2
+    from eva.demo.tiny_vision import save_random_clipseg, save_random_owlv2
     from eva.utils.dist import resolve_device
 
     device = resolve_device(args.device)

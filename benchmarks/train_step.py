@@ -29,7 +29,7 @@ cores; scale up with the flags.
 Flags for a GPU run (`--device cuda`; all also run on CPU): `--bf16` (the forward and loss under
 `torch.autocast(dtype=bfloat16)`), `--compile` (`torch.compile` of each model; `--compile-backend`),
 `--checkpointing` (activation checkpointing per backbone layer), `--attention` (EVA's
-`model.attribute_attention`). Throughput: the FLOPs of one training step of each model are counted
+`model.eva.attribute_attention`). Throughput: the FLOPs of one training step of each model are counted
 once with `torch.utils.flop_counter.FlopCounterMode` on a copy of the model on the `meta` device
 (no compute), with attention forced to its math form so that its matrix products are counted:
 forward + backward as autograd runs them, so a frozen weight's skipped gradient is not counted, and
@@ -297,9 +297,9 @@ def write_loader_data(root: Path, args: argparse.Namespace, videos: int = 6) -> 
     import pyarrow as pa
 
     from eva.data.attribute_store import AttributeMeta, VideoAttributes, rows_to_table, write_table
-    from eva.data.demo import encode_mp4
     from eva.data.extract import ExtractConfig, extract_shards
     from eva.data.shards import list_shards
+    from eva.demo.data import encode_mp4
 
     rng = np.random.default_rng(0)
     rows = []

@@ -11,8 +11,10 @@ the full dotted key in backquotes:
     unknown keys ['extract.frames_per_vido'] in params.yaml `extract`; expected some of [...]
     `extract.jpeg_quality` must be an integer in 1..100; got 101
 
-Only the stages read params.yaml; the library receives the whole params dict in `from_params`
-classmethods alone.
+The library's code receives the params dict through `from_params` classmethods; params.yaml itself is
+read (with `load_params`) by the stages, the command-line tools that edit or inspect it (`eva.preset`,
+`eva.weights`) and the scripts and benchmarks that set up runs. A field's default is the value
+params.yaml holds (tests/test_config.py), so a reader meets one value per key.
 """
 
 from __future__ import annotations

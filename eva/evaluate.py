@@ -30,7 +30,7 @@ class EvaluateConfig:
     """The `evaluate` section of params.yaml: views per video and the batch size."""
 
     clips: int = setting(default=2, rule=integer(1))  # temporal clips per video
-    crops: int = setting(default=3, rule=integer(1))  # spatial crops per clip
+    crops: int = setting(default=1, rule=integer(1))  # spatial crops per clip
     batch_size: int = setting(default=16, rule=integer(1))
 
     def __post_init__(self) -> None:

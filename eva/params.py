@@ -18,20 +18,57 @@ from pathlib import Path
 from typing import Any
 
 from eva import weights_io
-from eva.config import check, invalid, one_of, value_at
+from eva.config import check, invalid, value_at
 
 SECTIONS = ("stage", "dataset", "demo", "pretrain", "extract", "attributes", "model", "train", "evaluate")
+
+
+def config_sections(params: Mapping[str, Any]) -> list[tuple[type, str]]:
+    """Every config class with the params section it reads: what `check_params` builds, one section each
+    (`train.recipes.<method>` for every recipe). Each field carries its key's default and rule."""
+    from eva.attributes.pipeline import AttributeConfig
+    from eva.data.extract import ExtractConfig
+    from eva.data.index import DatasetConfig
+    from eva.demo.data import DemoConfig
+    from eva.demo.pretrain.run import (
+        CaptionerPretrainConfig,
+        ClipPretrainConfig,
+        PretrainConfig,
+        VideoMAEStandInConfig,
+    )
+    from eva.evaluate import EvaluateConfig
+    from eva.methods import Recipe
+    from eva.models import ModelConfig
+    from eva.train.loop import TrainConfig
+
+    recipes = [(Recipe, f"train.recipes.{name}") for name in value_at(params, "train.recipes")]
+    return [
+        (DatasetConfig, "dataset"),
+        (DemoConfig, "demo"),
+        (PretrainConfig, "pretrain"),
+        (ClipPretrainConfig, "pretrain.clip"),
+        (CaptionerPretrainConfig, "pretrain.captioner"),
+        (VideoMAEStandInConfig, "pretrain.videomae"),
+        (ExtractConfig, "extract"),
+        (AttributeConfig, "attributes"),
+        (ModelConfig, "model"),
+        (TrainConfig, "train"),
+        *recipes,
+        (EvaluateConfig, "evaluate"),
+    ]
 
 
 def check_params(params: Mapping[str, Any]) -> None:
     """Every section through its config class; raises ValueError / KeyError naming the key."""
     from eva.attributes.pipeline import AttributeConfig
-    from eva.data.demo import DemoConfig
+    from eva.data.attribute_store import STAGE
     from eva.data.extract import ExtractConfig
     from eva.data.index import DatasetConfig
+    from eva.demo.data import DemoConfig
+    from eva.demo.pretrain.run import PretrainConfig
     from eva.evaluate import EvaluateConfig
+    from eva.methods import Recipe
     from eva.models import ModelConfig
-    from eva.pretrain.run import PretrainConfig
     from eva.train.loop import TrainConfig
 
     unknown = sorted(set(params) - set(SECTIONS))
@@ -39,7 +76,7 @@ def check_params(params: Mapping[str, Any]) -> None:
         raise ValueError(
             f"unknown top-level keys {unknown} in params.yaml; expected some of {list(SECTIONS)}"
         )
-    check("stage", value_at(params, "stage"), one_of(1, 2))
+    check("stage", value_at(params, "stage"), STAGE)
     DatasetConfig.from_params(params)  # the official split too, for ucf101 / hmdb51
     DemoConfig.from_params(params)
     PretrainConfig.from_params(params)
@@ -48,6 +85,8 @@ def check_params(params: Mapping[str, Any]) -> None:
     model = ModelConfig.from_params(params, num_classes=1)  # the class count comes from the data
     model.validate()
     TrainConfig.from_params(params)
+    for method in value_at(params, "train.recipes"):  # every recipe, not only the one training reads now
+        Recipe.from_params(params, method)
     EvaluateConfig.from_params(params)
     check_sampling(model, ExtractConfig.from_params(params))
 

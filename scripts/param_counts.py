@@ -8,8 +8,8 @@ Backbones are built from their default configs with random weights (no download;
 depend on the weights): open_clip ViT-B/16 at 224 px, T = 8, and `VideoMAEConfig()` (VideoMAE
 ViT-B, 16 frames, 224 px). Each model is the real `VideoClassifier` of that method with the
 params.yaml defaults; `eva` is shown with stage 1 (label, caption) and stage 2 (six attributes) from
-a ViT-B/16 CLIP attribute encoder (D_enc 512, 12 layers), with `model.attribute_projection: none`, and
-with that and `model.attribute_attention: joint` (the EVA authors' tokens: no parameters).
+a ViT-B/16 CLIP attribute encoder (D_enc 512, 12 layers), with `model.eva.attribute_projection: none`, and
+with that and `model.eva.attribute_attention: joint` (the EVA authors' tokens: no parameters).
 """
 
 from __future__ import annotations

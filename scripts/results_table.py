@@ -31,9 +31,9 @@ from eva.report import aggregate_runs, run_record, runs_from_exp_show
 PREFIX = "cmp"
 # (method, stage, extra `-S` settings, name tag). `METHOD_CONFIGS`, README's table: every registered
 # method, those that read attributes once per `stage` (1: text, 2: + visual). `ABLATIONS` (`--ablations`):
-# eva again with a gate per head and token (`model.attribute_attention=gated_per_token`), with the
+# eva again with a gate per head and token (`model.eva.attribute_attention=gated_per_token`), with the
 # paper's plain attention to the tokens (`joint`), and with the EVA authors' projection-free attribute
-# mapping (`model.attribute_projection=none`), beside the defaults.
+# mapping (`model.eva.attribute_projection=none`), beside the defaults.
 Config = tuple[str, int, tuple[str, ...], str]
 METHOD_CONFIGS: list[Config] = [
     (name, stage, (), "") for name, m in METHODS.items() for stage in ((1, 2) if m.uses_attributes else (1,))
@@ -41,9 +41,9 @@ METHOD_CONFIGS: list[Config] = [
 ABLATIONS: list[Config] = [
     ("eva", stage, (setting,), tag)
     for setting, tag in (
-        ("model.attribute_attention=gated_per_token", "-per-token"),
-        ("model.attribute_attention=joint", "-joint"),
-        ("model.attribute_projection=none", "-none"),
+        ("model.eva.attribute_attention=gated_per_token", "-per-token"),
+        ("model.eva.attribute_attention=joint", "-joint"),
+        ("model.eva.attribute_projection=none", "-none"),
     )
     for stage in (1, 2)
 ]

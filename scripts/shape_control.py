@@ -8,7 +8,7 @@ A diagnostic, not part of the pipeline. The zero-shot shape target asks the cont
 this trains directly: cross-entropy on the main object's shape. Training stills are a fixed pool from
 `held_out_stills` (its own seed, drawn with replacement), scored on independent stills; the image
 tower is built from `pretrain.clip` in pretrain.yaml exactly as the `pretrain` stage builds it, and
-trained by the stage's own loop (`eva.pretrain.schedule.train_steps`). One thread, seeded: a run
+trained by the stage's own loop (`eva.demo.pretrain.schedule.train_steps`). One thread, seeded: a run
 repeats its numbers.
 """
 
@@ -23,12 +23,12 @@ import torch
 from torch import nn
 
 from eva.config import load_params
-from eva.data.demo import SHAPES
-from eva.models.tiny import build_tiny_open_clip
-from eva.pretrain.clip import normalise
-from eva.pretrain.run import PretrainConfig
-from eva.pretrain.schedule import Schedule, train_steps
-from eva.pretrain.stills import held_out_stills
+from eva.demo.data import SHAPES
+from eva.demo.pretrain.clip import normalise
+from eva.demo.pretrain.run import PretrainConfig
+from eva.demo.pretrain.schedule import Schedule, train_steps
+from eva.demo.pretrain.stills import held_out_stills
+from eva.demo.tiny import build_tiny_open_clip
 
 MEAN, STD = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD  # what the CLIP's preprocessing uses
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from eva.config import Rule, check, one_of, value_at
-
-# The check and index stages check it against eva.data.index.DATASETS; the later stages only record it.
-DATASET_NAME = Rule("a dataset name", lambda v: isinstance(v, str) and v.strip() != "")
+from eva.config import check, value_at
+from eva.data.attribute_store import STAGE
+from eva.data.index import DATASET_NAME
 
 
 def dataset_name(params: dict[str, Any]) -> str:
@@ -23,5 +22,5 @@ def dataset_name(params: dict[str, Any]) -> str:
 def stage_number(params: dict[str, Any]) -> int:
     """The top-level `stage` (1: text attributes, 2: + visual); read once, by the train stage."""
     stage = value_at(params, "stage")
-    check("stage", stage, one_of(1, 2))
+    check("stage", stage, STAGE)
     return stage

@@ -15,7 +15,7 @@ from eva.attributes.pipeline import AttributeConfig, decoded_samples, load_maske
 from eva.config import load_params
 from eva.data.attribute_store import AttributeStore
 from eva.data.shards import list_shards
-from eva.models.tiny import demo_pretrained_scores, is_random_weights
+from eva.demo.tiny import demo_pretrained_scores, is_random_weights
 from eva.utils.dist import resolve_device, worker_slot
 from eva.utils.io import atomic_dir, atomic_path
 from eva.utils.log import setup_logging

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from eva.config import load_params
-from eva.data.demo import DemoConfig, generate_demo_dataset
+from eva.demo.data import DemoConfig, generate_demo_dataset
 from eva.utils.log import setup_logging
 from stages._entry import run_stage
 

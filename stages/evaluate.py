@@ -8,10 +8,10 @@ import logging
 from eva.config import load_params
 from eva.data.clips import open_attribute_store
 from eva.data.shards import list_shards
+from eva.demo.tiny import is_random_weights
 from eva.evaluate import PROTOCOL_KEYS, EvaluateConfig, eval_metrics, evaluate_views
 from eva.metrics import confusion_records, write_per_class_csv
 from eva.model_card import render_model_card, write_model_card
-from eva.models.tiny import is_random_weights
 from eva.models.trained import load_trained_model
 from eva.report import format_run_table
 from eva.utils.dist import resolve_device

@@ -14,7 +14,7 @@ import time
 import torch
 
 from eva.config import load_params
-from eva.pretrain.run import PretrainConfig, run_pretraining
+from eva.demo.pretrain.run import PretrainConfig, run_pretraining
 from eva.utils.io import write_json
 from eva.utils.log import setup_logging
 from stages._entry import run_stage, write_summary

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from eva.data.demo import encode_mp4  # noqa: E402
+from eva.demo.data import encode_mp4  # noqa: E402
 
 torch.set_num_threads(2)
 

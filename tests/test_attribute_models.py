@@ -25,8 +25,8 @@ from eva.attributes.segment import SegmentationMasker
 from eva.attributes.visual import box_masks, center_prior, keyframe_images
 from eva.data.attribute_store import AttributeStore, read_meta
 from eva.data.shards import list_shards
-from eva.models.tiny import save_tiny_captioner, save_tiny_open_clip
-from eva.models.tiny_vision import save_random_clipseg, save_random_owlv2
+from eva.demo.tiny import save_tiny_captioner, save_tiny_open_clip
+from eva.demo.tiny_vision import save_random_clipseg, save_random_owlv2
 from eva.utils.fingerprint import path_fingerprint
 from eva.weights_io import load_open_clip, weights_fingerprint
 from stages import _layout as layout

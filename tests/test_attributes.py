@@ -27,7 +27,7 @@ from eva.attributes.visual import choose_keyframes, keyframe_images, keyframe_po
 from eva.data import attribute_store as store_mod
 from eva.data.attribute_store import ATTRIBUTES, AttributeStore, attributes_for_stage, read_meta
 from eva.data.shards import list_shards
-from eva.models.tiny import TinyClipSpec, is_random_weights, save_tiny_captioner, save_tiny_open_clip
+from eva.demo.tiny import TinyClipSpec, is_random_weights, save_tiny_captioner, save_tiny_open_clip
 from eva.weights_io import load_open_clip
 from stages import _layout as layout
 
@@ -351,7 +351,7 @@ def test_batched_captions_equal_one_by_one(models):
 
 def test_batched_captions_keep_the_order_of_the_images():
     """The demo's pretrained captioner (when `dvc pull`ed) tells stills apart: order is checked too."""
-    from eva.data.demo import render_clip, sample_still
+    from eva.demo.data import render_clip, sample_still
 
     folder = Path(__file__).resolve().parents[1] / "models" / "pretrained" / "captioner"
     if not (folder / "config.json").is_file():
@@ -402,7 +402,7 @@ def test_attributes_stage_with_random_models(tmp_path, monkeypatch):
     import yaml
 
     from eva.attributes.label import read_vocabulary
-    from eva.models.tiny import mark_random_weights
+    from eva.demo.tiny import mark_random_weights
 
     repo = Path(__file__).resolve().parents[1]
     params = yaml.safe_load((repo / "params.yaml").read_text())

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmarks import train_step
-from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
+from eva.demo.tiny import TinyClipSpec, save_tiny_open_clip
 
 SPEC = TinyClipSpec(embed_dim=16, image_size=32, patch_size=16, vision_width=32, vision_layers=2, heads=2)
 

@@ -5,20 +5,22 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from eva.attributes.pipeline import AttributeConfig
-from eva.config import SIDE_FILES, load_params
-from eva.data.demo import DemoConfig
+from eva.config import SIDE_FILES, load_params, value_at
 from eva.data.extract import ExtractConfig
 from eva.data.index import DatasetConfig
+from eva.demo.data import DemoConfig
+from eva.demo.pretrain.run import PretrainConfig
 from eva.evaluate import EvaluateConfig
 from eva.methods import Recipe
 from eva.models import ModelConfig
-from eva.pretrain.run import PretrainConfig
+from eva.params import check_params, config_sections
 from eva.train.loop import TrainConfig
 
 PARAMS = load_params(Path(__file__).parents[1] / "params.yaml")
@@ -202,3 +204,60 @@ def test_params_read_exponent_floats_as_dvc_writes_them() -> None:
     assert read_yaml("a: 1e-06\nb: 1.0e-08\nc: -2E+3\nd: 1e3x\ne: 12\n") == {
         "a": 1e-06, "b": 1e-08, "c": -2000.0, "d": "1e3x", "e": 12,
     }  # fmt: skip
+
+
+def _default(f: Any) -> Any:
+    value = f.default if f.default is not MISSING else f.default_factory()
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _ruled_keys(params: dict) -> list[tuple[str, Any]]:
+    """(dotted key, rule) of every params key whose config field carries a rule."""
+    out = []
+    for cls, section in config_sections(params):
+        for f in fields(cls):
+            if f.metadata.get("derived") or "rule" not in f.metadata:
+                continue
+            out.append((f"{section}.{f.metadata.get('key', f.name)}", f.metadata["rule"]))
+    return out
+
+
+def test_each_key_has_one_default_the_params_files_value() -> None:
+    """A config field's default is the value params.yaml (or its side file) holds: one value per key.
+
+    A recipe's values come from the method registry (eva.methods.PUBLISHED_RECIPES, which
+    recipes.yaml mirrors: tests/test_train.py checks each recipe against it), not from Recipe's defaults.
+    """
+    params = copy.deepcopy(PARAMS)
+    differ = []
+    for cls, section in config_sections(params):
+        if cls is Recipe:
+            continue
+        for f in fields(cls):
+            if f.metadata.get("derived") or (f.default is MISSING and f.default_factory is MISSING):
+                continue
+            key = f"{section}.{f.metadata.get('key', f.name)}"
+            if _default(f) != value_at(params, key):
+                differ.append(f"{key}: field {_default(f)!r}, params {value_at(params, key)!r}")
+    assert differ == []
+
+
+BAD_VALUES = ([], "bogus", -(10**9), 10**9, 0.5, True, None)
+
+
+def test_every_ruled_key_stops_the_check_stage_naming_itself() -> None:
+    """For each key with a rule: a value its rule refuses fails `check_params` (the check stage, before
+    DVC removes any output) with the key's name; tests/test_pipeline.py does a few through `dvc exp run`."""
+    params = copy.deepcopy(PARAMS)
+    ruled = _ruled_keys(params)
+    assert len(ruled) > 90 and "model.lora.targets" in dict(ruled) and "model.method" in dict(ruled)
+    for key, rule in ruled:
+        bad = next(v for v in BAD_VALUES if not rule.ok(v))
+        broken = copy.deepcopy(params)
+        *parents, last = key.split(".")
+        node = broken
+        for part in parents:
+            node = node[part]
+        node[last] = bad
+        with pytest.raises((ValueError, KeyError), match=re.escape(f"`{key}`")):
+            check_params(broken)

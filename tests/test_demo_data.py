@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eva.data.demo import (
+from eva.data.index import build_index
+from eva.demo.data import (
     CLASS_MOTIONS,
     COLOURS,
     DEMO_CLASSES,
@@ -24,7 +25,6 @@ from eva.data.demo import (
     sample_clip,
     template_key,
 )
-from eva.data.index import build_index
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_SSV2 = REPO.parent / "shared" / "datasets-meta" / "ssv2"

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from eva.demo.tiny import save_tiny_open_clip
 from eva.models import METHODS, VideoClassifier, build_model
 from eva.models.blocks import BlockAdapters
-from eva.models.tiny import save_tiny_open_clip
 from eva.models.tokens import token_gated_attention
 from tests.test_model import SPEC, STAGE2, B, T, make_config, make_inputs
 

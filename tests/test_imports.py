@@ -2,9 +2,9 @@
 
 Every `import` / `from ... import` anywhere in a module counts: at module level, inside functions and
 under `TYPE_CHECKING`, relative ones resolved against the module's package. An edge goes to the module
-a statement names (`from eva.models import tiny` -> `eva.models.tiny`; `from eva.config import
+a statement names (`from eva.models import tiny` -> `eva.demo.tiny`; `from eva.config import
 value_at` -> `eva.config`) and to each package above it that the import runs (`eva/models/__init__.py`
-for `import eva.models.tiny`), except the importer's own packages, which already run before it.
+for `import eva.demo.tiny`), except the importer's own packages, which already run before it.
 
 A CLI module is one with an `if __name__ == "__main__":` block (or a `__main__.py`): a command that
 builds on the library, such as `python -m eva.weights`. The library must not build on a command.

@@ -22,7 +22,7 @@ from conftest import moving_square, write_video
 from test_attributes import SPEC, VOCAB, _videos, write_shard
 from test_extract import index_table
 
-from eva.models.tiny import save_tiny_captioner, save_tiny_open_clip
+from eva.demo.tiny import save_tiny_captioner, save_tiny_open_clip
 from eva.utils.io import staging_dir
 from stages._layout import ATTRIBUTES, INDEX, SHARDS
 

@@ -24,9 +24,9 @@ from conftest import torch_threads, write_video
 from eva.data.attribute_store import AttributeMeta, VideoAttributes, rows_to_table, write_table
 from eva.data.extract import ExtractConfig, extract_shards
 from eva.data.shards import list_shards
+from eva.demo.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.methods import Recipe
 from eva.models import ModelConfig
-from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.train.loop import TrainConfig, TrainJob, run_training
 
 CLASSES = ["square moving left", "square moving right"]

@@ -67,7 +67,9 @@ def test_openai_tag_from_the_hf_cache_runs_quick_gelu(
     _assert_loaded_exactly(encoder.model, weights)
 
     backbone = build_model(
-        ModelConfig(method="eva", num_classes=400, backbone="ViT-B-16", pretrained="openai")
+        ModelConfig(
+            method="eva", num_classes=400, backbone="ViT-B-16", pretrained="openai", frames=8, image_size=224
+        )
     )  # the backbone, through the same loader, at 224 px
     assert uses_quick_gelu(backbone.backbone.visual)
     visual = {f"visual.{k}": v for k, v in backbone.backbone.visual.state_dict().items()}

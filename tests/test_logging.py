@@ -111,7 +111,7 @@ def test_loading_open_clip_prints_no_info_lines(restore_root_logger, monkeypatch
 
     The project's own line (which model, which activation) stays.
     """
-    from eva.models.tiny import save_tiny_open_clip
+    from eva.demo.tiny import save_tiny_open_clip
     from eva.weights_io import load_open_clip
 
     source = save_tiny_open_clip(tmp_path / "clip")

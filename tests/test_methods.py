@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from eva.demo.tiny import TinyClipSpec, save_tiny_open_clip
+from eva.demo.tiny_videomae import TinyVideoMAESpec, save_tiny_videomae
 from eva.methods import METHODS, PUBLISHED_RECIPES, get_method
 from eva.models import ModelConfig, VideoClassifier, build_model
-from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
-from eva.models.videomae import TinyVideoMAESpec, save_tiny_videomae
 
 B = 2
 NUM_CLASSES = 5
@@ -53,6 +53,7 @@ def make_config(bb: Backbone, method: str, **overrides) -> ModelConfig:
         backbone_family=bb.family,
         frames=bb.frames,
         image_size=bb.image_size,
+        time_embedding_init=0.0,  # AIM's zero init: a fresh model computes the frozen backbone
         prompt_length=2,
         adaptformer_bottleneck=4,
         lora_rank=2,

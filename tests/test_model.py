@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from eva.demo.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.models import METHODS, ModelConfig, VideoClassifier, build_model
 from eva.models.clip_backbone import OpenClipBackbone
-from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.models.tokens import aligned_encoder_layer, token_gated_attention
 from eva.weights_io import load_open_clip
 
@@ -39,6 +39,7 @@ def make_config(backbone: str, method: str, **overrides) -> ModelConfig:
         backbone=backbone,
         frames=T,
         image_size=SPEC.image_size,
+        time_embedding_init=0.0,  # AIM's zero init: a fresh model computes the frozen backbone
         prompt_length=3,
         attributes=STAGE1 if method == "eva" else (),
         attribute_layers=dict(ENCODER_LAYERS),
@@ -151,7 +152,7 @@ def test_token_gated_attention_is_the_two_softmaxes_it_documents(extra: slice) -
 
 
 def test_bad_attribute_attention_names_its_key(backbone_name: str) -> None:
-    with pytest.raises(ValueError, match="model.attribute_attention"):
+    with pytest.raises(ValueError, match="model.eva.attribute_attention"):
         build_model(make_config(backbone_name, "eva", attribute_attention="sparse"))
 
 
@@ -467,18 +468,17 @@ def test_bad_inputs_are_value_errors(backbone_name: str) -> None:
     ("overrides", "key"),
     [
         ({"method": "adapterformer"}, "model.method"),
-        ({"method": "vpt", "prompt_length": 0}, "model.prompt.length"),
+        ({"method": "vpt", "prompt_length": 0}, "model.vpt.length"),
         ({"adapter_ratio": 0.0}, "model.adapter.ratio"),
         ({"frames": 0}, "model.frames"),
         ({"drop_path": 1.0}, "model.drop_path"),
-        ({"method": "eva", "attribute_projection": "conv"}, "model.attribute_projection"),
+        ({"method": "eva", "attribute_projection": "conv"}, "model.eva.attribute_projection"),
         ({"method": "eva", "attribute_layers": {"label": 3}}, "caption"),
     ],
 )
 def test_bad_configs_name_the_param(backbone_name: str, overrides: dict, key: str) -> None:
-    config = make_config(backbone_name, overrides.pop("method", "aim"), **overrides)
-    with pytest.raises(ValueError, match=key):
-        build_model(config)
+    with pytest.raises(ValueError, match=key):  # at construction (its rules) or at build
+        build_model(make_config(backbone_name, overrides.pop("method", "aim"), **overrides))
 
 
 def test_config_survives_a_json_round_trip(backbone_name: str) -> None:

@@ -19,6 +19,7 @@ from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
 from transformers import VideoMAEConfig
 
+from eva.demo.tiny_videomae import TinyVideoMAESpec, save_tiny_videomae
 from eva.models.adaptformer import (
     ADAPTFORMER_BOTTLENECK,
     ADAPTFORMER_SCALE,
@@ -28,7 +29,7 @@ from eva.models.adaptformer import (
 from eva.models.backbone import lora_block
 from eva.models.blocks import attend
 from eva.models.lora import LORA_TARGETS, AttentionLoRA, attend_with_lora
-from eva.models.videomae import TinyVideoMAESpec, load_videomae, save_tiny_videomae
+from eva.models.videomae import load_videomae
 
 WIDTH = 32
 HEADS = 4

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from eva.config import load_params, write_params
 from eva.utils.trees import merge
@@ -271,8 +272,14 @@ def _run_failing(args: list[str], cwd: Path) -> str:
     ("setting", "message"),
     [
         ("model.method=nonsense", "`model.method` must be one of"),
-        ("stage=3", "`stage` must be one of 1, 2"),
+        ("stage=3", "`stage` must be 1 (text attributes) or 2 (text + visual)"),
         ("train.epochs=0", "`train.epochs` must be an integer >= 1"),
+        ("model.lora.targets=[bogus]", "`model.lora.targets` must be a non-empty list"),  # eva reads none
+        ("attributes.mask.method=grabcut", "`attributes.mask.method` must be one of"),
+        (
+            "recipes.yaml:train.recipes.lora.lr=0",
+            "`train.recipes.lora.lr` must be",
+        ),  # a recipe training does not read
         ("+train.bogus=1", "unknown keys ['train.bogus']"),
         ("+bogus=1", "unknown top-level keys ['bogus']"),
         ("dataset.root=/data/does-not-exist", "`dataset.root`: folder '/data/does-not-exist' does not exist"),
@@ -283,16 +290,34 @@ def test_a_failed_experiment_costs_nothing(project: Path, setting: str, message:
     """The check stage fails before DVC removes any output: the last good state stays, unchanged."""
     _at_baseline(project)
     before = _tracked_outputs(project)
-    params = (project / "params.yaml").read_bytes()
+    params = {name: (project / name).read_bytes() for name in ("params.yaml", "recipes.yaml")}
     out = _run_failing(["dvc", "exp", "run", "-S", setting], project)
     assert message in out, out[-3000:]
     assert "Running stage 'check'" in out and "Running stage 'train'" not in out
-    # DVC leaves the failed value in params.yaml (with its old size and mtime, so `git checkout`
+    # DVC leaves the failed value in the params file (with its old size and mtime, so `git checkout`
     # may see no change): put the good params back as a user would.
-    (project / "params.yaml").write_bytes(params)
+    for name, data in params.items():
+        (project / name).write_bytes(data)
     assert _tracked_outputs(project) == before
     status = subprocess.run(["dvc", "status"], cwd=project, env=ENV, capture_output=True, text=True)
     assert "up to date" in status.stdout, status.stdout
+
+
+@pytest.mark.slow
+def test_another_methods_keys_change_nothing(project: Path) -> None:
+    """The train stage depends on `model.<model.method>` only: a lora key changes nothing for eva."""
+    _at_baseline(project)
+    params = (project / "params.yaml").read_bytes()
+    edited = yaml.safe_load(params)
+    edited["model"]["lora"]["targets"] = ["q", "k", "v"]
+    (project / "params.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+    status = subprocess.run(
+        ["dvc", "status", "train", "evaluate"], cwd=project, env=ENV, capture_output=True, text=True
+    )
+    (project / "params.yaml").write_bytes(params)
+    assert status.returncode == 0 and "train:" not in status.stdout and "evaluate:" not in status.stdout, (
+        status.stdout
+    )
 
 
 @pytest.mark.slow

@@ -72,7 +72,7 @@ def test_extraction_stores_more_frames_than_the_model_takes(name: str) -> None:
 def test_videomae_presets_are_the_eva_authors_configuration(name: str) -> None:
     v = values(name)
     assert v["model.backbone.family"] == "videomae" and v["model.frames"] == 16
-    assert (v["model.attribute_projection"], v["model.attribute_attention"]) == ("none", "joint")
+    assert (v["model.eva.attribute_projection"], v["model.eva.attribute_attention"]) == ("none", "joint")
 
 
 # ----------------------------------------------------------------------------- the reference table

@@ -12,13 +12,12 @@ import torch
 
 from eva.attributes.caption import Captioner
 from eva.config import load_params
-from eva.data.demo import CLASS_MOTIONS, COLOURS, SHAPES, main_object, sample_still
-from eva.models.tiny import TinyClipSpec, build_tiny_open_clip, demo_pretrained_scores
-from eva.pretrain.clip import is_text_parameter, pretrain_clip
-from eva.pretrain.evaluate import caption_word_accuracy
-from eva.pretrain.run import PretrainConfig, run_pretraining
-from eva.pretrain.schedule import Schedule
-from eva.pretrain.stills import (
+from eva.demo.data import CLASS_MOTIONS, COLOURS, SHAPES, main_object, sample_still
+from eva.demo.pretrain.clip import is_text_parameter, pretrain_clip
+from eva.demo.pretrain.evaluate import caption_word_accuracy
+from eva.demo.pretrain.run import PretrainConfig, run_pretraining
+from eva.demo.pretrain.schedule import Schedule
+from eva.demo.pretrain.stills import (
     FACTORS,
     StillBatches,
     caption_text,
@@ -27,6 +26,7 @@ from eva.pretrain.stills import (
     sample_group,
     still_words,
 )
+from eva.demo.tiny import TinyClipSpec, build_tiny_open_clip, demo_pretrained_scores
 from eva.weights_io import load_open_clip
 
 REPO = Path(__file__).resolve().parents[1]

@@ -37,8 +37,8 @@ from official_annotations import SSV2_TEMPLATES, write_hmdb51, write_k400, write
 from eva import preset
 from eva.config import load_params, write_params
 from eva.data.index import SSV2_SPLIT_FILES, build_index
-from eva.models.tiny import TinyClipSpec, save_tiny_captioner, save_tiny_open_clip
-from eva.models.videomae import TinyVideoMAESpec, save_tiny_videomae
+from eva.demo.tiny import TinyClipSpec, save_tiny_captioner, save_tiny_open_clip
+from eva.demo.tiny_videomae import TinyVideoMAESpec, save_tiny_videomae
 from eva.utils.trees import merge
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,15 +12,16 @@ import torch
 
 from eva.attributes.label import read_vocabulary
 from eva.config import load_params
+from eva.demo.tiny import TinyClipSpec, save_tiny_open_clip
+from eva.demo.tiny_videomae import TinyVideoMAESpec, save_tiny_videomae
 from eva.methods import Recipe
 from eva.models import ModelConfig, VideoClassifier, build_model
 from eva.models.adapters import Adapter
 from eva.models.blocks import DropPath
 from eva.models.classifier import REFERENCE_OPTIONS
 from eva.models.clip_backbone import OpenClipBackbone
-from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.models.trained import load_trained_model, save_trained_model
-from eva.models.videomae import TinyVideoMAESpec, load_videomae, save_tiny_videomae
+from eva.models.videomae import load_videomae
 from eva.train.loop import TrainConfig, param_groups
 from eva.weights_io import load_open_clip
 
@@ -44,7 +45,7 @@ def videomae_folder(tmp_path_factory: pytest.TempPathFactory) -> str:
 def clip_config(name: str, method: str, **overrides) -> ModelConfig:
     fields = dict(
         method=method, num_classes=NUM_CLASSES, backbone=name, frames=T, image_size=SPEC.image_size,
-        prompt_length=2, head_dropout=0.0,
+        prompt_length=2, head_dropout=0.0, time_embedding_init=0.0,
     )  # fmt: skip
     return ModelConfig(**(fields | overrides))
 
@@ -101,7 +102,7 @@ def test_the_checkpoint_record_leaves_out_options_at_their_default(clip_name: st
         ({"final_norm": "identity"}, "model.backbone.final_norm"),  # open_clip keeps ln_post
         ({"drop_path_mode": "token"}, "model.drop_path_mode"),
         ({"adapter_init": "xavier"}, "model.adapter.init"),
-        ({"prompt_dropout": 1.0}, "model.prompt.dropout"),
+        ({"prompt_dropout": 1.0}, "model.vpt.dropout"),
     ],
 )
 def test_bad_option_values_name_their_key(clip_name: str, overrides: dict, key: str) -> None:

@@ -50,9 +50,9 @@ from eva.data.clips import (
 )
 from eva.data.extract import ExtractConfig, extract_shards
 from eva.data.shards import list_shards
+from eva.demo.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.methods import PUBLISHED_RECIPES, Recipe
 from eva.models import METHODS, ModelConfig, VideoClassifier, build_model
-from eva.models.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.models.trained import load_trained_model
 from eva.train.checkpoint import resume_path
 from eva.train.loop import (
@@ -138,7 +138,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
 def model_config(data: TinyData, **overrides) -> ModelConfig:
     fields = dict(
         method="eva", num_classes=len(CLASSES), backbone=data.backbone, frames=FRAMES,
-        image_size=SPEC.image_size, attributes=("label", "caption"),
+        image_size=SPEC.image_size, time_embedding_init=0.0, attributes=("label", "caption"),
         attribute_layers={"label": META.text_layers, "caption": META.text_layers}, attribute_dim=META.dim,
     )  # fmt: skip
     fields.update(overrides)
@@ -146,7 +146,15 @@ def model_config(data: TinyData, **overrides) -> ModelConfig:
 
 
 def make_job(data: TinyData, out: Path, model: dict | None = None, **train) -> TrainJob:
-    settings = dict(epochs=2, batch_size=4, warmup_epochs=0.5, workers=0, label_smoothing=0.1)
+    settings = dict(
+        epochs=2,
+        batch_size=4,
+        warmup_epochs=0.5,
+        workers=0,
+        label_smoothing=0.1,
+        lr_scale_adamw=1.0,
+        val_interval=1,
+    )
     settings["recipe"] = Recipe(name=(model or {}).get("method", "eva"), lr=train.pop("lr", 3e-3))
     settings.update(train)
     return TrainJob(
@@ -728,7 +736,7 @@ def test_params_map_to_configs_and_bad_values_name_their_key() -> None:
     # A batch that does not split over the processes is rounded up, the lr scaled alike (linear rule).
     uneven = TrainConfig(batch_size=6, nproc=4)
     assert uneven.global_batch == 8
-    assert uneven.scaled_recipe.lr == pytest.approx(uneven.recipe.lr * 8 / 6)
+    assert uneven.scaled_recipe.lr == pytest.approx(uneven.recipe.lr * uneven.lr_scale_adamw * 8 / 6)
     even = TrainConfig(batch_size=8, nproc=4, lr_scale_adamw=3.0)
     assert even.global_batch == 8 and even.scaled_recipe.lr == even.recipe.lr * 3.0  # exactly
     with pytest.raises(ValueError, match="train.crop"):
@@ -974,8 +982,8 @@ def test_every_stage_reports_a_user_error_in_one_line(
 @pytest.mark.parametrize("method", ["eva", "lora"])
 def test_a_videomae_backbone_trains_saves_and_evaluates(data: TinyData, tmp_path: Path, method: str) -> None:
     """`model.backbone.family: videomae` through the whole loop: train, model.pt, reload, multi-view eval."""
+    from eva.demo.tiny_videomae import TinyVideoMAESpec, save_tiny_videomae
     from eva.evaluate import evaluate_views
-    from eva.models.videomae import TinyVideoMAESpec, save_tiny_videomae
 
     folder = save_tiny_videomae(
         tmp_path / "videomae", TinyVideoMAESpec(frames=FRAMES, image_size=SPEC.image_size)

@@ -15,16 +15,15 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import VideoMAEConfig, VideoMAEImageProcessor, VideoMAEModel
 
+from eva.demo.tiny_videomae import TinyVideoMAESpec, save_tiny_videomae
 from eva.models import ModelConfig, VideoClassifier
 from eva.models.videomae import (
     VIDEOMAE_MEAN,
     VIDEOMAE_STD,
-    TinyVideoMAESpec,
     VideoMAEBackbone,
     VideoMAEBlockAdapters,
     encode,
     load_videomae,
-    save_tiny_videomae,
 )
 
 PARAM = "model.backbone.name"
@@ -280,8 +279,8 @@ def test_eva_on_videomae_vit_b_has_the_authors_exact_parameter_count(vit_b: Vide
     assert shape == (768, 12, 16, 2, 224)
     assert vit_b.num_tokens == 1568 and vit_b.readout(torch.zeros(1, 1568, 768)).shape == (1, 768)
     # 12 layers x 4 adapters 768-192-768 (gate on), fc_norm, head for HMDB51's 51 classes; attribute
-    # tokens without projection (model.attribute_projection: none) read by the block's own softmax
-    # (model.attribute_attention: joint, the authors' attention) add no parameters. Through the
+    # tokens without projection (model.eva.attribute_projection: none) read by the block's own softmax
+    # (model.eva.attribute_attention: joint, the authors' attention) add no parameters. Through the
     # real classifier, with the default `auto` layout of eva on VideoMAE (gate on, scale 1).
     config = ModelConfig(
         method="eva",

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from eva import preset, weights, weights_io
 from eva.config import load_params, write_params
-from eva.models.tiny import TinyClipSpec, save_tiny_captioner, save_tiny_open_clip
+from eva.demo.tiny import TinyClipSpec, save_tiny_captioner, save_tiny_open_clip
 from eva.utils.trees import merge
 from eva.weights_io import load_open_clip, uses_quick_gelu
 

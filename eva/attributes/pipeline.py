@@ -32,7 +32,7 @@ from eva.attributes.encode import HierarchicalEncoder
 from eva.attributes.label import LabelResult, ZeroShotLabeler, read_vocabulary
 from eva.attributes.segment import LABEL_FIELD, SegmentationMasker
 from eva.attributes.visual import (
-    MASK_METHODS,
+    MASK_METHOD,
     MODEL_MASKS,
     KeyframeImages,
     box_masks,
@@ -92,7 +92,7 @@ class AttributeConfig:
     clip_pretrained: str = setting("clip.pretrained", default="", rule=OPTIONAL_TEXT)
     keyframes: int = setting(default=4, rule=integer(1))
     max_new_tokens: int = setting("caption.max_new_tokens", default=12, rule=integer(1))
-    mask_method: str = setting("mask.method", default="median", rule=one_of(*MASK_METHODS))
+    mask_method: str = setting("mask.method", default="median", rule=MASK_METHOD)
     label_method: str = setting("label.method", default="clip", rule=one_of(*LABEL_METHODS))
     detector: str = setting("label.detector", default="google/owlv2-base-patch16-ensemble", rule=TEXT)
     # detector: a top box scoring below this keeps no box, and the keyframe takes CLIP's zero-shot label

@@ -18,10 +18,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from eva.config import invalid
+from eva.config import check, one_of
 from eva.data.segments import segment_centres
 
 MASK_METHODS = ("median", "center", "box", "model")
+MASK_METHOD = one_of(
+    *MASK_METHODS
+)  # `attributes.mask.method`: AttributeConfig's rule and this module's guard
 MODEL_MASKS = ("box", "model")  # masks made by a model: `keyframe_images(..., masks=...)`
 MIN_SIDE = 16  # frames smaller than this cannot be encoded meaningfully
 BLACK_LEVEL = 8  # a frame whose brightest pixel is at most this is treated as black
@@ -160,8 +163,7 @@ def keyframe_images(
 
     Vectorised over the keyframes: a video costs a handful of small tensor ops, not K times as many.
     """
-    if method not in MASK_METHODS:
-        raise invalid("attributes.mask.method", f"one of {', '.join(MASK_METHODS)}", method)
+    check("attributes.mask.method", method, MASK_METHOD)
     h, w = frames.shape[-2:]
     keyframes = frames[positions]  # [K, 3, H, W]
     prior = center_prior(h, w, frames.device)  # [H, W]

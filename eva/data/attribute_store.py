@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from eva.config import invalid
+from eva.config import Rule, check
 
 TEXT_ATTRIBUTES = ("label", "caption")
 VISUAL_ATTRIBUTES = ("foreground", "background", "original", "dynamic")
@@ -44,13 +44,14 @@ _TEXT_COLUMNS = ("video_id", "keyframe_indices", "label_text", "label_score", "c
 BOX_COLUMN = "label_box"
 
 
+# the top-level `stage`: checked by the check stage and wherever a stage number is turned into attributes
+STAGE = Rule("1 (text attributes) or 2 (text + visual)", lambda v: not isinstance(v, bool) and v in (1, 2))
+
+
 def attributes_for_stage(stage: int) -> tuple[str, ...]:
     """Stage 1 trains with the text attributes, stage 2 with all six."""
-    if stage == 1:
-        return TEXT_ATTRIBUTES
-    if stage == 2:
-        return ATTRIBUTES
-    raise invalid("stage", "1 (text attributes) or 2 (text + visual)", stage)
+    check("stage", stage, STAGE)
+    return TEXT_ATTRIBUTES if stage == 1 else ATTRIBUTES
 
 
 @dataclass(frozen=True)

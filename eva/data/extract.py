@@ -63,7 +63,7 @@ class ExtractConfig:
     # 0: `frames_per_video` segment centres over the video | N: every N-th frame (dense sampling),
     # at most `frames_per_video` of them (a longer video keeps its middle run)
     frame_stride: int = setting(default=0, rule=integer(0, 999, "(source frames; 0: segment centres)"))
-    short_side: int = setting(default=128, rule=integer(8, 4096, "(pixels)"))
+    short_side: int = setting(default=64, rule=integer(8, 4096, "(pixels)"))
     jpeg_quality: int = setting(default=90, rule=integer(1, 100))
     samples_per_shard: int = setting(default=512, rule=integer(1))
     workers: int = setting(default=2, rule=integer(1, 1024, "(worker processes)"))

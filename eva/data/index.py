@@ -43,6 +43,9 @@ from eva.config import (
 log = logging.getLogger(__name__)
 
 DATASETS = ("demo", "ucf101", "hmdb51", "ssv2", "k400", "activitynet", "folder")
+DATASET_NAME = one_of(
+    *DATASETS
+)  # `dataset.name`: DatasetConfig's rule, also for the stages that only record it
 SPLITS = ("train", "val")
 OFFICIAL_SPLITS = (1, 2, 3)  # UCF101 and HMDB51 both define three train/test splits
 MISSING_LISTED = 100  # how many missing paths metrics/index.json lists (the count is always complete)
@@ -88,7 +91,7 @@ VAL_FRACTION = number(0, below=1)
 class DatasetConfig:
     """The `dataset` section of params.yaml: which benchmark, where its videos and annotation files are."""
 
-    name: str = setting(rule=one_of(*DATASETS))
+    name: str = setting(rule=DATASET_NAME)
     root: str = setting(rule=TEXT)  # folder holding the videos
     annotations: str | None = setting(rule=OPTIONAL_TEXT)  # official annotation files ("" for plain folders)
     split: int | str | None = 1  # official split of ucf101 / hmdb51 (checked there); ignored elsewhere
@@ -160,7 +163,7 @@ def build_index(
 ) -> IndexResult:
     """Index dataset `name` (params `dataset.*`). `check_exists=False` keeps every annotated clip without
     looking at the disk (paths then use the dataset's default file name), for counting annotations alone."""
-    check("dataset.name", name, one_of(*DATASETS))
+    check("dataset.name", name, DATASET_NAME)
     check("dataset.val_fraction", val_fraction, VAL_FRACTION)
     root = Path(root)
     annotations = Path(annotations) if str(annotations or "") else None

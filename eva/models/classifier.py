@@ -50,6 +50,7 @@ from eva.config import (
     one_of,
     section_values,
     setting,
+    value_at,
 )
 from eva.data.attribute_store import AttributeMeta, attributes_for_stage
 from eva.data.segments import SAMPLINGS
@@ -59,7 +60,7 @@ from eva.models.adaptformer import AdaptFormerAdapter, adaptformer_block
 from eva.models.backbone import FINAL_NORMS, READOUTS, BlockBackbone, lora_block
 from eva.models.blocks import DROP_PATH_MODES, BlockAdapters
 from eva.models.families import get_family
-from eva.models.lora import AttentionLoRA
+from eva.models.lora import TARGETS_RULE, AttentionLoRA
 from eva.models.summary import format_groups, group_tensors
 from eva.models.tokens import (
     ATTRIBUTE_ATTENTIONS,
@@ -130,13 +131,13 @@ REFERENCE_OPTIONS = (
 class ModelConfig:
     """The `model` section of params.yaml plus what the data decides; saved in the checkpoint (`asdict`)."""
 
-    method: str  # model.method: a key of eva.methods.METHODS
+    method: str = setting(rule=one_of(*METHODS))  # a key of eva.methods.METHODS
     num_classes: int = derived()  # the dataset's class list
-    backbone: str = setting("backbone.name", default="", rule=TEXT)
+    backbone: str = setting("backbone.name", default="local-dir:models/pretrained/clip", rule=TEXT)
     pretrained: str = setting("backbone.pretrained", default="", rule=OPTIONAL_TEXT)
     backbone_family: str = setting("backbone.family", default="open_clip", rule=TEXT)
-    frames: int = setting(default=8, rule=integer(1))  # T
-    image_size: int = setting(default=224, rule=integer(1))
+    frames: int = setting(default=4, rule=integer(1))  # T
+    image_size: int = setting(default=64, rule=integer(1))
     # how the T frames are picked from the stored ones (eva.data.clips): segments (TSN) | dense (SampleFrames)
     sampling: str = setting(default="segments", rule=one_of(*SAMPLINGS))
     # dense: source frames between a clip's frames (a multiple of extract.frame_stride)
@@ -149,18 +150,20 @@ class ModelConfig:
     drop_path: float = setting(default=0.0, rule=number(0, below=1))
     # std of the time embedding's initial values, in units of the RMS of the backbone's position
     # embedding; 0 is AIM's zero init (the model starts as the frozen backbone)
-    time_embedding_init: float = setting(default=0.0, rule=number(0))
+    time_embedding_init: float = setting(default=0.15, rule=number(0))
     attribute_projection: str = setting(
-        default=DEFAULT_ATTRIBUTE_PROJECTION, rule=one_of(*ATTRIBUTE_PROJECTIONS)
+        "eva.attribute_projection", default=DEFAULT_ATTRIBUTE_PROJECTION, rule=one_of(*ATTRIBUTE_PROJECTIONS)
     )
     # eva: gated | gated_per_token (LLaMA-Adapter's zero-init gated attention to the tokens) | joint (the EVA paper)
-    attribute_attention: str = setting(default="gated", rule=one_of(*ATTRIBUTE_ATTENTIONS))
-    prompt_length: int = setting("prompt.length", default=8, rule=integer(1))
+    attribute_attention: str = setting(
+        "eva.attribute_attention", default="gated", rule=one_of(*ATTRIBUTE_ATTENTIONS)
+    )
+    prompt_length: int = setting("vpt.length", default=8, rule=integer(1))
     adaptformer_bottleneck: int = setting("adaptformer.bottleneck", default=64, rule=integer(1))
     adaptformer_scale: float = setting("adaptformer.scale", default=0.1, rule=number())
     lora_rank: int = setting("lora.rank", default=8, rule=integer(1))
     lora_alpha: float = setting("lora.alpha", default=8.0, rule=number(above=0))
-    lora_targets: tuple[str, ...] = setting("lora.targets", default=("q", "v"))
+    lora_targets: tuple[str, ...] = setting("lora.targets", default=("q", "v"), rule=TARGETS_RULE)
     lora_dropout: float = setting("lora.dropout", default=0.0, rule=number(0, below=1))
     # Options that select a reference's behaviour (docs/reference-deviations.md); left out of the
     # checkpoint's record while at their default (`record`), so a default run saves what it did before.
@@ -173,7 +176,7 @@ class ModelConfig:
     # default: PyTorch's Linear init of the adapter down-projections | aim: trunc normal std 0.02, zero bias
     adapter_init: str = setting("adapter.init", default="default", rule=one_of(*ADAPTER_INITS))
     # vpt: dropout on the prompt tokens in training (VPT's MODEL.PROMPT.DROPOUT)
-    prompt_dropout: float = setting("prompt.dropout", default=0.0, rule=number(0, below=1))
+    prompt_dropout: float = setting("vpt.dropout", default=0.0, rule=number(0, below=1))
     # eva: active attribute names (from `stage`, store order), their encoder depth and width
     attributes: tuple[str, ...] = derived(default=())
     attribute_layers: dict[str, int] = derived(default_factory=dict)
@@ -197,7 +200,12 @@ class ModelConfig:
         from `attribute_meta` (the attribute file's metadata).
         """
         values = section_values(cls, params, "model")
-        values["pretrained"] = values["pretrained"] or ""
+        for name in METHODS:  # the train stage depends on `model.<model.method>`: each method has its section
+            if not isinstance(value_at(params, "model").get(name), Mapping):
+                raise KeyError(
+                    f"params.yaml has no section `model.{name}` (`{{}}` for a method without settings)"
+                )
+        values["pretrained"] = "" if values["pretrained"] is None else values["pretrained"]
         values["lora_targets"] = tuple(values["lora_targets"] or ())
         if stage is not None:
             derived_fields = attribute_fields(values["method"], stage, attribute_meta) | derived_fields
@@ -212,6 +220,7 @@ class ModelConfig:
         return {k: v for k, v in asdict(self).items() if not (k in defaults and v == defaults[k])}
 
     def __post_init__(self) -> None:
+        check_fields(self, "model")  # each key's rule, before anything reads the values
         # Accept the JSON round trip of a checkpoint (lists, string keys).
         set_field = object.__setattr__  # frozen: normalised once, here
         set_field(self, "attributes", tuple(self.attributes))

@@ -31,9 +31,14 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from eva.config import invalid
+from eva.config import Rule, check, invalid
 
 LORA_TARGETS = ("q", "k", "v", "out")
+# `model.lora.targets`: the rule on ModelConfig's field, and this module's own guard
+TARGETS_RULE = Rule(
+    f"a non-empty list of distinct names from {list(LORA_TARGETS)}",
+    lambda v: isinstance(v, list | tuple) and 0 < len(set(v)) == len(v) and all(t in LORA_TARGETS for t in v),
+)
 
 
 class LowRankDelta(nn.Module):
@@ -71,9 +76,7 @@ class AttentionLoRA(nn.Module):
             raise invalid("model.lora.rank", "an integer >= 1", rank)
         if alpha <= 0:
             raise invalid("model.lora.alpha", "a number > 0", alpha)
-        unknown = [t for t in targets if t not in LORA_TARGETS]
-        if not targets or unknown or len(set(targets)) != len(targets):
-            raise invalid("model.lora.targets", f"distinct names from {list(LORA_TARGETS)}", list(targets))
+        check("model.lora.targets", list(targets), TARGETS_RULE)
         if not 0.0 <= dropout < 1.0:
             raise invalid("model.lora.dropout", "a number >= 0 and < 1", dropout)
         self.targets = tuple(targets)

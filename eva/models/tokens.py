@@ -7,7 +7,7 @@ A provider only says what E_i is (`forward(layer, batch_size, attributes) -> [B,
 `insert_tokens` / `drop_tokens` are the one insertion mechanism both providers go through.
 
 How the block's attention reads the tokens is the provider's `gate(layer)`. Without a gate (VPT,
-and EVA with `model.attribute_attention: joint`, as in the paper) they join the softmax of the
+and EVA with `model.eva.attribute_attention: joint`, as in the paper) they join the softmax of the
 frame's own tokens. With one they get a softmax of their own whose output is scaled by tanh(g),
 g zero-initialised: LLaMA-Adapter's zero-init attention (Zhang et al. 2023). `gated` (the default
 for EVA) has one g per layer and head, as LLaMA-Adapter; `gated_per_token` one per layer, head and
@@ -124,7 +124,7 @@ class LayerTokens(nn.Module):
 class DeepPrompts(LayerTokens):
     """VPT-deep: `length` learnable tokens per layer, the same for every video.
 
-    `dropout` > 0 (`model.prompt.dropout`) drops prompt elements in training, drawn per video (and
+    `dropout` > 0 (`model.vpt.dropout`) drops prompt elements in training, drawn per video (and
     shared by its frames), as VPT's `prompt_dropout` on the batch-expanded prompts (src/models/
     vit_prompt/vit.py; `MODEL.PROMPT.DROPOUT`, 0.0 by default, 0.1 in its demo runs).
     """
@@ -132,9 +132,9 @@ class DeepPrompts(LayerTokens):
     def __init__(self, layers: int, length: int, width: int, patch_area: int, dropout: float = 0.0) -> None:
         super().__init__()
         if length < 1:
-            raise invalid("model.prompt.length", "an integer >= 1 for model.method=vpt", length)
+            raise invalid("model.vpt.length", "an integer >= 1 for model.method=vpt", length)
         if not 0.0 <= dropout < 1.0:
-            raise invalid("model.prompt.dropout", "a number in 0..1 (1 excluded)", dropout)
+            raise invalid("model.vpt.dropout", "a number in 0..1 (1 excluded)", dropout)
         self.num_tokens = length
         self.tokens = nn.Parameter(torch.empty(layers, length, width))
         # VPT's initialisation: Xavier-uniform bound for a patch embedding of fan-in 3 * patch area.
@@ -164,7 +164,9 @@ class AttributeLayerTokens(LayerTokens):
     ) -> None:
         super().__init__()
         if attention not in ATTRIBUTE_ATTENTIONS:
-            raise invalid("model.attribute_attention", f"one of {', '.join(ATTRIBUTE_ATTENTIONS)}", attention)
+            raise invalid(
+                "model.eva.attribute_attention", f"one of {', '.join(ATTRIBUTE_ATTENTIONS)}", attention
+            )
         self.num_tokens = num_tokens
         if attention == "gated":
             self.gates = nn.Parameter(torch.zeros(backbone_layers, heads))
@@ -226,7 +228,7 @@ class AttributeTokens(AttributeLayerTokens):
 
 
 class ConcatAttributeTokens(AttributeLayerTokens):
-    """Projection-free attribute tokens (`model.attribute_projection: none`), the EVA authors' mapping.
+    """Projection-free attribute tokens (`model.eva.attribute_projection: none`), the EVA authors' mapping.
 
     The authors' code does not project attribute features: it concatenates the features of the
     attributes and reshapes the concatenation into backbone-width tokens (three 512-d CLIP features
@@ -235,7 +237,7 @@ class ConcatAttributeTokens(AttributeLayerTokens):
     zero-padded to a multiple of the backbone width D and cut into `ceil(n*D_enc / D)` tokens.
     No scale matching is needed: the tokens only act through the block's attention, whose `ln_1`
     normalises each token, and they are dropped after the block. The only parameters are the attention
-    gates (`model.attribute_attention: gated`); with `joint` there are none.
+    gates (`model.eva.attribute_attention: gated`); with `joint` there are none.
     """
 
     def __init__(

@@ -90,7 +90,7 @@ DECAYED_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MultiheadAttent
 class TrainConfig:
     """The `train` section of params.yaml (the recipe: recipes.yaml `train.recipes.<model.method>`); a bad value names its key."""
 
-    epochs: int = setting(default=6, rule=integer(1))
+    epochs: int = setting(default=8, rule=integer(1))
     batch_size: int = setting(
         default=16, rule=integer(1)
     )  # global batch per forward/backward, over all processes
@@ -99,7 +99,7 @@ class TrainConfig:
     recipe: Recipe = derived(default=Recipe())
     # Multiply a recipe's lr and backbone_lr, per optimiser. Real data: 1 (the published recipes). The
     # demo's CPU schedule is ~1,000 steps where the papers run tens of thousands (docs/demo.md).
-    lr_scale_adamw: float = setting("lr_scale.adamw", default=1.0, rule=number(above=0))
+    lr_scale_adamw: float = setting("lr_scale.adamw", default=10.0, rule=number(above=0))
     lr_scale_sgd: float = setting("lr_scale.sgd", default=1.0, rule=number(above=0))
     warmup_epochs: float = setting(default=1.0, rule=number(0))
     label_smoothing: float = setting(default=0.1, rule=number(0, below=1))  # AIM, VPT, AdaptFormer: 0
@@ -118,7 +118,7 @@ class TrainConfig:
     random_erasing: float = setting(default=0.0, rule=number(0, 1))
     workers: int = setting(default=1, rule=integer(0, what="(DataLoader worker processes per rank)"))
     # validate after every N-th epoch and after the last (mmaction's `evaluation.interval`)
-    val_interval: int = setting(default=1, rule=integer(1, what="(epochs between validations)"))
+    val_interval: int = setting(default=2, rule=integer(1, what="(epochs between validations)"))
     amp: bool = setting(default=True, rule=BOOLEAN)
     # recompute each backbone layer in backward instead of keeping its activations (VideoClassifier.checkpointing)
     checkpointing: bool = setting(default=False, rule=BOOLEAN)

@@ -1,7 +1,7 @@
 """Learning-rate schedule: linear warmup, then cosine decay to zero, stepped once per optimiser step.
 
 The one implementation: the trainer (`eva.train.loop`) and the demo's pretraining
-(`eva.pretrain.schedule`) both build their scheduler here.
+(`eva.demo.pretrain.schedule`) both build their scheduler here.
 """
 
 from __future__ import annotations

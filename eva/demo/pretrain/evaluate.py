@@ -15,8 +15,8 @@ import torch
 from eva.attributes.caption import Captioner
 from eva.attributes.encode import HierarchicalEncoder
 from eva.attributes.label import ZeroShotLabeler
-from eva.data.demo import COLOURS, SHAPES
-from eva.pretrain.stills import StillWords
+from eva.demo.data import COLOURS, SHAPES
+from eva.demo.pretrain.stills import StillWords
 from eva.weights_io import load_open_clip
 
 

@@ -18,9 +18,9 @@ from open_clip.loss import ClipLoss
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from eva.models.tiny import TinyClipSpec, build_tiny_open_clip
-from eva.pretrain.schedule import Schedule, TrainedSteps, train_steps
-from eva.pretrain.stills import StillBatch, StillBatches, collate_batches
+from eva.demo.pretrain.schedule import Schedule, TrainedSteps, train_steps
+from eva.demo.pretrain.stills import StillBatch, StillBatches, collate_batches
+from eva.demo.tiny import TinyClipSpec, build_tiny_open_clip
 
 
 def jpeg_roundtrip(images: torch.Tensor, rng: np.random.Generator, quality: tuple[int, int]) -> torch.Tensor:

@@ -16,10 +16,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from eva.models.tiny import TinyCaptionerSpec, build_tiny_captioner
-from eva.pretrain.clip import jpeg_roundtrip
-from eva.pretrain.schedule import Schedule, TrainedSteps, train_steps
-from eva.pretrain.stills import StillBatch, StillBatches, caption_text, caption_vocabulary, collate_batches
+from eva.demo.pretrain.clip import jpeg_roundtrip
+from eva.demo.pretrain.schedule import Schedule, TrainedSteps, train_steps
+from eva.demo.pretrain.stills import (
+    StillBatch,
+    StillBatches,
+    caption_text,
+    caption_vocabulary,
+    collate_batches,
+)
+from eva.demo.tiny import TinyCaptionerSpec, build_tiny_captioner
 
 
 @dataclass

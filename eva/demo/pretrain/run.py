@@ -30,18 +30,18 @@ from eva.config import (
     setting,
     value_at,
 )
-from eva.models.tiny import (
+from eva.demo.pretrain.captioner import pretrain_captioner
+from eva.demo.pretrain.clip import pretrain_clip
+from eva.demo.pretrain.evaluate import captioner_accuracy, zero_shot_shape_accuracy
+from eva.demo.pretrain.schedule import Schedule, TrainedSteps
+from eva.demo.pretrain.stills import FACTORS, held_out_stills
+from eva.demo.tiny import (
     DEMO_PRETRAINED_MARKER,
     TinyCaptionerSpec,
     TinyClipSpec,
     open_clip_folder_config,
 )
-from eva.models.videomae import TinyVideoMAESpec, save_demo_videomae
-from eva.pretrain.captioner import pretrain_captioner
-from eva.pretrain.clip import pretrain_clip
-from eva.pretrain.evaluate import captioner_accuracy, zero_shot_shape_accuracy
-from eva.pretrain.schedule import Schedule, TrainedSteps
-from eva.pretrain.stills import FACTORS, held_out_stills
+from eva.demo.tiny_videomae import TinyVideoMAESpec, save_demo_videomae
 from eva.weights_io import write_open_clip_folder
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class ClipPretrainConfig(Schedule):
     # place of a patch is known from the first step instead of being learned (docs/demo.md, the CLIP recipe)
     pos_embed: str = setting(rule=one_of("learnable", "sin_cos_2d"))
     group: int = setting(rule=integer(1))  # stills per batch group differing in one factor
-    factor_weights: tuple[float, ...] = setting()  # one weight per eva.pretrain.stills.FACTORS
+    factor_weights: tuple[float, ...] = setting()  # one weight per eva.demo.pretrain.stills.FACTORS
     # share of captions that only say where the object is ("something at the top left")
     place_captions: float = setting(rule=number(0, 1))
     # the text tower's rate, x lr (0 locks it at its initialisation); below 1 it keeps telling place
@@ -220,7 +220,7 @@ README = """# Demo models: tiny CLIP and BLIP captioner pretrained on synthetic 
 
 Written by the `pretrain` stage (`pretrain.yaml: pretrain`), because no real weights can be downloaded
 here. Both are trained from random initialisation on still frames drawn by the demo's own renderer
-(`eva.data.demo`: shapes, colours, sizes, positions, angles, distractors, backgrounds, noise), with
+(`eva.demo.data`: shapes, colours, sizes, positions, angles, distractors, backgrounds, noise), with
 captions written from each still's parameters. No still has an action class, so nothing about the
 demo's actions reaches these models.
 
@@ -256,7 +256,7 @@ def _training_summary(schedule: Schedule, trained: TrainedSteps, spec: Any) -> d
 
 def run_pretraining(cfg: PretrainConfig) -> dict[str, Any]:
     """Train, save, reload and score both models; `cfg.out` is replaced only when all of it worked."""
-    from eva.data.demo import COLOURS, SHAPES
+    from eva.demo.data import COLOURS, SHAPES
 
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 The `save_tiny_*` writers make random-initialised stand-ins for unit tests: their outputs are
 meaningless (`mark_random_weights` tags their folders so galleries and reports can say so). The demo's
-real models are not these: the `pretrain` stage (`eva.pretrain`) trains a CLIP and a captioner of these
+real models are not these: the `pretrain` stage (`eva.demo.pretrain`) trains a CLIP and a captioner of these
 shapes on the demo's synthetic stills, and they know those shapes and nothing else. Both kinds are
 written so that the very same loading code (`eva.weights_io`, the transformers Auto classes) that
 reads real checkpoints reads them.

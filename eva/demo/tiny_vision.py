@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from eva.models.tiny import mark_random_weights
+from eva.demo.tiny import mark_random_weights
 
 
 def clip_tokenizer(vocab_size: int = 514, model_max_length: int = 16) -> Any:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from eva.data.demo import (
+from eva.demo.data import (
     COLOURS,
     SHAPES,
     StillSpec,
