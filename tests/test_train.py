@@ -63,6 +63,7 @@ from eva.train.loop import (
     run_training,
 )
 from eva.train.schedule import cosine_with_warmup
+from eva.utils.ddp import DistEnv
 from eva.utils.fingerprint import code_fingerprint, file_fingerprint
 from stages import _layout as layout
 
@@ -662,7 +663,7 @@ def test_the_run_identity_includes_the_code(
     data: TinyData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job = make_job(data, tmp_path)
-    env = loop.DistEnv(rank=0, world_size=1, device=torch.device("cpu"))
+    env = DistEnv(rank=0, world_size=1, device=torch.device("cpu"))
     before = resume_path(job.checkpoint_root, loop._run_identity(job, env))
     monkeypatch.setattr(loop, "code_fingerprint", lambda: "edited")
     assert resume_path(job.checkpoint_root, loop._run_identity(job, env)) != before
