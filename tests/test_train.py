@@ -718,6 +718,47 @@ def test_two_process_gloo_ddp_matches_one_process(data: TinyData, tmp_path: Path
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
 
 
+# Evaluation splits: (shards folder, split, attribute file). The val split is one shard ("samples" mode
+# on any world size); the train split of `many_shards` is 4 shards of 3 videos ("shards" mode on 2 ranks).
+EVAL_SPLITS = {"one_shard": ("shards", "val", "val"), "many_shards": ("many_shards", "train", "train")}
+
+
+def _eval_inputs(data: TinyData, split: str) -> tuple[list[str], AttributeStore]:
+    folder, name, attributes = EVAL_SPLITS[split]
+    return list_shards(data.root / folder, name), AttributeStore(
+        data.root / "attributes" / f"{attributes}.parquet"
+    )
+
+
+def _eval_batches(
+    data: TinyData, split: str, world: int, workers: int
+) -> list[tuple[list[str], torch.Tensor]]:
+    """Every evaluation batch of a `world`-rank run (video ids, uint8 video), sorted by first video id."""
+    urls, store = _eval_inputs(data, split)
+    batches = []
+    for rank in range(world):
+        ds = VideoAttributeDataset(urls, clip_spec(clips=2), train=False, batch_size=2, attributes=store,
+                                   attribute_names=("label",), rank=rank, world_size=world, workers=workers)  # fmt: skip
+        batches += [(b["video_id"], b["video"]) for b in make_loader(ds)]
+    return sorted(batches, key=lambda b: b[0][0])
+
+
+@pytest.mark.parametrize("split", EVAL_SPLITS)
+def test_evaluation_batches_are_one_processes_whatever_the_ranks_and_workers(
+    data: TinyData, split: str
+) -> None:
+    """The model sees the same batches, so scores the same bits: a batch never spans two shards."""
+    single = _eval_batches(data, split, world=1, workers=0)
+    for world, workers in ((2, 0), (2, 2), (1, 3)):
+        split_run = _eval_batches(data, split, world, workers)
+        assert [ids for ids, _ in split_run] == [ids for ids, _ in single], (world, workers)
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(split_run, single, strict=True))
+    ids = [v for batch, _ in single for v in batch]
+    assert len(ids) == len(set(ids)) == (4 if split == "one_shard" else 11) and MISSING not in ids
+    if split == "many_shards":  # 4 shards of 3 videos (the last lacks MISSING): no batch crosses a shard
+        assert [len(batch) for batch, _ in single] == [2, 1, 2, 1, 2, 1, 2]
+
+
 def test_params_map_to_configs_and_bad_values_name_their_key() -> None:
     params = load_params(Path(__file__).parents[1] / "params.yaml")
     cfg = TrainConfig.from_params(params)
