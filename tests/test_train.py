@@ -759,6 +759,74 @@ def test_evaluation_batches_are_one_processes_whatever_the_ranks_and_workers(
         assert [len(batch) for batch, _ in single] == [2, 1, 2, 1, 2, 1, 2]
 
 
+# (split, loader workers per rank): "samples" mode in the ranks' own processes; "shards" mode with
+# 2 loader workers per rank (4 readers of 4 shards)
+EVAL_RUNS = (("one_shard", 0), ("many_shards", 2))
+
+
+def _eval_ddp_worker(rank: int, world: int, port: int, model_path: Path, data: TinyData, out: Path) -> None:
+    """One rank of a gloo evaluation of each of `EVAL_RUNS`; rank 0 saves the results."""
+    from eva.evaluate import evaluate_views
+    from eva.utils.ddp import init_distributed
+
+    torch.set_num_threads(1)
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        TORCHELASTIC_USE_AGENT_STORE="True",
+    )
+    env, created = init_distributed()
+    assert created and env.world_size == world
+    model, _ = load_trained_model(model_path)
+    results = {}
+    for split, workers in EVAL_RUNS:
+        urls, store = _eval_inputs(data, split)
+        result = evaluate_views(model, urls, clips=2, crops=1, batch_size=2, store=store, workers=workers,
+                                rank=env.rank, world_size=env.world_size)  # fmt: skip
+        results[split] = (result.scores, result.labels, result.video_ids, result.views)
+    if rank == 0:
+        torch.save(results, out)
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_process_gloo_evaluation_equals_one_process(data: TinyData, tmp_path: Path) -> None:
+    """Two ranks score disjoint shares; gathered and put in order, scores, labels, ids and metrics are
+    exactly one process's, in "samples" mode and in "shards" mode with loader workers."""
+    from eva.evaluate import eval_metrics, evaluate_views
+    from eva.train.checkpoint import save_trained_model
+
+    torch.manual_seed(3)
+    model = build_model(model_config(data))
+    model_path = tmp_path / "model.pt"
+    save_trained_model(model_path, model, classes=CLASSES, stage=1, params={}, history=[])
+    model, _ = load_trained_model(model_path)
+    store = _rendezvous_store()
+    mp.spawn(
+        _eval_ddp_worker, args=(2, store.port, model_path, data, tmp_path / "ddp.pt"), nprocs=2, join=True
+    )
+    del store
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=False)
+
+    def compared(result: Any) -> dict[str, Any]:  # the metrics, not the machine's throughput and memory
+        metrics = eval_metrics(result, model, dataset="t", stage=1, seed=0, clips=2, crops=1)
+        return {k: v for k, v in metrics.items() if k not in ("throughput_clips_per_s", "peak_memory_mb")}
+
+    for split, _ in EVAL_RUNS:
+        urls, attributes = _eval_inputs(data, split)
+        one = evaluate_views(model, urls, clips=2, crops=1, batch_size=2, store=attributes)
+        assert len(one.video_ids) == len(set(one.video_ids)) == (4 if split == "one_shard" else 11)
+        scores, labels, video_ids, views = ddp[split]
+        assert video_ids == one.video_ids, split  # every video once, in one process's order
+        assert torch.equal(labels, one.labels) and torch.equal(scores, one.scores), split
+        assert views == one.views == 2 * META.keyframes
+        gathered = replace(one, scores=scores, labels=labels, video_ids=video_ids)
+        assert compared(gathered) == compared(one), split
+
+
 def test_params_map_to_configs_and_bad_values_name_their_key() -> None:
     params = load_params(Path(__file__).parents[1] / "params.yaml")
     cfg = TrainConfig.from_params(params)
