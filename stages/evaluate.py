@@ -1,11 +1,21 @@
 """Stage `evaluate`: models/trained/model.pt + val shards -> metrics/eval.json, per-class CSV,
-confusion plot data, and the model card models/trained/README.md."""
+confusion plot data, and the model card models/trained/README.md.
+
+It runs on the processes training ran on: with `train.nproc` > 1 this process checks the inputs
+once, then starts the DDP workers itself as the train stage does (stages/_launch.py); each scores
+its share of the val split and rank 0 writes the outputs, the same bytes as one process would.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+from typing import Any
 
-from eva.config import load_params
+import torch
+import torch.distributed as dist
+
+from eva.config import check, load_params, value_at
 from eva.data.clips import open_attribute_store
 from eva.data.shards import list_shards
 from eva.demo.tiny import is_random_weights
@@ -14,23 +24,55 @@ from eva.metrics import confusion_records, write_per_class_csv
 from eva.model_card import render_model_card, write_model_card
 from eva.models.trained import load_trained_model
 from eva.report import format_run_table
-from eva.utils.dist import resolve_device
+from eva.utils.ddp import NPROC, init_distributed
 from eva.utils.io import write_json
 from eva.utils.log import setup_logging
 from stages._entry import run_stage, write_summary
+from stages._launch import launch_workers, launched
 from stages._layout import MODEL, MODEL_CARD, SHARDS, attributes
 from stages._params import dataset_name
 
 log = logging.getLogger("eva.stages.evaluate")
 
 
+def process_count(params: dict[str, Any]) -> int:
+    """`train.nproc`: evaluation runs on the processes training ran on."""
+    nproc = value_at(params, "train.nproc")
+    check("train.nproc", nproc, NPROC)
+    return nproc
+
+
+def check_inputs() -> None:
+    """What every worker would open, opened once before they start: a missing input is one line."""
+    model, _ = load_trained_model(MODEL)  # the model file and its backbone's weights
+    list_shards(SHARDS, "val")
+    if model.method.uses_attributes:
+        open_attribute_store(attributes("val"), needed=True, split="val")
+
+
 def main() -> None:
-    setup_logging()
+    rank = int(os.environ.get("RANK", "0"))
+    setup_logging(logging.INFO if rank == 0 else logging.WARNING)
     params = load_params()
     name = dataset_name(params)
     cfg = EvaluateConfig.from_params(params)
+    nproc = process_count(params)
+    if nproc > 1 and not launched():
+        check_inputs()
+        log.info("starting %d evaluation processes", nproc)
+        launch_workers("evaluate", nproc)
+        return
+    env, created = init_distributed()
+    try:
+        evaluate(name, cfg, rank=env.rank, world_size=env.world_size, device=env.device)
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def evaluate(name: str, cfg: EvaluateConfig, *, rank: int, world_size: int, device: torch.device) -> None:
+    """Score the val split on this rank's share; rank 0 writes every output."""
     clips, crops = cfg.clips, cfg.crops
-    device = resolve_device("auto")
     model, checkpoint = load_trained_model(MODEL, device)
     classes = checkpoint["classes"]
     result = evaluate_views(
@@ -40,8 +82,14 @@ def main() -> None:
         crops=crops,
         batch_size=cfg.batch_size,
         store=open_attribute_store(attributes("val"), needed=model.method.uses_attributes, split="val"),
+        workers=cfg.workers,
         device=device,
+        amp=bool(checkpoint["params"]["train"]["amp"]),  # bf16 on CUDA where training used it
+        rank=rank,
+        world_size=world_size,
     )
+    if rank != 0:
+        return
     stage = checkpoint["stage"]
     seed = int(checkpoint["params"]["train"]["seed"])
     metrics = eval_metrics(result, model, dataset=name, stage=stage, seed=seed, clips=clips, crops=crops)

@@ -63,6 +63,7 @@ from eva.train.loop import (
     run_training,
 )
 from eva.train.schedule import cosine_with_warmup
+from eva.utils.ddp import DistEnv
 from eva.utils.fingerprint import code_fingerprint, file_fingerprint
 from stages import _layout as layout
 
@@ -670,7 +671,7 @@ def test_the_run_identity_includes_the_code(
     data: TinyData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job = make_job(data, tmp_path)
-    env = loop.DistEnv(rank=0, world_size=1, device=torch.device("cpu"))
+    env = DistEnv(rank=0, world_size=1, device=torch.device("cpu"))
     before = resume_path(job.checkpoint_root, loop._run_identity(job, env))
     monkeypatch.setattr(loop, "code_fingerprint", lambda: "edited")
     assert resume_path(job.checkpoint_root, loop._run_identity(job, env)) != before
@@ -723,6 +724,115 @@ def test_two_process_gloo_ddp_matches_one_process(data: TinyData, tmp_path: Path
     for a, b in zip(one["history"], two["history"], strict=True):
         for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
+
+
+# Evaluation splits: (shards folder, split, attribute file). The val split is one shard ("samples" mode
+# on any world size); the train split of `many_shards` is 4 shards of 3 videos ("shards" mode on 2 ranks).
+EVAL_SPLITS = {"one_shard": ("shards", "val", "val"), "many_shards": ("many_shards", "train", "train")}
+
+
+def _eval_inputs(data: TinyData, split: str) -> tuple[list[str], AttributeStore]:
+    folder, name, attributes = EVAL_SPLITS[split]
+    return list_shards(data.root / folder, name), AttributeStore(
+        data.root / "attributes" / f"{attributes}.parquet"
+    )
+
+
+def _eval_batches(
+    data: TinyData, split: str, world: int, workers: int
+) -> list[tuple[list[str], torch.Tensor]]:
+    """Every evaluation batch of a `world`-rank run (video ids, uint8 video), sorted by first video id."""
+    urls, store = _eval_inputs(data, split)
+    batches = []
+    for rank in range(world):
+        ds = VideoAttributeDataset(urls, clip_spec(clips=2), train=False, batch_size=2, attributes=store,
+                                   attribute_names=("label",), rank=rank, world_size=world, workers=workers)  # fmt: skip
+        batches += [(b["video_id"], b["video"]) for b in make_loader(ds)]
+    return sorted(batches, key=lambda b: b[0][0])
+
+
+@pytest.mark.parametrize("split", EVAL_SPLITS)
+def test_evaluation_batches_are_one_processes_whatever_the_ranks_and_workers(
+    data: TinyData, split: str
+) -> None:
+    """The model sees the same batches, so scores the same bits: a batch never spans two shards."""
+    single = _eval_batches(data, split, world=1, workers=0)
+    for world, workers in ((2, 0), (2, 2), (1, 3)):
+        split_run = _eval_batches(data, split, world, workers)
+        assert [ids for ids, _ in split_run] == [ids for ids, _ in single], (world, workers)
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(split_run, single, strict=True))
+    ids = [v for batch, _ in single for v in batch]
+    assert len(ids) == len(set(ids)) == (4 if split == "one_shard" else 11) and MISSING not in ids
+    if split == "many_shards":  # 4 shards of 3 videos (the last lacks MISSING): no batch crosses a shard
+        assert [len(batch) for batch, _ in single] == [2, 1, 2, 1, 2, 1, 2]
+
+
+# (split, loader workers per rank): "samples" mode in the ranks' own processes; "shards" mode with
+# 2 loader workers per rank (4 readers of 4 shards)
+EVAL_RUNS = (("one_shard", 0), ("many_shards", 2))
+
+
+def _eval_ddp_worker(rank: int, world: int, port: int, model_path: Path, data: TinyData, out: Path) -> None:
+    """One rank of a gloo evaluation of each of `EVAL_RUNS`; rank 0 saves the results."""
+    from eva.evaluate import evaluate_views
+    from eva.utils.ddp import init_distributed
+
+    torch.set_num_threads(1)
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        TORCHELASTIC_USE_AGENT_STORE="True",
+    )
+    env, created = init_distributed()
+    assert created and env.world_size == world
+    model, _ = load_trained_model(model_path)
+    results = {}
+    for split, workers in EVAL_RUNS:
+        urls, store = _eval_inputs(data, split)
+        result = evaluate_views(model, urls, clips=2, crops=1, batch_size=2, store=store, workers=workers,
+                                rank=env.rank, world_size=env.world_size)  # fmt: skip
+        results[split] = (result.scores, result.labels, result.video_ids, result.views)
+    if rank == 0:
+        torch.save(results, out)
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_process_gloo_evaluation_equals_one_process(data: TinyData, tmp_path: Path) -> None:
+    """Two ranks score disjoint shares; gathered and put in order, scores, labels, ids and metrics are
+    exactly one process's, in "samples" mode and in "shards" mode with loader workers."""
+    from eva.evaluate import eval_metrics, evaluate_views
+    from eva.train.checkpoint import save_trained_model
+
+    torch.manual_seed(3)
+    model = build_model(model_config(data))
+    model_path = tmp_path / "model.pt"
+    save_trained_model(model_path, model, classes=CLASSES, stage=1, params={}, history=[])
+    model, _ = load_trained_model(model_path)
+    store = _rendezvous_store()
+    mp.spawn(
+        _eval_ddp_worker, args=(2, store.port, model_path, data, tmp_path / "ddp.pt"), nprocs=2, join=True
+    )
+    del store
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=False)
+
+    def compared(result: Any) -> dict[str, Any]:  # the metrics, not the machine's throughput and memory
+        metrics = eval_metrics(result, model, dataset="t", stage=1, seed=0, clips=2, crops=1)
+        return {k: v for k, v in metrics.items() if k not in ("throughput_clips_per_s", "peak_memory_mb")}
+
+    for split, _ in EVAL_RUNS:
+        urls, attributes = _eval_inputs(data, split)
+        one = evaluate_views(model, urls, clips=2, crops=1, batch_size=2, store=attributes)
+        assert len(one.video_ids) == len(set(one.video_ids)) == (4 if split == "one_shard" else 11)
+        scores, labels, video_ids, views = ddp[split]
+        assert video_ids == one.video_ids, split  # every video once, in one process's order
+        assert torch.equal(labels, one.labels) and torch.equal(scores, one.scores), split
+        assert views == one.views == 2 * META.keyframes
+        gathered = replace(one, scores=scores, labels=labels, video_ids=video_ids)
+        assert compared(gathered) == compared(one), split
 
 
 def test_params_map_to_configs_and_bad_values_name_their_key() -> None:

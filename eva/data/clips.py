@@ -29,6 +29,12 @@ the gradient all-reduce), so the epoch length is fixed up front from the sample 
   and read in order through this reader's own shuffle buffer; each reader cycles its shards until it has
   produced its quota of batches. Batches then depend on the world size, as in any sharded loader.
 
+Evaluation reads every usable video once, in batches cut per shard (a batch never spans two shards):
+"samples" mode deals those batches round-robin to the readers, "shards" mode deals whole shards.
+Its batches are therefore the same for any world size and worker count, and so are the model's
+scores; each batch's `order` (shard index, position in the shard) puts gathered results back in one
+process's order.
+
 Per-sample randomness (frame offsets, crop, flip, keyframe) comes from a generator seeded by
 (seed, epoch, pass, video_id), not by rank or worker: a video is augmented the same way whichever
 process reads it, so runs are reproducible and DDP is comparable to one process.
@@ -526,8 +532,9 @@ class VideoAttributeDataset(IterableDataset):
     `batch_size` is per rank. Training (`steps` set) yields exactly `steps` batches per rank per
     epoch, spread over the loader workers, for each epoch of `set_epoch(start, stop)` in one
     iteration (so a loader's persistent workers carry on from one epoch into the next); evaluation yields every sample exactly once across
-    ranks and workers, the last batch possibly short (`samples`, the split's usable count, caps the
-    workers at the batches there are, as `steps` does for training). `attribute_names` are loaded
+    ranks and workers, in batches cut per shard whatever the ranks and workers (`_eval_batches`;
+    `samples`, the split's usable count, caps the workers at the batches there are, as `steps` does
+    for training). `attribute_names` are loaded
     (empty for methods without attributes); `attributes` (the store) decides which videos exist
     either way.
     """
@@ -637,29 +644,23 @@ class VideoAttributeDataset(IterableDataset):
     # -- streams -------------------------------------------------------------------------------
 
     def _global_stream(self, epoch: int, repeat: int) -> Iterator[dict[str, Any]]:
-        """Raw samples with attributes, in the seeded order every reader shares ("samples" mode)."""
+        """Training's raw samples with attributes, in the seeded order every reader shares ("samples" mode)."""
         urls = list(self.urls)
-        if self.train:
-            random.Random(derive_seed(self.seed, epoch, repeat, "shards")).shuffle(urls)
+        random.Random(derive_seed(self.seed, epoch, repeat, "shards")).shuffle(urls)
         raw: Iterator[dict[str, Any]] = tarfile_samples([{"url": u} for u in urls])
         kept = (s for s in raw if self._has_attributes(json.loads(s["json"])["video_id"]))
-        if self.train:
-            kept = buffer_shuffle(
-                kept, SHUFFLE_BUFFER, random.Random(derive_seed(self.seed, epoch, repeat, "buffer"))
-            )
-        return kept
+        return buffer_shuffle(
+            kept, SHUFFLE_BUFFER, random.Random(derive_seed(self.seed, epoch, repeat, "buffer"))
+        )
 
     def _reader_stream(self, slot: int, slots: int, epoch: int, repeat: int) -> Iterator[EncodedVideo]:
-        """This reader's own shards, parsed (frames still JPEG), with attributes ("shards" mode)."""
+        """Training: this reader's own shards, parsed (frames still JPEG), with attributes ("shards" mode)."""
         urls = list(self.urls)
-        if self.train:
-            random.Random(derive_seed(self.seed, epoch, repeat, "shards")).shuffle(urls)
-        mine = urls[slot::slots]
-        raw: Iterator[dict[str, Any]] = tarfile_samples([{"url": u} for u in mine])
-        if self.train:  # shuffled as raw bytes, decoded in `_item`
-            raw = buffer_shuffle(
-                raw, SHUFFLE_BUFFER, random.Random(derive_seed(self.seed, epoch, repeat, slot, "buffer"))
-            )
+        random.Random(derive_seed(self.seed, epoch, repeat, "shards")).shuffle(urls)
+        raw: Iterator[dict[str, Any]] = tarfile_samples([{"url": u} for u in urls[slot::slots]])
+        raw = buffer_shuffle(  # shuffled as raw bytes, decoded in `_item`
+            raw, SHUFFLE_BUFFER, random.Random(derive_seed(self.seed, epoch, repeat, slot, "buffer"))
+        )
         parsed = (parse_sample(sample) for sample in raw)
         return (s for s in parsed if self._has_attributes(s.meta["video_id"]))
 
@@ -672,9 +673,7 @@ class VideoAttributeDataset(IterableDataset):
                 "build the DataLoader with `make_loader`"
             )
         if not self.train:
-            yield from (
-                self._eval_by_samples(worker) if self.mode == "samples" else self._by_shards(worker, 0, 0)
-            )
+            yield from self._eval_batches(worker)
             return
         # Batch g of the iteration (over all its epochs) is made by worker g % workers: the order in
         # which the DataLoader collects batches from its workers, also across an epoch boundary.
@@ -710,26 +709,44 @@ class VideoAttributeDataset(IterableDataset):
                 raise RuntimeError(f"no training video in {len(self.urls)} shards has an attribute row")
             repeat += 1
 
-    def _eval_by_samples(self, worker: int) -> Iterator[dict[str, Any]]:
+    def _eval_batches(self, worker: int) -> Iterator[dict[str, Any]]:
+        """This reader's evaluation batches: the same batches for any number of ranks and workers.
+
+        Each shard's videos (those with an attribute row, in stored order) are cut into batches of
+        `batch_size`, the last one of a shard possibly short, so a batch never spans two shards and
+        every reader can make any batch alone. "samples" mode deals the batches of all shards
+        round-robin to the readers (rank x worker); "shards" mode deals whole shards. Either way the
+        model sees exactly one process's batches, and so computes the same scores. Each batch carries
+        `order`: per video (shard index, position in the shard), its place in one process's order.
+        """
         slot, slots = self.rank * self.workers + worker, self.world_size * self.workers
-        pending = []
-        for position, raw in enumerate(self._global_stream(0, 0)):
-            if position % slots == slot:
-                pending.append(self._item(parse_sample(raw), 0, 0))
-                if len(pending) == self.batch_size:
-                    yield collate(pending)
-                    pending = []
-        if pending:
-            yield collate(pending)
+        by_shards = self.mode == "shards"
+        shards = range(slot, len(self.urls), slots) if by_shards else range(len(self.urls))
+        dealt = 0  # "samples" mode: batches of the shards before this one
+        for shard in shards:
+            pending: list[dict[str, Any]] = []
+            order: list[tuple[int, int]] = []
+            position = 0
+            for raw in tarfile_samples([{"url": self.urls[shard]}]):
+                if not self._has_attributes(json.loads(raw["json"])["video_id"]):
+                    continue
+                if by_shards or (dealt + position // self.batch_size) % slots == slot:
+                    pending.append(self._item(parse_sample(raw), 0, 0))
+                    order.append((shard, position))
+                position += 1
+                if position % self.batch_size == 0 and pending:
+                    yield {**collate(pending), "order": order}
+                    pending, order = [], []
+            if pending:
+                yield {**collate(pending), "order": order}
+            dealt += -(-position // self.batch_size)
 
     def _by_shards(self, worker: int, epoch: int, first: int) -> Iterator[dict[str, Any]]:
         slot, slots = self.rank * self.workers + worker, self.world_size * self.workers
-        if self.train:  # this worker's batches of the epoch's steps first .. first + steps - 1
-            quota: int | None = sum(self._owns(worker, first + step) for step in range(self.steps))
-        else:
-            quota = None
+        # this worker's batches of the epoch's steps first .. first + steps - 1
+        quota = sum(self._owns(worker, first + step) for step in range(self.steps))
         produced, repeat, pending = 0, 0, []
-        while quota is None or produced < quota:
+        while produced < quota:
             seen = False
             for sample in self._reader_stream(slot, slots, epoch, repeat):
                 seen = True
@@ -738,12 +755,8 @@ class VideoAttributeDataset(IterableDataset):
                     yield collate(pending)
                     pending = []
                     produced += 1
-                    if quota is not None and produced == quota:
+                    if produced == quota:
                         return
-            if quota is None:
-                if pending:
-                    yield collate(pending)
-                return
             if not seen:
                 raise RuntimeError(f"reader {slot} of {slots}: no video with an attribute row in its shards")
             repeat += 1

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -71,7 +70,7 @@ from eva.train.checkpoint import (
     save_trained_model,
 )
 from eva.train.schedule import build_scheduler
-from eva.utils.dist import worker_slot
+from eva.utils.ddp import NPROC, DistEnv, all_gather_objects, init_distributed
 from eva.utils.fingerprint import code_fingerprint
 from eva.utils.log import progress
 from eva.weights_io import weights_fingerprint
@@ -123,7 +122,7 @@ class TrainConfig:
     # recompute each backbone layer in backward instead of keeping its activations (VideoClassifier.checkpointing)
     checkpointing: bool = setting(default=False, rule=BOOLEAN)
     seed: int = setting(default=0, rule=integer())
-    nproc: int = setting(default=1, rule=integer(1))
+    nproc: int = setting(default=1, rule=NPROC)
 
     def __post_init__(self) -> None:
         check_fields(self, "train")
@@ -195,43 +194,6 @@ class TrainResult:
 # ----------------------------------------------------------------------------- distributed
 
 
-@dataclass(frozen=True)
-class DistEnv:
-    rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> tuple[DistEnv, bool]:
-    """Rank/world from torchrun's env; a process group (nccl on GPU, gloo on CPU) only when world > 1.
-
-    Returns the environment and whether this call created the process group (the caller tears it down).
-    """
-    slot = worker_slot()
-    local_rank = int(os.environ.get("LOCAL_RANK", slot.rank))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    created = False
-    if slot.world_size > 1 and not dist.is_initialized():
-        if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
-            raise RuntimeError(
-                f"WORLD_SIZE={slot.world_size} but MASTER_ADDR/MASTER_PORT are unset: launch with "
-                "`torchrun --nproc_per_node <train.nproc> -m stages.train`"
-            )
-        dist.init_process_group(
-            "nccl" if device.type == "cuda" else "gloo", rank=slot.rank, world_size=slot.world_size
-        )
-        created = True
-    return DistEnv(slot.rank, slot.world_size, device), created
-
-
 def _all_reduce(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
     if env.world_size > 1:
         dist.all_reduce(tensor)
@@ -244,12 +206,7 @@ def _barrier(env: DistEnv) -> None:
 
 
 def _gather_rng(env: DistEnv) -> list[dict[str, Any]]:
-    state = capture_rng_state()
-    if env.world_size == 1:
-        return [state]
-    states: list[Any] = [None] * env.world_size
-    dist.all_gather_object(states, state)
-    return states
+    return all_gather_objects(capture_rng_state(), env.world_size)
 
 
 # ----------------------------------------------------------------------------- optimisation
