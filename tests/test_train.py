@@ -55,13 +55,9 @@ from eva.methods import PUBLISHED_RECIPES, Recipe
 from eva.models import METHODS, ModelConfig, VideoClassifier, build_model
 from eva.models.trained import load_trained_model
 from eva.train.checkpoint import resume_path
-from eva.train.loop import (
-    TrainConfig,
-    TrainJob,
-    build_optimizer,
-    param_groups,
-    run_training,
-)
+from eva.train.config import TrainConfig, TrainJob
+from eva.train.loop import run_training
+from eva.train.optim import build_optimizer, param_groups
 from eva.train.schedule import cosine_with_warmup
 from eva.utils.ddp import DistEnv
 from eva.utils.fingerprint import code_fingerprint, file_fingerprint
@@ -1116,3 +1112,45 @@ def test_a_videomae_backbone_trains_saves_and_evaluates(data: TinyData, tmp_path
     )
     assert len(evaluated.labels) == 4 and evaluated.views == 2 * (2 if method == "eva" else 1)
     assert torch.allclose(evaluated.scores.sum(dim=1), torch.ones(4))
+
+
+def test_training_reads_metrics_back_once_per_window_not_per_step(
+    data: TinyData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 37: no host sync per step. Each epoch's step metrics come back in one reduction per
+    `METRICS_EVERY` steps (here 2, then the odd last one), and the records equal a per-step read."""
+    import eva.train.loop as loop
+
+    calls: list[tuple[int, ...]] = []
+    real = loop._all_reduce
+
+    def counting(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
+        calls.append(tuple(tensor.shape))
+        return real(tensor, env)
+
+    monkeypatch.setattr(loop, "METRICS_EVERY", 2)
+    monkeypatch.setattr(loop, "_all_reduce", counting)
+    job = make_job(data, tmp_path / "a", epochs=1, batch_size=2, workers=0)
+    result = run_training(job)
+    steps = len(result.steps)
+    assert steps % 2 == 1 and steps > 2
+    assert calls == [(2, 3)] * (steps // 2) + [(1, 3), (3,)]  # two steps at a time, the last, validation
+    assert [r["step"] for r in result.steps] == list(range(1, steps + 1))
+    assert all(0 <= r["acc"] <= 1 and r["loss"] > 0 for r in result.steps)
+    monkeypatch.setattr(loop, "METRICS_EVERY", 1)  # a read-back per step: the same records
+    again = run_training(make_job(data, tmp_path / "b", epochs=1, batch_size=2, workers=0))
+    assert again.steps == result.steps and again.history == result.history
+
+
+@pytest.mark.slow
+def test_train_compile_trains_the_same_model_within_float_noise(data: TinyData, tmp_path: Path) -> None:
+    """`train.compile`: torch.compile (inductor, CPU here) gives the eager run's losses within float noise."""
+    no_dropout = {"head_dropout": 0.0}  # inductor draws dropout masks from its own generator
+    eager = run_training(make_job(data, tmp_path / "eager", no_dropout, epochs=1, batch_size=2, workers=0))
+    compiled = run_training(
+        make_job(data, tmp_path / "compiled", no_dropout, epochs=1, batch_size=2, workers=0, compile=True)
+    )
+    for a, b in zip(eager.steps, compiled.steps, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-5)
+    for name, p in eager.model.state_dict().items():
+        assert torch.allclose(p, compiled.model.state_dict()[name], atol=1e-4), name
