@@ -686,7 +686,8 @@ def _rendezvous_store() -> TCPStore:
     return TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
 
 
-def _ddp_worker(rank: int, world: int, port: int, job: TrainJob) -> None:
+def _become_rank(rank: int, world: int, port: int) -> None:
+    """This spawned process's torchrun environment: rank `rank` of `world` on a local store at `port`."""
     torch.set_num_threads(1)
     os.environ.update(
         RANK=str(rank),
@@ -696,6 +697,10 @@ def _ddp_worker(rank: int, world: int, port: int, job: TrainJob) -> None:
         MASTER_PORT=str(port),
         TORCHELASTIC_USE_AGENT_STORE="True",
     )
+
+
+def _ddp_worker(rank: int, world: int, port: int, job: TrainJob) -> None:
+    _become_rank(rank, world, port)
     run_training(job)
 
 
@@ -773,15 +778,7 @@ def _eval_ddp_worker(rank: int, world: int, port: int, model_path: Path, data: T
     from eva.evaluate import evaluate_views
     from eva.utils.ddp import init_distributed
 
-    torch.set_num_threads(1)
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        TORCHELASTIC_USE_AGENT_STORE="True",
-    )
+    _become_rank(rank, world, port)
     env, created = init_distributed()
     assert created and env.world_size == world
     model, _ = load_trained_model(model_path)
