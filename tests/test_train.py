@@ -12,26 +12,23 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.multiprocessing as mp
 import yaml
-from conftest import moving_square, torch_threads, write_video
+from conftest import moving_square, torch_threads
 from torch.distributed import TCPStore
 
 import eva.train.loop as loop
 from eva.config import load_params
 from eva.data.attribute_store import (
-    AttributeMeta,
     AttributeStore,
-    VideoAttributes,
     rows_to_table,
     write_table,
 )
@@ -48,9 +45,20 @@ from eva.data.clips import (
     split_size,
     train_clip,
 )
-from eva.data.extract import ExtractConfig, extract_shards
 from eva.data.shards import list_shards
-from eva.demo.tiny import TinyClipSpec, save_tiny_open_clip
+from eva.demo import tiny_training
+from eva.demo.tiny import save_tiny_open_clip
+from eva.demo.tiny_training import (
+    CLASSES,
+    FRAMES,
+    META,
+    MISSING,
+    SPEC,
+    TinyData,
+    model_config,
+    write_tiny_data,
+)
+from eva.demo.tiny_training import attribute_rows as _attribute_rows
 from eva.methods import PUBLISHED_RECIPES, Recipe
 from eva.models import METHODS, ModelConfig, VideoClassifier, build_model
 from eva.models.trained import load_trained_model
@@ -66,108 +74,13 @@ from stages import _layout as layout
 _one_thread = torch_threads(1)  # tiny tensors: a second thread only adds contention on 2 cores
 
 
-CLASSES = ["green square moving left", "red square moving right"]
-SPEC = TinyClipSpec(
-    embed_dim=16, image_size=32, patch_size=8, vision_width=32, vision_layers=2,
-    text_width=16, text_layers=1, heads=2, context_length=8,
-)  # fmt: skip
-META = AttributeMeta(encoder="test", text_layers=3, image_layers=2, dim=16, keyframes=2)
-MISSING = "train/11"  # a video the attribute file lacks: must be skipped
-FRAMES = 4
-
-
-@dataclass(frozen=True)
-class TinyData:
-    root: Path
-    shards: Path  # one shard per split ("samples" mode for any world size > 1)
-    many_shards: Path  # train only, 3 videos per shard ("shards" mode)
-    backbone: str
-
-
-def _attribute_rows(video_ids: list[str], seed: int) -> list[VideoAttributes]:
-    rng = np.random.default_rng(seed)
-    return [
-        VideoAttributes(
-            video_id=vid,
-            keyframe_indices=[1, 5],
-            label_text=["square", "square"],
-            label_score=[0.5, 0.5],
-            caption_text=["a red square", "a red square"],
-            mask_coverage=[0.1, 0.1],
-            embeddings={n: rng.standard_normal(META.shape(n)).astype(np.float16) for n in META.attributes},
-        )
-        for vid in video_ids
-    ]
-
-
 @pytest.fixture(scope="session")
 def data(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
-    root = tmp_path_factory.mktemp("train_fixture")
-    rows = []
-    for split, count in (("train", 12), ("val", 4)):
-        for i in range(count):
-            label = i % 2
-            frames = moving_square(num_frames=12, size=32, seed=100 * (split == "val") + i)
-            if label == 0:  # a green square moving left (colour makes the tiny random model's job easy)
-                frames = np.ascontiguousarray(frames[:, :, ::-1][..., [1, 0, 2]])
-            path = write_video(root / "videos" / f"{split}_{i:02d}.mp4", frames)
-            rows.append(
-                {"video_id": f"{split}/{i:02d}", "path": str(path), "label": label,
-                 "label_name": CLASSES[label], "split": split, "start": None, "end": None}
-            )  # fmt: skip
-    schema = pa.schema(
-        [("video_id", pa.string()), ("path", pa.string()), ("label", pa.int32()), ("label_name", pa.string()),
-         ("split", pa.string()), ("start", pa.float64()), ("end", pa.float64())]
-    )  # fmt: skip
-    index = pa.Table.from_pylist(rows, schema=schema)
-    cfg = ExtractConfig(frames_per_video=8, short_side=32, samples_per_shard=64, workers=1)
-    extract_shards(index, root / "shards", cfg)
-    train_index = index.filter(pa.compute.equal(index.column("split"), "train"))
-    extract_shards(train_index, root / "many_shards", replace(cfg, samples_per_shard=3))
-    (root / "attributes").mkdir()
-    for split, seed in (("train", 1), ("val", 2)):
-        ids = [r["video_id"] for r in rows if r["split"] == split and r["video_id"] != MISSING]
-        write_table(root / "attributes" / f"{split}.parquet", rows_to_table(_attribute_rows(ids, seed), META))
-    backbone = save_tiny_open_clip(root / "backbone", SPEC)
-    return TinyData(root=root, shards=root / "shards", many_shards=root / "many_shards", backbone=backbone)
-
-
-def model_config(data: TinyData, **overrides) -> ModelConfig:
-    fields = dict(
-        method="eva", num_classes=len(CLASSES), backbone=data.backbone, frames=FRAMES,
-        image_size=SPEC.image_size, time_embedding_init=0.0, attributes=("label", "caption"),
-        attribute_layers={"label": META.text_layers, "caption": META.text_layers}, attribute_dim=META.dim,
-    )  # fmt: skip
-    fields.update(overrides)
-    return ModelConfig(**fields)
+    return write_tiny_data(tmp_path_factory.mktemp("train_fixture"))
 
 
 def make_job(data: TinyData, out: Path, model: dict | None = None, **train) -> TrainJob:
-    settings = dict(
-        epochs=2,
-        batch_size=4,
-        warmup_epochs=0.5,
-        workers=0,
-        label_smoothing=0.1,
-        lr_scale_adamw=1.0,
-        val_interval=1,
-    )
-    settings["recipe"] = Recipe(name=(model or {}).get("method", "eva"), lr=train.pop("lr", 3e-3))
-    settings.update(train)
-    return TrainJob(
-        model=model_config(data, **(model or {})),
-        train=TrainConfig(**settings),
-        stage=1,
-        classes=CLASSES,
-        train_shards=list_shards(data.shards, "train"),
-        val_shards=list_shards(data.shards, "val"),
-        train_attributes=data.root / "attributes" / "train.parquet",
-        val_attributes=data.root / "attributes" / "val.parquet",
-        output=out / "model.pt",
-        params={"test": True},
-        checkpoint_root=out / "checkpoints",
-        live_dir=out / "dvclive",
-    )
+    return tiny_training.make_job(data, out, model, params={"test": True}, **train)
 
 
 def clip_spec(**overrides) -> ClipSpec:
