@@ -12,7 +12,7 @@ export PYTHONHASHSEED := 0
 # Stage commands (`python -m stages.x`, `torchrun`) must find the venv's interpreter.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help install lock demo test test-slow test-fast lint bench bench-pipeline results results-committed counts readme plots-template clean
+.PHONY: help install lock demo test test-slow test-fast lint bench bench-pipeline gpu-check results results-committed counts readme plots-template clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-zA-Z_-]+):.*## (.*)/\1\t\2/' | expand -t 20
@@ -58,6 +58,10 @@ bench: install ## run the benchmarks README shows (installs ffmpeg if missing); 
 	$(BIN)/python -m benchmarks.attributes
 	$(BIN)/python -m benchmarks.train_step
 	$(BIN)/python scripts/readme_tables.py bench
+
+# On one GPU (under 8 minutes by design, not yet measured: no GPU was lent): one table, results/bench/gpu_check.md.
+gpu-check: install ## on a GPU: train step fp32/bf16/compile, loader, eval, tiny 2-epoch run -> one table
+	$(BIN)/python -m benchmarks.gpu_check
 
 # A full `dvc repro` of the demo in a fresh clone, then a no-op repro and `dvc exp run -S stage=2`: about an hour on 2 cores.
 bench-pipeline: install ## DVC's own cost: no-op repro and a stage-2 experiment against a full run (prints only)

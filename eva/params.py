@@ -39,7 +39,7 @@ def config_sections(params: Mapping[str, Any]) -> list[tuple[type, str]]:
     from eva.evaluate import EvaluateConfig
     from eva.methods import Recipe
     from eva.models import ModelConfig
-    from eva.train.loop import TrainConfig
+    from eva.train.config import TrainConfig
 
     recipes = [(Recipe, f"train.recipes.{name}") for name in value_at(params, "train.recipes")]
     return [
@@ -69,7 +69,7 @@ def check_params(params: Mapping[str, Any]) -> None:
     from eva.evaluate import EvaluateConfig
     from eva.methods import Recipe
     from eva.models import ModelConfig
-    from eva.train.loop import TrainConfig
+    from eva.train.config import TrainConfig
 
     unknown = sorted(set(params) - set(SECTIONS))
     if unknown:

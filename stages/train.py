@@ -18,7 +18,8 @@ from eva.data.attribute_store import read_meta
 from eva.data.clips import read_classes
 from eva.data.shards import list_shards
 from eva.models import ModelConfig, build_model
-from eva.train.loop import TrainConfig, TrainJob, run_training
+from eva.train.config import TrainConfig, TrainJob
+from eva.train.loop import run_training
 from eva.utils.log import setup_logging
 from stages._entry import run_stage
 from stages._launch import launch_workers, launched

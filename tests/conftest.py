@@ -19,6 +19,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from eva.demo.data import encode_mp4  # noqa: E402
+from eva.demo.tiny_training import moving_square  # noqa: E402, F401  (tests import it from here)
 
 torch.set_num_threads(2)
 
@@ -71,17 +72,6 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 12, codec: str 
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
     return path
-
-
-def moving_square(num_frames: int = 16, size: int = 48, seed: int = 0) -> np.ndarray:
-    """A bright square moving right over a noisy background: [T, H, W, 3] uint8."""
-    rng = np.random.default_rng(seed)
-    frames = rng.integers(0, 60, size=(num_frames, size, size, 3), dtype=np.uint8)
-    side = size // 4
-    for t in range(num_frames):
-        x = int(t * (size - side) / max(num_frames - 1, 1))
-        frames[t, size // 3 : size // 3 + side, x : x + side] = (230, 40, 40)
-    return frames
 
 
 @pytest.fixture

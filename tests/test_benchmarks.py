@@ -1,4 +1,4 @@
-"""Smoke tests of the train-step and real-size benchmarks' CPU paths at a tiny size (docs/performance.md)."""
+"""Smoke tests of the train-step, real-size and GPU-check benchmarks' CPU paths at a tiny size (docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import train_step
+from benchmarks import gpu_check, train_step
 from eva.demo.tiny import TinyClipSpec, save_tiny_open_clip
 
 SPEC = TinyClipSpec(embed_dim=16, image_size=32, patch_size=16, vision_width=32, vision_layers=2, heads=2)
@@ -77,3 +77,40 @@ def test_peak_table_matches_device_names(monkeypatch: pytest.MonkeyPatch) -> Non
         assert train_step.peak_tflops(torch.device("cuda")) == (name, peak)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda _d: "Some Other GPU")
     assert train_step.peak_tflops(torch.device("cuda"))[1] is None
+
+
+def test_gpu_check_tiny_cpu_run_prints_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "gpu_check.md"
+    table = gpu_check.main(["--device", "cpu", "--tiny", "--out", str(out)])
+    assert out.read_text() == table
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| check")]
+    names = [row.split(" | ")[0][2:] for row in rows]
+    assert names == [
+        "train step, fp32",
+        "train step, bf16",
+        "train step, bf16 + compile (eager)",
+        "train step, bf16 + compile + checkpointing (eager)",
+        "loader (`benchmarks.train_step.bench_loader`)",
+        "evaluation forward, bf16 (`view_probabilities`)",
+        "tiny pipeline, 2 epochs (`run_training`)",
+    ]
+    for row in rows:
+        assert row.count(" | ") == 5, row  # six cells: a failing row keeps the table's shape
+    by_name = dict(zip(names, rows, strict=True))
+    for name in names[:3]:
+        assert " s/step" in by_name[name] and "n/a" in by_name[name]  # no MFU or CUDA memory on the CPU
+    assert "clips/s" in by_name[names[4]] and ("| yes" in by_name[names[4]] or "| no" in by_name[names[4]])
+    assert "views/s" in by_name[names[5]]
+    assert "train loss" in by_name[names[6]] and "after 2 epochs" in by_name[names[6]]
+
+
+def test_gpu_check_peaks_by_device_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert gpu_check.device_peaks(torch.device("cpu")) == ("cpu", None)
+    for name, peaks in (
+        ("NVIDIA H100 80GB HBM3", {"bf16": 989.0, "fp32": 494.7}),
+        ("NVIDIA H100 PCIe", {"bf16": 756.0, "fp32": 378.0}),
+    ):
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda _d, name=name: name)
+        assert gpu_check.device_peaks(torch.device("cuda")) == (name, peaks)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda _d: "Some Other GPU")
+    assert gpu_check.device_peaks(torch.device("cuda"))[1] is None

@@ -21,7 +21,7 @@ from eva.evaluate import EvaluateConfig
 from eva.methods import Recipe
 from eva.models import ModelConfig
 from eva.params import check_params, config_sections
-from eva.train.loop import TrainConfig
+from eva.train.config import TrainConfig
 
 PARAMS = load_params(Path(__file__).parents[1] / "params.yaml")
 

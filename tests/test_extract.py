@@ -140,7 +140,8 @@ def test_videos_round_trip_through_shards(tmp_path: Path, good_index: pa.Table, 
     metrics = result.metrics()
     assert (metrics["videos"], metrics["written"], metrics["failed"]) == (5, 5, 0)
     assert metrics["splits"]["train"] == {"videos": 4, "written": 4, "failed": 0, "shards": 2}
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
+    assert {q.stem for q in tmp_path.glob("*.json")} == {q.stem for q in tmp_path.glob("*.tar")}  # counts
+    assert sorted(p.name for p in tmp_path.glob("*.tar")) == [
         "train-000000.tar",
         "train-000001.tar",
         "val-000000.tar",
@@ -183,7 +184,7 @@ def test_same_bytes_for_reruns_worker_counts_and_rank_splits(tmp_path: Path, goo
 
     extract_shards(good_index, tmp_path / "w1", cfg(1))
     reference = shard_hashes(tmp_path / "w1")
-    assert len(reference) == 5
+    assert len(reference) == 10  # 5 shards and their sample counts
 
     extract_shards(good_index, tmp_path / "w1", cfg(1))  # re-run in place
     assert shard_hashes(tmp_path / "w1") == reference
@@ -193,7 +194,7 @@ def test_same_bytes_for_reruns_worker_counts_and_rank_splits(tmp_path: Path, goo
 
     parts = [extract_shards(good_index, tmp_path / "ranks", cfg(1), WorkerSlot(r, 2)) for r in (0, 1)]
     assert shard_hashes(tmp_path / "ranks") == reference
-    assert sorted(parts[0].shards + parts[1].shards) == sorted(reference)
+    assert sorted(parts[0].shards + parts[1].shards) == sorted(n for n in reference if n.endswith(".tar"))
     assert not set(parts[0].shards) & set(parts[1].shards)
 
 
@@ -301,7 +302,8 @@ def test_bad_files_are_skipped_and_listed(tmp_path: Path, videos: dict) -> None:
     assert metrics["splits"]["train"] == {"videos": 4, "written": 1, "failed": 3, "shards": 1}
     assert metrics["splits"]["val"] == {"videos": 3, "written": 2, "failed": 1, "shards": 1}
     # shard 0 of train held 3 bad videos of 3 -> no file; no temp or stale file survives
-    assert sorted(p.name for p in out.iterdir()) == ["train-000001.tar", "val-000000.tar"]
+    assert {q.stem for q in out.glob("*.json")} == {q.stem for q in out.glob("*.tar")}  # counts
+    assert sorted(p.name for p in out.glob("*.tar")) == ["train-000001.tar", "val-000000.tar"]
 
     written = {
         s.meta["video_id"]: s for split in ("train", "val") for s in iter_videos(list_shards(out, split))
@@ -381,7 +383,10 @@ def test_stage_script_writes_shards_and_metrics(tmp_path: Path, videos: dict) ->
         line for line in run.stderr.splitlines() if not re.match(r"^\d\d:\d\d:\d\d [A-Z]+ eva", line)
     ]
     assert noise_lines == []
-    assert sorted(p.name for p in (tmp_path / SHARDS).iterdir()) == ["train-000000.tar"]
+    assert {q.stem for q in (tmp_path / SHARDS).glob("*.json")} == {
+        q.stem for q in (tmp_path / SHARDS).glob("*.tar")
+    }  # counts
+    assert sorted(p.name for p in (tmp_path / SHARDS).glob("*.tar")) == ["train-000000.tar"]
 
 
 def test_the_extract_stage_and_its_decode_workers_do_not_load_torch() -> None:
@@ -390,3 +395,43 @@ def test_the_extract_stage_and_its_decode_workers_do_not_load_torch() -> None:
     code = "import sys, stages.extract; assert 'torch' not in sys.modules, 'torch imported'"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True)
+
+
+def test_auto_shard_size_gives_an_8x8_run_a_shard_per_reader() -> None:
+    from eva.data.extract import shard_size
+
+    assert shard_size(9537, "auto") == 149  # UCF101 train: 64 shards (+1 short), one per reader of 8 x 8
+    assert shard_size(3783, "auto") == 59  # UCF101 val
+    assert shard_size(168913, "auto") == 512  # SSv2 train: capped, 330 shards
+    assert shard_size(40, "auto") == 1 and shard_size(40, 512) == 512
+    with pytest.raises(ValueError, match="extract.samples_per_shard"):
+        ExtractConfig(samples_per_shard="many")
+
+
+def test_each_shard_carries_its_count_so_a_loader_reads_no_tar_header(
+    tmp_path: Path, good_index: pa.Table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tarfile
+
+    from eva.data.clips import count_shard_samples
+
+    out = tmp_path / "shards"
+    extract_shards(
+        good_index, out, ExtractConfig(frames_per_video=2, short_side=16, samples_per_shard=2, workers=1)
+    )
+    urls = list_shards(out, "train") + list_shards(out, "val")
+    by_headers = count_shard_samples(urls)
+    for url in urls:
+        facts = json.loads(Path(url).with_suffix(".json").read_text())
+        assert facts["bytes"] == Path(url).stat().st_size and facts["samples"] >= 1
+    assert by_headers == sum(json.loads(Path(u).with_suffix(".json").read_text())["samples"] for u in urls)
+
+    def no_tar(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a tar header was read")
+
+    monkeypatch.setattr(tarfile, "open", no_tar)
+    assert count_shard_samples(urls) == by_headers
+    monkeypatch.undo()
+    stale = Path(urls[0]).with_suffix(".json")  # a count for another file (its size differs): not trusted
+    stale.write_text(json.dumps({"samples": 999, "bytes": 1}))
+    assert count_shard_samples(urls) == by_headers

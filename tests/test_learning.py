@@ -27,7 +27,8 @@ from eva.data.shards import list_shards
 from eva.demo.tiny import TinyClipSpec, save_tiny_open_clip
 from eva.methods import Recipe
 from eva.models import ModelConfig
-from eva.train.loop import TrainConfig, TrainJob, run_training
+from eva.train.config import TrainConfig, TrainJob
+from eva.train.loop import run_training
 
 CLASSES = ["square moving left", "square moving right"]
 FRAMES = 8  # model frames == stored frames: every frame is used, so twins hold the same frame set

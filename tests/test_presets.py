@@ -196,7 +196,7 @@ def test_bad_presets_fail_and_leave_params_alone(tmp_path: Path, capsys: pytest.
 def test_every_preset_runs_on_1_2_4_and_8_processes(name: str, nproc: int, tmp_path: Path) -> None:
     """Each process takes an equal share; a batch they do not divide (VideoMAE's 5) is rounded up to the
     next multiple and the lr scaled alike (the linear scaling rule)."""
-    from eva.train.loop import TrainConfig
+    from eva.train.config import TrainConfig
     from eva.utils.trees import merge
 
     params = merge(load_params(_copy_params(tmp_path)), preset.resolve(name))

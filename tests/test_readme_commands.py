@@ -202,7 +202,8 @@ from eva.config import load_params
 from eva.data.attribute_store import AttributeMeta
 from eva.data.clips import read_classes
 from eva.models import ModelConfig, build_model
-from eva.train.loop import TrainConfig, build_optimizer
+from eva.train.config import TrainConfig
+from eva.train.optim import build_optimizer
 from stages import check, index
 from stages._layout import CLASSES
 from stages._params import stage_number

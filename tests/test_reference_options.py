@@ -22,7 +22,8 @@ from eva.models.classifier import REFERENCE_OPTIONS
 from eva.models.clip_backbone import OpenClipBackbone
 from eva.models.trained import load_trained_model, save_trained_model
 from eva.models.videomae import load_videomae
-from eva.train.loop import TrainConfig, param_groups
+from eva.train.config import TrainConfig
+from eva.train.optim import param_groups
 from eva.weights_io import load_open_clip
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,26 +12,23 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.multiprocessing as mp
 import yaml
-from conftest import moving_square, torch_threads, write_video
+from conftest import moving_square, torch_threads
 from torch.distributed import TCPStore
 
 import eva.train.loop as loop
 from eva.config import load_params
 from eva.data.attribute_store import (
-    AttributeMeta,
     AttributeStore,
-    VideoAttributes,
     rows_to_table,
     write_table,
 )
@@ -48,20 +45,27 @@ from eva.data.clips import (
     split_size,
     train_clip,
 )
-from eva.data.extract import ExtractConfig, extract_shards
 from eva.data.shards import list_shards
-from eva.demo.tiny import TinyClipSpec, save_tiny_open_clip
+from eva.demo import tiny_training
+from eva.demo.tiny import save_tiny_open_clip
+from eva.demo.tiny_training import (
+    CLASSES,
+    FRAMES,
+    META,
+    MISSING,
+    SPEC,
+    TinyData,
+    model_config,
+    write_tiny_data,
+)
+from eva.demo.tiny_training import attribute_rows as _attribute_rows
 from eva.methods import PUBLISHED_RECIPES, Recipe
 from eva.models import METHODS, ModelConfig, VideoClassifier, build_model
 from eva.models.trained import load_trained_model
 from eva.train.checkpoint import resume_path
-from eva.train.loop import (
-    TrainConfig,
-    TrainJob,
-    build_optimizer,
-    param_groups,
-    run_training,
-)
+from eva.train.config import TrainConfig, TrainJob
+from eva.train.loop import run_training
+from eva.train.optim import build_optimizer, param_groups
 from eva.train.schedule import cosine_with_warmup
 from eva.utils.ddp import DistEnv
 from eva.utils.fingerprint import code_fingerprint, file_fingerprint
@@ -70,108 +74,13 @@ from stages import _layout as layout
 _one_thread = torch_threads(1)  # tiny tensors: a second thread only adds contention on 2 cores
 
 
-CLASSES = ["green square moving left", "red square moving right"]
-SPEC = TinyClipSpec(
-    embed_dim=16, image_size=32, patch_size=8, vision_width=32, vision_layers=2,
-    text_width=16, text_layers=1, heads=2, context_length=8,
-)  # fmt: skip
-META = AttributeMeta(encoder="test", text_layers=3, image_layers=2, dim=16, keyframes=2)
-MISSING = "train/11"  # a video the attribute file lacks: must be skipped
-FRAMES = 4
-
-
-@dataclass(frozen=True)
-class TinyData:
-    root: Path
-    shards: Path  # one shard per split ("samples" mode for any world size > 1)
-    many_shards: Path  # train only, 3 videos per shard ("shards" mode)
-    backbone: str
-
-
-def _attribute_rows(video_ids: list[str], seed: int) -> list[VideoAttributes]:
-    rng = np.random.default_rng(seed)
-    return [
-        VideoAttributes(
-            video_id=vid,
-            keyframe_indices=[1, 5],
-            label_text=["square", "square"],
-            label_score=[0.5, 0.5],
-            caption_text=["a red square", "a red square"],
-            mask_coverage=[0.1, 0.1],
-            embeddings={n: rng.standard_normal(META.shape(n)).astype(np.float16) for n in META.attributes},
-        )
-        for vid in video_ids
-    ]
-
-
 @pytest.fixture(scope="session")
 def data(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
-    root = tmp_path_factory.mktemp("train_fixture")
-    rows = []
-    for split, count in (("train", 12), ("val", 4)):
-        for i in range(count):
-            label = i % 2
-            frames = moving_square(num_frames=12, size=32, seed=100 * (split == "val") + i)
-            if label == 0:  # a green square moving left (colour makes the tiny random model's job easy)
-                frames = np.ascontiguousarray(frames[:, :, ::-1][..., [1, 0, 2]])
-            path = write_video(root / "videos" / f"{split}_{i:02d}.mp4", frames)
-            rows.append(
-                {"video_id": f"{split}/{i:02d}", "path": str(path), "label": label,
-                 "label_name": CLASSES[label], "split": split, "start": None, "end": None}
-            )  # fmt: skip
-    schema = pa.schema(
-        [("video_id", pa.string()), ("path", pa.string()), ("label", pa.int32()), ("label_name", pa.string()),
-         ("split", pa.string()), ("start", pa.float64()), ("end", pa.float64())]
-    )  # fmt: skip
-    index = pa.Table.from_pylist(rows, schema=schema)
-    cfg = ExtractConfig(frames_per_video=8, short_side=32, samples_per_shard=64, workers=1)
-    extract_shards(index, root / "shards", cfg)
-    train_index = index.filter(pa.compute.equal(index.column("split"), "train"))
-    extract_shards(train_index, root / "many_shards", replace(cfg, samples_per_shard=3))
-    (root / "attributes").mkdir()
-    for split, seed in (("train", 1), ("val", 2)):
-        ids = [r["video_id"] for r in rows if r["split"] == split and r["video_id"] != MISSING]
-        write_table(root / "attributes" / f"{split}.parquet", rows_to_table(_attribute_rows(ids, seed), META))
-    backbone = save_tiny_open_clip(root / "backbone", SPEC)
-    return TinyData(root=root, shards=root / "shards", many_shards=root / "many_shards", backbone=backbone)
-
-
-def model_config(data: TinyData, **overrides) -> ModelConfig:
-    fields = dict(
-        method="eva", num_classes=len(CLASSES), backbone=data.backbone, frames=FRAMES,
-        image_size=SPEC.image_size, time_embedding_init=0.0, attributes=("label", "caption"),
-        attribute_layers={"label": META.text_layers, "caption": META.text_layers}, attribute_dim=META.dim,
-    )  # fmt: skip
-    fields.update(overrides)
-    return ModelConfig(**fields)
+    return write_tiny_data(tmp_path_factory.mktemp("train_fixture"))
 
 
 def make_job(data: TinyData, out: Path, model: dict | None = None, **train) -> TrainJob:
-    settings = dict(
-        epochs=2,
-        batch_size=4,
-        warmup_epochs=0.5,
-        workers=0,
-        label_smoothing=0.1,
-        lr_scale_adamw=1.0,
-        val_interval=1,
-    )
-    settings["recipe"] = Recipe(name=(model or {}).get("method", "eva"), lr=train.pop("lr", 3e-3))
-    settings.update(train)
-    return TrainJob(
-        model=model_config(data, **(model or {})),
-        train=TrainConfig(**settings),
-        stage=1,
-        classes=CLASSES,
-        train_shards=list_shards(data.shards, "train"),
-        val_shards=list_shards(data.shards, "val"),
-        train_attributes=data.root / "attributes" / "train.parquet",
-        val_attributes=data.root / "attributes" / "val.parquet",
-        output=out / "model.pt",
-        params={"test": True},
-        checkpoint_root=out / "checkpoints",
-        live_dir=out / "dvclive",
-    )
+    return tiny_training.make_job(data, out, model, params={"test": True}, **train)
 
 
 def clip_spec(**overrides) -> ClipSpec:
@@ -690,7 +599,8 @@ def _rendezvous_store() -> TCPStore:
     return TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
 
 
-def _ddp_worker(rank: int, world: int, port: int, job: TrainJob) -> None:
+def _become_rank(rank: int, world: int, port: int) -> None:
+    """This spawned process's torchrun environment: rank `rank` of `world` on a local store at `port`."""
     torch.set_num_threads(1)
     os.environ.update(
         RANK=str(rank),
@@ -700,6 +610,10 @@ def _ddp_worker(rank: int, world: int, port: int, job: TrainJob) -> None:
         MASTER_PORT=str(port),
         TORCHELASTIC_USE_AGENT_STORE="True",
     )
+
+
+def _ddp_worker(rank: int, world: int, port: int, job: TrainJob) -> None:
+    _become_rank(rank, world, port)
     run_training(job)
 
 
@@ -777,15 +691,7 @@ def _eval_ddp_worker(rank: int, world: int, port: int, model_path: Path, data: T
     from eva.evaluate import evaluate_views
     from eva.utils.ddp import init_distributed
 
-    torch.set_num_threads(1)
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        TORCHELASTIC_USE_AGENT_STORE="True",
-    )
+    _become_rank(rank, world, port)
     env, created = init_distributed()
     assert created and env.world_size == world
     model, _ = load_trained_model(model_path)
@@ -1116,3 +1022,45 @@ def test_a_videomae_backbone_trains_saves_and_evaluates(data: TinyData, tmp_path
     )
     assert len(evaluated.labels) == 4 and evaluated.views == 2 * (2 if method == "eva" else 1)
     assert torch.allclose(evaluated.scores.sum(dim=1), torch.ones(4))
+
+
+def test_training_reads_metrics_back_once_per_window_not_per_step(
+    data: TinyData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 37: no host sync per step. Each epoch's step metrics come back in one reduction per
+    `METRICS_EVERY` steps (here 2, then the odd last one), and the records equal a per-step read."""
+    import eva.train.loop as loop
+
+    calls: list[tuple[int, ...]] = []
+    real = loop._all_reduce
+
+    def counting(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
+        calls.append(tuple(tensor.shape))
+        return real(tensor, env)
+
+    monkeypatch.setattr(loop, "METRICS_EVERY", 2)
+    monkeypatch.setattr(loop, "_all_reduce", counting)
+    job = make_job(data, tmp_path / "a", epochs=1, batch_size=2, workers=0)
+    result = run_training(job)
+    steps = len(result.steps)
+    assert steps % 2 == 1 and steps > 2
+    assert calls == [(2, 3)] * (steps // 2) + [(1, 3), (3,)]  # two steps at a time, the last, validation
+    assert [r["step"] for r in result.steps] == list(range(1, steps + 1))
+    assert all(0 <= r["acc"] <= 1 and r["loss"] > 0 for r in result.steps)
+    monkeypatch.setattr(loop, "METRICS_EVERY", 1)  # a read-back per step: the same records
+    again = run_training(make_job(data, tmp_path / "b", epochs=1, batch_size=2, workers=0))
+    assert again.steps == result.steps and again.history == result.history
+
+
+@pytest.mark.slow
+def test_train_compile_trains_the_same_model_within_float_noise(data: TinyData, tmp_path: Path) -> None:
+    """`train.compile`: torch.compile (inductor, CPU here) gives the eager run's losses within float noise."""
+    no_dropout = {"head_dropout": 0.0}  # inductor draws dropout masks from its own generator
+    eager = run_training(make_job(data, tmp_path / "eager", no_dropout, epochs=1, batch_size=2, workers=0))
+    compiled = run_training(
+        make_job(data, tmp_path / "compiled", no_dropout, epochs=1, batch_size=2, workers=0, compile=True)
+    )
+    for a, b in zip(eager.steps, compiled.steps, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-5)
+    for name, p in eager.model.state_dict().items():
+        assert torch.allclose(p, compiled.model.state_dict()[name], atol=1e-4), name

@@ -490,13 +490,19 @@ def steps_per_epoch(num_samples: int, global_batch: int, grad_accum: int = 1) ->
 
 
 def count_shard_samples(urls: Sequence[str]) -> int:
-    """Samples in `urls`, from the tar headers alone (one `.json` member per sample)."""
+    """Samples in `urls`: the count the extract stage wrote beside each shard, else (an older shard
+    folder) from the tar headers (one `.json` member per sample)."""
     import tarfile
+
+    from eva.data.extract import counted_samples
 
     count = 0
     for url in urls:
-        with tarfile.open(url) as tar:
-            count += sum(1 for member in tar if member.name.endswith(".json"))
+        known = counted_samples(url)
+        if known is None:
+            with tarfile.open(url) as tar:
+                known = sum(1 for member in tar if member.name.endswith(".json"))
+        count += known
     return count
 
 

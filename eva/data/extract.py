@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from eva.config import BOOLEAN, check_fields, integer, number, section_values, setting
+from eva.config import BOOLEAN, Rule, check_fields, integer, number, section_values, setting
 from eva.data.segments import segment_centres
 from eva.utils.dist import WorkerSlot
 
@@ -55,6 +55,19 @@ QUEUED_PER_WORKER = 2  # jobs sent ahead to each decode worker: the next one is 
 RESIZE = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.BITEXACT
 
 
+SHARD_READERS = 64  # samples_per_shard=auto: readers (DDP ranks x loader workers) that get a shard each
+MAX_SAMPLES_PER_SHARD = 512
+SAMPLES_PER_SHARD = Rule("an integer >= 1 or auto", lambda v: v == "auto" or integer(1).ok(v))
+
+
+def shard_size(videos: int, samples_per_shard: int | str) -> int:
+    """Videos per shard of a split of `videos`: the setting, or for `auto` the largest size that still
+    gives SHARD_READERS shards (so a reader of an 8 x 8 run has shards of its own), capped at 512."""
+    if samples_per_shard != "auto":
+        return int(samples_per_shard)
+    return max(1, min(MAX_SAMPLES_PER_SHARD, videos // SHARD_READERS))
+
+
 @dataclass(frozen=True)
 class ExtractConfig:
     """The `extract` section of params.yaml; a bad value names its key."""
@@ -65,7 +78,9 @@ class ExtractConfig:
     frame_stride: int = setting(default=0, rule=integer(0, 999, "(source frames; 0: segment centres)"))
     short_side: int = setting(default=64, rule=integer(8, 4096, "(pixels)"))
     jpeg_quality: int = setting(default=90, rule=integer(1, 100))
-    samples_per_shard: int = setting(default=512, rule=integer(1))
+    # an integer, or auto: per split, enough shards that each of SHARD_READERS readers (8 GPUs x 8
+    # loader workers) gets one of its own, at most MAX_SAMPLES_PER_SHARD videos each
+    samples_per_shard: int | str = setting(default=512, rule=SAMPLES_PER_SHARD)
     workers: int = setting(default=2, rule=integer(1, 1024, "(worker processes)"))
     timeout_s: float = setting(default=120.0, rule=number(above=0))  # seconds per video
     # fewer decodable frames: skipped (T frames from 1 would be 16 copies of it)
@@ -638,18 +653,21 @@ def decode_in_order(
 # ----------------------------------------------------------------------------- shard planning and writing
 
 
-def plan_shards(index: pa.Table, samples_per_shard: int) -> list[ShardPlan]:
-    """Chunk the sorted index into shards of `samples_per_shard` rows, numbered per split."""
+def plan_shards(index: pa.Table, samples_per_shard: int | str) -> list[ShardPlan]:
+    """Chunk the sorted index into shards of `shard_size` rows per split, numbered per split."""
+    from collections import Counter
+
     from eva.data.index import INDEX_SCHEMA  # imports pyarrow: kept out of the decode workers
 
     index = index.sort_by([("split", "ascending"), ("video_id", "ascending")])
     cols = {c: index.column(c).to_pylist() for c in INDEX_SCHEMA.names}
     keys = unique_keys(cols["video_id"])
+    size = {split: shard_size(n, samples_per_shard) for split, n in Counter(cols["split"]).items()}
     plans: list[ShardPlan] = []
     chunk: list[VideoJob] = []
     for i, key in enumerate(keys):
         split = cols["split"][i]
-        if chunk and (chunk[0].split != split or len(chunk) == samples_per_shard):
+        if chunk and (chunk[0].split != split or len(chunk) == size[chunk[0].split]):
             plans.append(_plan(chunk, plans))
             chunk = []
         start, end = cols["start"][i], cols["end"][i]
@@ -708,6 +726,23 @@ def _note_damage(result: ExtractResult, job: VideoJob, video: DecodedVideo) -> N
         )
     if video.decode_errors:
         result.damaged.append({**where, "decode_errors": video.decode_errors})
+
+
+def count_file(shard: Path) -> Path:
+    """`train-000000.tar` -> `train-000000.json`: the shard's sample count and size in bytes."""
+    return shard.with_name(shard.name.removesuffix(".tar") + ".json")
+
+
+def counted_samples(shard: str | Path) -> int | None:
+    """The sample count written beside `shard`, or None when absent or not for this file (its size differs)."""
+    sidecar = count_file(Path(shard))
+    try:
+        facts = json.loads(sidecar.read_text(encoding="utf-8"))
+        if int(facts["bytes"]) == os.path.getsize(shard):
+            return int(facts["samples"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
 
 
 def _temp_name(shard_name: str) -> str:
@@ -769,6 +804,11 @@ class _ShardFile:
             self.final.unlink(missing_ok=True)
             return False
         os.replace(self.temp, self.final)
+        # the sample count beside it, so a loader counts a split without reading tar headers
+        sidecar = count_file(self.final)
+        temp = sidecar.with_name(f".{sidecar.name}.tmp")
+        temp.write_text(json.dumps({"samples": self.count, "bytes": self.final.stat().st_size}))
+        os.replace(temp, sidecar)
         return True
 
     def abort(self) -> None:
@@ -785,13 +825,14 @@ def _clean_stale(out_dir: Path, plans: list[ShardPlan], slot: WorkerSlot) -> Non
     owned = {p.name for p in plans if slot.owns(p.ordinal)}
     for entry in out_dir.iterdir():
         name = entry.name
-        if name.startswith(".") and name.endswith(".tar.tmp"):
-            shard = name[1:-4]
+        if name.startswith(".") and name.endswith((".tar.tmp", ".json.tmp")):
+            shard = name[1:-4].removesuffix(".json") + (".tar" if name.endswith(".json.tmp") else "")
             if shard in owned or (slot.rank == 0 and shard not in expected):
                 entry.unlink(missing_ok=True)
         elif SHARD_NAME.match(name) and name not in expected and slot.rank == 0:
             log.info("removing stale shard %s (not produced by this index)", entry)
             entry.unlink(missing_ok=True)
+            count_file(entry).unlink(missing_ok=True)
 
 
 def extract_shards(

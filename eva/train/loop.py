@@ -1,10 +1,22 @@
 """The training run: DDP set-up, AdamW + warmup-cosine, epochs with a validation pass, resume, logging.
 
-One run = `run_training(job)`, called by every torchrun process. What makes it reproducible:
+One run = `run_training(job)`, called by every torchrun process, in named phases:
 
-* `train.batch_size` is the GLOBAL batch of one forward/backward (split evenly over the
-  processes; rounded up to a multiple of them, with the lr scaled alike, where they do not divide it), `train.grad_accum` of them make an optimiser step; with the loader's "samples" mode
-  (see `eva.data.clips`) the same params give the same batches whatever `train.nproc` is.
+    _set_up       check the job, open the splits, build model + optimiser, restore a resume file,
+                  wrap in DDP (and torch.compile), start the loaders
+    _train_epoch  forward/backward/step over the epoch's batches; step metrics read back every
+                  METRICS_EVERY steps (`_log_steps`), never per step
+    _end_epoch    log the epoch, validate every `train.val_interval` epochs (`evaluate_top1`),
+                  write the resume file
+    then rank 0 saves model.pt. What a run is given lives in `eva.train.config`, its optimiser's
+    parameter groups in `eva.train.optim`.
+
+What makes it reproducible:
+
+* `train.batch_size` is the GLOBAL batch of one forward/backward (split evenly over the processes;
+  rounded up to a multiple of them, with the lr scaled alike, where they do not divide it),
+  `train.grad_accum` of them make an optimiser step; with the loader's "samples" mode (see
+  `eva.data.clips`) the same params give the same batches whatever `train.nproc` is.
 * The tunable weights are initialised from `train.seed` on every rank; dropout draws from a
   per-rank seed; data randomness is per video (seed, epoch, video id).
 * After every epoch the resume file `checkpoints/<hash>/last.pt` captures weights, optimiser,
@@ -32,20 +44,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from eva.config import (
-    BOOLEAN,
-    check_fields,
-    derived,
-    integer,
     invalid,
-    number,
-    one_of,
-    section_values,
-    setting,
-    value_at,
 )
 from eva.data.attribute_store import AttributeStore
 from eva.data.clips import (
-    CROPS,
     Augment,
     ClipSpec,
     VideoAttributeDataset,
@@ -57,9 +59,8 @@ from eva.data.clips import (
     split_size,
     steps_per_epoch,
 )
-from eva.methods import Recipe, get_method
-from eva.models import ModelConfig, VideoClassifier, build_model
-from eva.models.tokens import DeepPrompts
+from eva.methods import get_method
+from eva.models import VideoClassifier, build_model
 from eva.train.checkpoint import (
     capture_rng_state,
     data_fingerprint,
@@ -69,127 +70,17 @@ from eva.train.checkpoint import (
     save_resume,
     save_trained_model,
 )
+from eva.train.config import TrainJob, TrainResult
+from eva.train.optim import build_optimizer, unused_tunable_parameters
 from eva.train.schedule import build_scheduler
-from eva.utils.ddp import NPROC, DistEnv, all_gather_objects, init_distributed
+from eva.utils.ddp import DistEnv, all_gather_objects, init_distributed
 from eva.utils.fingerprint import code_fingerprint
 from eva.utils.log import progress
 from eva.weights_io import weights_fingerprint
 
 log = logging.getLogger(__name__)
 
-# Only the weight matrices of these layers get weight decay; biases, norms, embeddings, prompts (unless
-# `train.decay_prompts`), attribute-token offsets and other free tensors do not.
-DECAYED_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MultiheadAttention)
-
-
-# ----------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The `train` section of params.yaml (the recipe: recipes.yaml `train.recipes.<model.method>`); a bad value names its key."""
-
-    epochs: int = setting(default=8, rule=integer(1))
-    batch_size: int = setting(
-        default=16, rule=integer(1)
-    )  # global batch per forward/backward, over all processes
-    grad_accum: int = setting(default=1, rule=integer(1))
-    # train.recipes.<model.method>: optimiser, lr, backbone_lr, weight decay (read by Recipe.from_params)
-    recipe: Recipe = derived(default=Recipe())
-    # Multiply a recipe's lr and backbone_lr, per optimiser. Real data: 1 (the published recipes). The
-    # demo's CPU schedule is ~1,000 steps where the papers run tens of thousands (docs/demo.md).
-    lr_scale_adamw: float = setting("lr_scale.adamw", default=10.0, rule=number(above=0))
-    lr_scale_sgd: float = setting("lr_scale.sgd", default=1.0, rule=number(above=0))
-    warmup_epochs: float = setting(default=1.0, rule=number(0))
-    label_smoothing: float = setting(default=0.1, rule=number(0, below=1))  # AIM, VPT, AdaptFormer: 0
-    # vpt: the prompt tokens get the recipe's weight decay too, as in VPT's SGD (it decays every tunable
-    # tensor but the head's bias); false: prompts are free tensors, not decayed
-    decay_prompts: bool = setting(default=False, rule=BOOLEAN)
-    flip: bool = setting(default=False, rule=BOOLEAN)
-    # random_resized: torchvision's RandomResizedCrop over `crop_scale` of the area | multi_scale: TSN's
-    # GroupMultiScaleCrop (scales 1, .875, .75, .66 of the short side; the EVA authors' loader)
-    crop: str = setting(default="random_resized", rule=one_of(*CROPS))
-    crop_scale: tuple[float, float] = (0.7, 1.0)
-    # torchvision RandAugment, one draw per clip: ops per clip (0: off) at magnitude 0..30 (AIM SSv2: 4, 7)
-    rand_augment_ops: int = setting("rand_augment.ops", default=0, rule=integer(0, 14))
-    rand_augment_magnitude: int = setting("rand_augment.magnitude", default=9, rule=integer(0, 30))
-    # probability of erasing one rectangle of the clip to the mean colour (AIM SSv2: 0.25)
-    random_erasing: float = setting(default=0.0, rule=number(0, 1))
-    workers: int = setting(default=1, rule=integer(0, what="(DataLoader worker processes per rank)"))
-    # validate after every N-th epoch and after the last (mmaction's `evaluation.interval`)
-    val_interval: int = setting(default=2, rule=integer(1, what="(epochs between validations)"))
-    amp: bool = setting(default=True, rule=BOOLEAN)
-    # recompute each backbone layer in backward instead of keeping its activations (VideoClassifier.checkpointing)
-    checkpointing: bool = setting(default=False, rule=BOOLEAN)
-    seed: int = setting(default=0, rule=integer())
-    nproc: int = setting(default=1, rule=NPROC)
-
-    def __post_init__(self) -> None:
-        check_fields(self, "train")
-        if not isinstance(self.recipe, Recipe):
-            object.__setattr__(self, "recipe", Recipe(**self.recipe))  # the JSON round trip of a checkpoint
-        if self.warmup_epochs > self.epochs:
-            raise invalid(
-                "train.warmup_epochs",
-                f"a number of epochs in 0..train.epochs ({self.epochs})",
-                self.warmup_epochs,
-            )
-        scale = self.crop_scale
-        if (
-            not isinstance(scale, list | tuple)
-            or len(scale) != 2
-            or not all(number().ok(v) for v in scale)
-            or not 0 < scale[0] <= scale[1] <= 1
-        ):
-            raise invalid("train.crop_scale", "[min, max] area fractions with 0 < min <= max <= 1", scale)
-        object.__setattr__(self, "crop_scale", (float(scale[0]), float(scale[1])))
-
-    @property
-    def global_batch(self) -> int:
-        """The batch of one forward/backward over the `nproc` processes: `batch_size`, or where `nproc`
-        does not divide it, the next multiple of `nproc` (each process takes an equal share)."""
-        return -(-self.batch_size // self.nproc) * self.nproc
-
-    @property
-    def scaled_recipe(self) -> Recipe:
-        """The recipe the optimiser runs: `recipe` with its lrs times `train.lr_scale.<optimizer>`, and
-        times `global_batch / batch_size` where the batch was rounded up (the linear scaling rule,
-        Goyal et al. 2017; mmengine's `auto_scale_lr`): 1 whenever `nproc` divides the batch."""
-        factor = getattr(self, f"lr_scale_{self.recipe.optimizer}") * (self.global_batch / self.batch_size)
-        return self.recipe.scaled(factor)
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> TrainConfig:
-        """From the whole params.yaml dict: `train.<name>`, and the recipe of `model.method`."""
-        values = section_values(cls, params, "train", opaque=("recipes",))
-        return cls(**values, recipe=Recipe.from_params(params, value_at(params, "model.method")))
-
-
-@dataclass
-class TrainJob:
-    """Everything one training run reads and writes (the stage fills it from params.yaml)."""
-
-    model: ModelConfig
-    train: TrainConfig
-    stage: int
-    classes: list[str]
-    train_shards: list[str]
-    val_shards: list[str]
-    train_attributes: Path | None  # attributes/train.parquet (None: no attribute file)
-    val_attributes: Path | None
-    output: Path  # models/trained/model.pt
-    params: dict[str, Any] = field(default_factory=dict)  # recorded in model.pt
-    checkpoint_root: Path | None = Path("checkpoints")  # None: no resume file
-    live_dir: Path | None = Path("dvclive/train")  # None: no DVCLive logging
-
-
-@dataclass
-class TrainResult:
-    model: VideoClassifier
-    history: list[dict[str, float]]  # one record per epoch
-    steps: list[dict[str, float]]  # one record per optimiser step
-    resumed_from: int  # finished epochs found in the resume file (0: fresh start)
-
+METRICS_EVERY = 25  # optimiser steps between read-backs of the training metrics (and at each epoch's end)
 
 # ----------------------------------------------------------------------------- distributed
 
@@ -207,75 +98,6 @@ def _barrier(env: DistEnv) -> None:
 
 def _gather_rng(env: DistEnv) -> list[dict[str, Any]]:
     return all_gather_objects(capture_rng_state(), env.world_size)
-
-
-# ----------------------------------------------------------------------------- optimisation
-
-
-def param_groups(
-    model: VideoClassifier, recipe: Recipe, *, decay_prompts: bool = False
-) -> list[dict[str, Any]]:
-    """AdamW/SGD groups over the tunable tensors only, new parameters first (their lr is the one logged).
-
-    New parameters train at `recipe.lr`, pretrained backbone weights (trainable only under `full`)
-    at `recipe.backbone_lr`; weight decay on layer weight matrices, none on biases, norms and free
-    tensors, except VPT's prompt tokens with `decay_prompts` (`train.decay_prompts`).
-    """
-    tunable = {id(p) for _, p in model.named_tunable_parameters()}
-    in_backbone = {id(p) for p in model.backbone.parameters()}
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {
-        (False, True): [], (False, False): [], (True, True): [], (True, False): []
-    }  # (backbone, decay) -> tensors  # fmt: skip
-    seen: set[int] = set()
-    for module in model.modules():
-        for p in module.parameters(recurse=False):
-            if id(p) not in tunable or id(p) in seen:
-                continue
-            seen.add(id(p))
-            decay = isinstance(module, DECAYED_LAYERS) and p.ndim >= 2
-            decay = decay or (decay_prompts and isinstance(module, DeepPrompts))
-            groups[(id(p) in in_backbone, decay)].append(p)
-    return [
-        {
-            "params": params,
-            "lr": recipe.backbone_lr if backbone else recipe.lr,
-            "weight_decay": recipe.weight_decay if decay else 0.0,
-        }
-        for (backbone, decay), params in groups.items()
-        if params
-    ]
-
-
-def build_optimizer(
-    model: VideoClassifier, recipe: Recipe, *, decay_prompts: bool = False
-) -> torch.optim.Optimizer:
-    """The recipe's optimiser over `param_groups` (each group carries its own lr)."""
-    groups = param_groups(model, recipe, decay_prompts=decay_prompts)
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)
-    return torch.optim.AdamW(groups, lr=recipe.lr, eps=recipe.eps)
-
-
-def unused_tunable_parameters(model: VideoClassifier, device: torch.device) -> list[str]:
-    """Tunable tensors that get no gradient from a forward/backward (DDP must be told about them).
-
-    Probed on one all-zero video in eval mode (no dropout, so no RNG is consumed).
-    """
-    cfg = model.config
-    video = torch.zeros(1, cfg.frames, 3, cfg.image_size, cfg.image_size, device=device)  # [1, T, 3, S, S]
-    attributes = {
-        name: torch.zeros(1, cfg.attribute_layers[name], cfg.attribute_dim, device=device)  # [1, L, D]
-        for name in cfg.attributes
-    }
-    was_training = model.training
-    model.eval()
-    model.zero_grad(set_to_none=True)
-    with torch.enable_grad():
-        model(video, attributes or None).sum().backward()
-    unused = [name for name, p in model.named_tunable_parameters() if p.grad is None]
-    model.zero_grad(set_to_none=True)
-    model.train(was_training)
-    return unused
 
 
 # ----------------------------------------------------------------------------- logging
@@ -584,6 +406,8 @@ def _set_up(job: TrainJob, env: DistEnv) -> _Run:
     opt = _build_optimisation(job, env, optimiser_steps=steps // job.train.grad_accum)
     checkpoint, start_epoch, history, step_log = _resume(job, env, opt)
     ddp_model = _wrap_ddp(opt.model, env)
+    if job.train.compile:  # the state dicts stay the plain model's: checkpoints do not change
+        ddp_model = torch.compile(ddp_model)
     train_data, val_data = _build_datasets(job, env, opt.model, (train_store, val_store), steps, val_samples)
     pin = env.device.type == "cuda"
     train_batches: Iterator[dict[str, Any]] = iter(())
@@ -615,16 +439,23 @@ def _set_up(job: TrainJob, env: DistEnv) -> _Run:
     )
 
 
-def _train_epoch(run: _Run, epoch: int) -> torch.Tensor:
-    """One pass over the training split; returns the summed (loss, correct, count) of its steps."""
+def _train_epoch(run: _Run, epoch: int) -> list[float]:
+    """One pass over the training split; returns the summed [loss, correct, count] of its steps.
+
+    Nothing waits for the device per step: each optimiser step's sums stay on the device and are
+    reduced across ranks and read back every `METRICS_EVERY` steps and at the epoch's end, then logged
+    one record per step (the values a per-step read-back would give).
+    """
     cfg, env, steps = run.job.train, run.env, run.steps
     model, ddp_model, optimizer, scheduler, scaler = (
         run.model, run.ddp_model, run.optimizer, run.scheduler, run.scaler
     )  # fmt: skip
-    step_log, logger, autocast = run.step_log, run.logger, run.autocast
+    autocast = run.autocast
     model.train()
-    window = torch.zeros(3, dtype=torch.float64, device=env.device)  # loss sum, correct, count
-    totals = torch.zeros(3, dtype=torch.float64, device=env.device)
+    window = torch.zeros(2, dtype=torch.float64, device=env.device)  # this step's loss sum, correct
+    count = 0  # this step's samples (known on the host)
+    pending: list[tuple[torch.Tensor, int, float]] = []  # per step: device sums, samples, lr
+    totals = [0.0, 0.0, 0.0]
     batches = itertools.islice(run.train_batches, steps)
     if env.is_main:
         batches = progress(batches, desc=f"train epoch {epoch + 1}/{cfg.epochs}", total=steps)
@@ -640,13 +471,8 @@ def _train_epoch(run: _Run, epoch: int) -> torch.Tensor:
             scaler.scale(loss / cfg.grad_accum).backward()
         with torch.no_grad():
             correct = (logits.argmax(dim=1) == labels).sum()
-            window += torch.stack(
-                [
-                    loss.detach().double() * labels.numel(),
-                    correct.double(),
-                    window.new_tensor(labels.numel()),
-                ]
-            )
+            window += torch.stack([loss.detach().double() * labels.numel(), correct.double()])
+        count += labels.numel()
         if not update:
             continue
         lr = scheduler.get_last_lr()[0]
@@ -654,31 +480,48 @@ def _train_epoch(run: _Run, epoch: int) -> torch.Tensor:
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        _all_reduce(window, env)
-        loss_sum, hits, count = window.tolist()
-        record = {
-            "step": len(step_log) + 1,
-            "epoch": epoch + 1,
-            "loss": loss_sum / count,
-            "acc": hits / count,
-            "lr": lr,
-        }
-        step_log.append(record)
-        logger.step(record)
-        totals += window
-        window.zero_()
+        pending.append((window, count, lr))
+        window, count = torch.zeros_like(window), 0
+        if len(pending) == METRICS_EVERY:
+            _log_steps(run, epoch, pending, totals)
+            pending = []
+    if pending:
+        _log_steps(run, epoch, pending, totals)
     if micro != steps:
         raise RuntimeError(f"rank {env.rank}: the loader gave {micro} batches, expected {steps} per epoch")
     return totals
 
 
-def _end_epoch(run: _Run, epoch: int, totals: torch.Tensor) -> None:
+def _log_steps(
+    run: _Run, epoch: int, pending: list[tuple[torch.Tensor, int, float]], totals: list[float]
+) -> None:
+    """Reduce the pending steps' sums across ranks in one call, log a record per step, add them to `totals`."""
+    env = run.env
+    sums = torch.stack([w for w, _, _ in pending])  # [steps, 2] on the device
+    counts = sums.new_tensor([float(n) for _, n, _ in pending]).unsqueeze(1)  # [steps, 1]
+    rows = _all_reduce(torch.cat([sums, counts], dim=1), env).tolist()  # the one read-back
+    for (loss_sum, hits, count), (_, _, lr) in zip(rows, pending, strict=True):
+        record = {
+            "step": len(run.step_log) + 1,
+            "epoch": epoch + 1,
+            "loss": loss_sum / count,
+            "acc": hits / count,
+            "lr": lr,
+        }
+        run.step_log.append(record)
+        run.logger.step(record)
+        totals[0] += loss_sum
+        totals[1] += hits
+        totals[2] += count
+
+
+def _end_epoch(run: _Run, epoch: int, totals: list[float]) -> None:
     """Log the epoch (validated every `train.val_interval` epochs and after the last) and write the resume file."""
     cfg, env, model = run.job.train, run.env, run.model
     history, step_log, checkpoint = run.history, run.step_log, run.checkpoint
     val_loader, autocast, logger = run.val_loader, run.autocast, run.logger
     optimizer, scheduler, scaler = run.optimizer, run.scheduler, run.scaler
-    loss_sum, hits, count = totals.tolist()
+    loss_sum, hits, count = totals
     record = {
         "epoch": epoch + 1,
         "step": len(step_log),
@@ -723,7 +566,8 @@ def evaluate_top1(
     there are no attributes).
     """
     model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=env.device)  # loss sum, correct, count
+    sums = torch.zeros(2, dtype=torch.float64, device=env.device)  # loss sum, correct
+    count = 0  # samples, counted on the host
     batches: Iterable[dict[str, Any]] = loader
     if env.is_main:
         batches = progress(batches, desc="validate")
@@ -733,9 +577,10 @@ def evaluate_top1(
             probs = model.view_probabilities(video, attributes)  # [b, C]
         loss = F.nll_loss(probs.float().clamp_min(1e-12).log(), labels, reduction="sum")
         correct = (probs.argmax(dim=1) == labels).sum()
-        sums += torch.stack([loss.double(), correct.double(), sums.new_tensor(labels.numel())])
-    _all_reduce(sums, env)
-    loss_sum, hits, count = sums.tolist()
+        sums += torch.stack([loss.double(), correct.double()])
+        count += labels.numel()
+    totals = torch.cat([sums, sums.new_tensor([float(count)])])
+    loss_sum, hits, count = _all_reduce(totals, env).tolist()
     if count == 0:
         raise RuntimeError("the validation split has no video with an attribute row")
     return loss_sum / count, hits / count
