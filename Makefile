@@ -57,6 +57,7 @@ bench: install ## run the benchmarks README shows (installs ffmpeg if missing); 
 	$(BIN)/python -m benchmarks.extract
 	$(BIN)/python -m benchmarks.attributes
 	$(BIN)/python -m benchmarks.train_step
+	$(BIN)/python -m benchmarks.loader
 	$(BIN)/python scripts/readme_tables.py bench
 
 # A full `dvc repro` of the demo in a fresh clone, then a no-op repro and `dvc exp run -S stage=2`: about an hour on 2 cores.
