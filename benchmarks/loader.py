@@ -17,9 +17,11 @@ frames' JPEG sizes are reported (real video at this size: 15-25 KiB). The attrib
 12 layers, D_enc 512, float16); each video's row sits in a row group of its own among filler rows,
 as in a split of thousands of videos, where a random read almost never finds its row group cached.
 
-Measured in this process on one thread (`torch.set_num_threads(1)`), steady state, each preset's
-loader and floor interleaved round by round (so load from other processes hits both alike), the
-first round a warm-up; medians over `--rounds`:
+Measured in this process on one thread (`torch.set_num_threads(1)`), steady state, as the process's
+CPU time (`time.process_time`, which counts helper threads such as Arrow's and not the waits for a
+core on a shared machine; wall time is shown beside it), each loader batch followed by the floor on as many clips (so load from other
+processes hits both alike), one pass of the split a round, the first round a warm-up; medians over
+`--rounds`:
   loader  `VideoAttributeDataset(train=True)` through `make_loader` with 0 workers, batch `--batch`,
           the six attributes loaded: ms per clip over one pass of the split (tar headers, json,
           shuffle buffer, attribute rows, reading and decoding the used frames, crop, resize, flip,
@@ -29,7 +31,7 @@ first round a warm-up; medians over `--rounds`:
           uint8 until the device), from JPEG bytes already in memory, the frames kept in the
           decoder's HWC memory (the fastest way: torch's uint8 antialiased resize computes in it);
   ratio   loader / floor, the median of the rounds' ratios (goal of issue 37: <= 1.3);
-  cores per GPU  the clips/s one H100 consumes x ms per clip / 1000, where one H100 consumes
+  cores per GPU  the clips/s one H100 consumes x CPU ms per clip / 1000, where one H100 consumes
           0.4 x 989 TFLOP/s (40% MFU of its dense bf16 peak) / the counted FLOPs of one EVA
           training step per clip (forward + backward, `benchmarks/train_step.count_step_flops` on the
           preset's model: CLIP ViT-B/16 at 8 frames, VideoMAE ViT-B at 16, random weights);
@@ -46,6 +48,7 @@ import argparse
 import collections
 import contextlib
 import logging
+import os
 import platform
 import statistics
 import subprocess
@@ -404,7 +407,7 @@ PHASES = {  # label -> where the time goes in one pass of the loader (`phase_tim
 
 @contextlib.contextmanager
 def phase_timer(store: AttributeStore) -> Iterator[collections.Counter]:
-    """Seconds per phase while the context is open: the loader's functions wrapped in timers."""
+    """CPU seconds per phase while the context is open: the loader's functions wrapped in timers."""
     import eva.data.clips as clips
     import eva.data.shards as shards
 
@@ -412,11 +415,11 @@ def phase_timer(store: AttributeStore) -> Iterator[collections.Counter]:
 
     def timed(function: Any, label: str) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start = time.process_time()
             try:
                 return function(*args, **kwargs)
             finally:
-                spent[label] += time.perf_counter() - start
+                spent[label] += time.process_time() - start
 
         return wrapper
 
@@ -465,23 +468,26 @@ def bench_setup(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
         dataset = VideoAttributeDataset(split.urls, setup.spec, **common)
         dataset.set_epoch(0, rounds + 1)  # the last pass: per phase
         batches: Iterator[dict[str, Any]] = iter(make_loader(dataset))
-        loader_ms, floor_ms = [], []
+        # per round: [loader, floor] x [wall, cpu] seconds, a loader batch and the floor on as many
+        # clips alternating, so that load from other processes hits both alike
+        spent_by_round = []
         size = setup.spec.image_size
         for r in range(rounds):
-            start = time.perf_counter()
-            for _ in range(steps):
+            seconds = np.zeros((2, 2))
+            for step in range(steps):
+                wall, cpu = time.perf_counter(), time.process_time()
                 next(batches)
-            middle = time.perf_counter()
-            for jpegs, box in plans[r]:
-                floor_clip(jpegs, box, size)
-            end = time.perf_counter()
-            loader_ms.append(1000 * (middle - start) / args.videos)
-            floor_ms.append(1000 * (end - middle) / args.videos)
+                seconds[0] += (time.perf_counter() - wall, time.process_time() - cpu)
+                wall, cpu = time.perf_counter(), time.process_time()
+                for jpegs, box in plans[r][step * batch : (step + 1) * batch]:
+                    floor_clip(jpegs, box, size)
+                seconds[1] += (time.perf_counter() - wall, time.process_time() - cpu)
+            spent_by_round.append(1000 * seconds / args.videos)  # ms per clip
         with phase_timer(store) as spent:
-            start = time.perf_counter()
+            cpu = time.process_time()
             for _ in range(steps):
                 next(batches)
-            total = time.perf_counter() - start
+            total = time.process_time() - cpu
         phases = {label: 1000 * spent[label] / args.videos for label in PHASES if label != "reading"}
         phases["reading"] = 1000 * total / args.videos - sum(phases.values())
         workers = None
@@ -496,11 +502,14 @@ def bench_setup(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
                         rates.append(args.videos / (now - last))
                     last = now
             workers = statistics.median(rates)
-    loader_ms, floor_ms = loader_ms[1:], floor_ms[1:]
+    timed = np.stack(spent_by_round[1:])  # [rounds, loader/floor, wall/cpu], round 0 a warm-up
     return {
-        "loader_ms": statistics.median(loader_ms),
-        "floor_ms": statistics.median(floor_ms),
-        "ratio": statistics.median(a / b for a, b in zip(loader_ms, floor_ms, strict=True)),
+        "loader_ms": float(np.median(timed[:, 0, 1])),  # CPU time
+        "floor_ms": float(np.median(timed[:, 1, 1])),
+        "ratio": float(np.median(timed[:, 0, 1] / timed[:, 1, 1])),
+        "wall_loader_ms": float(np.median(timed[:, 0, 0])),
+        "wall_floor_ms": float(np.median(timed[:, 1, 0])),
+        "wall_ratio": float(np.median(timed[:, 0, 0] / timed[:, 1, 0])),
         "phases_ms": phases,
         "workers_clips_per_s": workers,
         "jpeg_kib": statistics.mean(split.jpeg_kib),
@@ -515,10 +524,10 @@ def markdown(results: dict[str, dict[str, Any]], setups: dict[str, Setup], args:
     lines = [
         "<!-- generated by benchmarks/loader.py; do not edit -->",
         "<!-- summary -->",
-        f"Training loader ({cpu_model()}, one thread, no workers, batch {args.batch}, six attributes) against "
-        f"the floor (`decode_jpeg` of the clip's frames + one crop + resize, uint8); median of {args.rounds} "
-        f"interleaved rounds. Cores per GPU: the clips/s one {GPU} consumes at {MFU:.0%} MFU x ms per clip. "
-        f"Goal (issue 37): <= {GOAL}x.",
+        f"Training loader ({cpu_model()}, {os.cpu_count()} cores; one thread, no workers, batch {args.batch}, "
+        "six attributes) against the floor (`decode_jpeg` of the clip's frames + one crop + resize, uint8): "
+        f"CPU ms per clip, median of {args.rounds} rounds of loader batches and floor alternating. Cores per "
+        f"GPU: the clips/s one {GPU} consumes at {MFU:.0%} MFU x CPU seconds per clip. Goal (issue 37): <= {GOAL}x.",
         "",
         "| preset | clip | loader ms/clip | floor ms/clip | loader / floor | cores per GPU (floor) |"
         + workers,
@@ -541,20 +550,25 @@ def markdown(results: dict[str, dict[str, Any]], setups: dict[str, Setup], args:
         f"video's row in a row group of its own. One {GPU} consumes {MFU:.0%} x {GPU_PEAK_TFLOPS:.0f} TFLOP/s "
         "(dense bf16) over the counted FLOPs of one EVA training step per clip (forward + backward).",
         "",
-        f"| preset | JPEG KiB per frame (min-max) | EVA step GFLOP per clip | {GPU} clips/s | cores per GPU | floor |",
-        "|---|---|---:|---:|---:|---:|",
+        f"| preset | JPEG KiB per frame (min-max) | EVA step GFLOP per clip | {GPU} clips/s | "
+        "wall ms per clip: loader | floor | loader / floor |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
         low, high = r["jpeg_kib_range"]
-        gpu = r["gpu_clips_per_s"]
         lines.append(
-            f"| {name} | {r['jpeg_kib']:.1f} ({low:.1f}-{high:.1f}) | {r['gflop']:,.0f} | {gpu:.0f} | "
-            f"{gpu * r['loader_ms'] / 1000:.1f} | {gpu * r['floor_ms'] / 1000:.1f} |"
+            f"| {name} | {r['jpeg_kib']:.1f} ({low:.1f}-{high:.1f}) | {r['gflop']:,.0f} | "
+            f"{r['gpu_clips_per_s']:.0f} | {r['wall_loader_ms']:.2f} | {r['wall_floor_ms']:.2f} | "
+            f"{r['wall_ratio']:.2f}x |"
         )
+    lines += [
+        "",
+        "Wall time counts the waits for a core as well: on a machine shared with other jobs it is the noisier.",
+    ]
     names = list(results)
     lines += [
         "",
-        "One more pass of the loader, ms per clip per phase (timers around its functions):",
+        "One more pass of the loader, CPU ms per clip per phase (timers around its functions):",
         "",
         "| phase | " + " | ".join(names) + " |",
         "|---|" + "---:|" * len(names),
