@@ -57,6 +57,7 @@ bench: install ## run the benchmarks README shows (installs ffmpeg if missing); 
 	$(BIN)/python -m benchmarks.extract
 	$(BIN)/python -m benchmarks.attributes
 	$(BIN)/python -m benchmarks.train_step
+	$(BIN)/python -m benchmarks.loader
 	$(BIN)/python scripts/readme_tables.py bench
 
 # On one GPU (under 8 minutes by design, not yet measured: no GPU was lent): one table, results/bench/gpu_check.md.

@@ -32,12 +32,12 @@ SUMMARY = re.compile(r"<!-- summary -->\n(?P<body>.*?)<!-- /summary -->", re.S)
 
 
 def bench_part(path: Path) -> str:
-    """One benchmark's part of results/bench.md: its summary block (the whole file if it has none)
-    and, after a summary, a link to the full file."""
+    """One benchmark's part of results/bench.md: its summary block (the whole file if it has none),
+    under a heading that links a summary to the full file (two lines fewer of README's 300)."""
     text = path.read_text(encoding="utf-8")
     if match := SUMMARY.search(text):
         rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path.name
-        return f"#### {path.stem}\n\n{match['body'].strip()}\n\nAll of it: [{rel}]({rel}).\n"
+        return f"#### {path.stem} ([all of it]({rel}))\n{match['body'].strip()}\n"
     return f"#### {path.stem}\n\n{text.strip()}\n"
 
 

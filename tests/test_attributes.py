@@ -267,21 +267,26 @@ def test_store_random_access_by_id(run):
         attributes_for_stage(3)
 
 
-def test_small_row_groups_are_read_one_at_a_time(tmp_path, monkeypatch):
-    meta = store_mod.AttributeMeta("m", text_layers=2, image_layers=3, dim=4, keyframes=1)
+def _store_rows(count: int, keyframes: int = 1, dim: int = 4) -> tuple[store_mod.AttributeMeta, list]:
+    meta = store_mod.AttributeMeta("m", text_layers=2, image_layers=3, dim=dim, keyframes=keyframes)
     rng = np.random.default_rng(0)
     rows = [
         store_mod.VideoAttributes(
             f"v{i}",
-            [0],
-            ["a"],
-            [0.5],
-            ["c"],
-            [0.1],
+            list(range(keyframes)),
+            ["a"] * keyframes,
+            [0.5] * keyframes,
+            ["c"] * keyframes,
+            [0.1] * keyframes,
             {n: rng.standard_normal(meta.shape(n)).astype(np.float16) for n in ATTRIBUTES},
         )
-        for i in range(40)
+        for i in range(count)
     ]
+    return meta, rows
+
+
+def test_a_video_s_rows_are_read_without_decoding_a_row_group(tmp_path, monkeypatch):
+    meta, rows = _store_rows(40)
     store_mod.write_table(tmp_path / "a.parquet", store_mod.rows_to_table(rows, meta), row_group_rows=16)
     store = AttributeStore(tmp_path / "a.parquet")
     assert pq.ParquetFile(tmp_path / "a.parquet").num_row_groups == 3
@@ -290,10 +295,52 @@ def test_small_row_groups_are_read_one_at_a_time(tmp_path, monkeypatch):
     monkeypatch.setattr(
         pq.ParquetFile, "read_row_group", lambda self, i, **kw: read.append(i) or original(self, i, **kw)
     )
-    np.testing.assert_array_equal(
-        store.get("v37", ["original"])["original"].numpy(), rows[37].embeddings["original"]
-    )
-    assert read == [2]
+    got = store.get("v37", ["original", "label"])
+    np.testing.assert_array_equal(got["original"].numpy(), rows[37].embeddings["original"])
+    np.testing.assert_array_equal(got["label"].numpy(), rows[37].embeddings["label"])
+    assert read == []  # the row's values copied out of the mapped file, no row group decoded
+    assert store.describe("v37")["keyframe_indices"] == [0] and read == [2]  # the text columns: decoded
+
+
+WRITERS = {  # other layouts a Parquet writer can give the same table: read raw, or through pyarrow
+    "several pages, rows split across them": (dict(data_page_size=700), True),
+    "data page v2": (dict(data_page_size=900, data_page_version="2.0"), True),
+    "with a page index": (dict(write_page_index=True, data_page_size=1000), True),
+    "compressed": (dict(compression="zstd"), False),
+    "dictionary-encoded": (dict(use_dictionary=True), False),
+}
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_get_gives_pyarrow_s_values_whatever_the_file_layout(tmp_path, writer):
+    meta, rows = _store_rows(37, keyframes=3, dim=40)
+    table = store_mod.rows_to_table(rows, meta)
+    options, raw = WRITERS[writer]
+    options = {"compression": "none", "use_dictionary": False, **options}
+    with pq.ParquetWriter(tmp_path / "a.parquet", table.schema, **options) as out:
+        out.write_table(table, row_group_size=16)
+    store = AttributeStore(tmp_path / "a.parquet")
+    for row in rows:
+        got = store.get(row.video_id, list(ATTRIBUTES))
+        for name in ATTRIBUTES:
+            assert got[name].dtype == torch.float16 and got[name].is_contiguous()
+            np.testing.assert_array_equal(got[name].numpy(), row.embeddings[name])
+    assert {runs is not None for runs in store._runs.values()} == {raw}
+
+
+def test_a_null_value_sends_its_column_chunk_through_pyarrow(tmp_path):
+    meta, rows = _store_rows(20, keyframes=2, dim=8)
+    table = store_mod.rows_to_table(rows, meta)
+    label = table.column("label").combine_chunks()
+    values = label.flatten().to_pylist()
+    values[5] = None  # row 0, group 0
+    nulled = pa.FixedSizeListArray.from_arrays(pa.array(values, pa.float16()), label.type.list_size)
+    table = table.set_column(table.schema.get_field_index("label"), table.schema.field("label"), nulled)
+    store_mod.write_table(tmp_path / "a.parquet", table)
+    store = AttributeStore(tmp_path / "a.parquet")
+    assert torch.isnan(store.get("v0", ["label"])["label"].flatten()[5])
+    np.testing.assert_array_equal(store.get("v17", ["label"])["label"].numpy(), rows[17].embeddings["label"])
+    assert store._runs[(0, "label")] is None and store._runs[(1, "label")] is not None
 
 
 def test_missing_checkpoints_fail_fast_naming_the_param(models, tmp_path, monkeypatch):

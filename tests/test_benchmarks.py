@@ -1,13 +1,14 @@
-"""Smoke tests of the train-step, real-size and GPU-check benchmarks' CPU paths at a tiny size (docs/performance.md)."""
+"""Smoke tests of the train-step, real-size, loader and GPU-check benchmarks' CPU paths at a tiny size (docs/performance.md)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from benchmarks import gpu_check, train_step
+from benchmarks import gpu_check, loader, train_step
 from eva.demo.tiny import TinyClipSpec, save_tiny_open_clip
 
 SPEC = TinyClipSpec(embed_dim=16, image_size=32, patch_size=16, vision_width=32, vision_layers=2, heads=2)
@@ -114,3 +115,37 @@ def test_gpu_check_peaks_by_device_name(monkeypatch: pytest.MonkeyPatch) -> None
         assert gpu_check.device_peaks(torch.device("cuda")) == (name, peaks)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda _d: "Some Other GPU")
     assert gpu_check.device_peaks(torch.device("cuda"))[1] is None
+
+
+def test_loader_benchmark_writes_its_tables_at_a_tiny_size(tmp_path: Path) -> None:
+    out = tmp_path / "bench" / "loader.md"
+    table = loader.main([
+        "--videos", "4", "--batch", "2", "--sources", "1", "--shards", "2", "--rounds", "1", "--workers", "1",
+        "--width", "48", "--height", "32", "--short-side", "32", "--image-size", "24", "--extract-workers", "1",
+        "--step-gflop", "k400=907,ucf101-videomae=1395", "--out", str(out),
+    ])  # fmt: skip
+    assert out.read_text() == table
+    summary = table.split("<!-- summary -->\n", 1)[1].split("<!-- /summary -->", 1)[0]
+    header = "| preset | clip | loader ms/clip | floor ms/clip | loader / floor | cores per GPU (floor) | 1-worker clips/s |"
+    assert header in summary and "one thread" in summary
+    rows = [
+        line.split(" | ")
+        for line in summary.splitlines()
+        if line.startswith(("| k400 ", "| ucf101-videomae "))
+    ]
+    assert [r[1] for r in rows] == [
+        "8 of 32 @24, dense, random resized crop, flip",
+        "16 of 64 @24, dense, multi-scale crop",
+    ]
+    for row in rows:  # numbers only: timings are never asserted
+        float(row[2]), float(row[3]), float(row[4].rstrip("x"))
+        cores, floor = row[5].rstrip(")").split(" (")
+        float(cores), float(floor), float(row[6].rstrip(" |"))
+    # the GPU's clips/s follow from the given FLOPs alone: 0.4 x 989 TFLOP/s / GFLOP per clip
+    assert "| k400 | " in table and "| 907 | 436 |" in table and "| 1,395 | 284 |" in table
+    phases = [line for line in table.splitlines() if line.startswith("| ") and line.count("|") == 4]
+    assert [p.split(" | ")[0][2:] for p in phases][-7:] == [*loader.PHASES.values(), "total"]
+    # a generated frame looks like video, not noise: neighbouring pixels are alike, frames move a little
+    video = loader.natural_video(np.random.default_rng(0), 3, 32, 48).astype(np.float32)
+    assert video.std() > 20 and np.abs(np.diff(video, axis=2)).mean() < video.std() / 2
+    assert 0 < np.abs(video[1] - video[0]).mean() < video.std()

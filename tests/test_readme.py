@@ -87,7 +87,7 @@ def test_assemble_bench_collects_each_benchmark_under_its_name(tmp_path: Path) -
     (tmp_path / "extract.md").write_text("intro\n<!-- summary -->\n| b |\n<!-- /summary -->\n| detail |\n")
     text = readme_tables.assemble_bench(tmp_path)
     assert "| b |" in text and "| detail |" not in text and "intro" not in text
-    assert "All of it: [extract.md](extract.md)." in text
+    assert "#### extract ([all of it](extract.md))\n| b |" in text  # the heading links the full file
 
 
 def test_make_help_lists_every_target() -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import os
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +15,8 @@ import webdataset as wds
 from PIL import Image
 from webdataset.tariterators import tarfile_samples
 
-from eva.data.extract import DecodedVideo, VideoJob, sample_record
-from eva.data.shards import decode_sample, iter_videos, list_shards, parse_sample
+from eva.data.extract import DecodedVideo, TarSampleWriter, VideoJob, sample_record
+from eva.data.shards import ShardFile, decode_sample, iter_videos, list_shards, parse_sample, tar_samples
 
 T, H, W = 3, 12, 20
 
@@ -98,3 +101,108 @@ def test_a_reader_decodes_only_the_frames_it_picks_and_gets_the_full_decode_s_pi
     assert decoded == [2]  # two distinct frames decoded, once each
     assert torch.equal(picked, full[[2, 0, 2]])
     assert torch.equal(video.decode(), full)
+
+
+def _resolved(sample: dict) -> dict:
+    """A `tar_samples` sample with its unread files (`ShardFile`) read."""
+
+    def read(value: object) -> object:
+        if not isinstance(value, ShardFile):
+            return value
+        with open(value.path, "rb") as file:
+            file.seek(value.offset)
+            return file.read(value.size)
+
+    return {name: read(value) for name, value in sample.items()}
+
+
+def _odd_shards(root: Path) -> dict[str, str]:
+    """Shards beside the extract stage's own: what the fast reader hands to tarfile, or must skip."""
+    root.mkdir(parents=True, exist_ok=True)
+    paths = {name: str(root / name) for name in ("extract.tar", "pax.tar", "gnu.tar", "dirs.tar", "cut.tar")}
+    with open(paths["extract.tar"], "wb") as file:  # the extract stage's writer
+        writer = TarSampleWriter(file)
+        for i in range(3):
+            writer.write(record(i))
+        writer.close()
+    with open(paths["pax.tar"], "wb") as file:  # a name past ustar's 100 characters: a pax header
+        writer = TarSampleWriter(file)
+        writer.write({"__key__": "short", "json": b"[]", "000.JPG": b"y", "a.b": b""})  # read, then
+        writer.write({"__key__": "k" * 120, "json": b"{}", "000.jpg": b"x" * 700})  # tarfile takes over
+        writer.close()
+    with tarfile.open(paths["gnu.tar"], "w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in (("k1.json", b"{}"), ("k1.000.jpg", b"z" * 600)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with tarfile.open(paths["dirs.tar"], "w", format=tarfile.USTAR_FORMAT) as tar:
+        folder = tarfile.TarInfo("folder")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        for name, data in (("folder/k1.json", b"{}"), ("folder/k1.000.jpg", b"w" * 513), ("__k__", b"")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("folder/k1.lnk")
+        link.type, link.linkname = tarfile.SYMTYPE, "k1.json"
+        tar.addfile(link)
+    with open(paths["extract.tar"], "rb") as file:
+        whole = file.read()
+    with gzip.open(root / "zipped.tar.gz", "wb") as zipped:
+        zipped.write(whole)
+    paths["zipped.tar.gz"] = str(root / "zipped.tar.gz")
+    Path(paths["cut.tar"]).write_bytes(whole[:3000])  # cut inside a file's last block
+    return paths
+
+
+def test_tar_samples_are_webdataset_s_samples(tmp_path: Path) -> None:
+    paths = _odd_shards(tmp_path / "odd")
+    urls = write_shards(tmp_path / "wds", [3, 2]) + [paths[n] for n in ("extract.tar", "pax.tar", "dirs.tar")]
+    for shards in ([u] for u in urls + [paths["gnu.tar"], paths["zipped.tar.gz"]]), [urls]:
+        for group in shards:
+            expected = list(tarfile_samples([{"url": u} for u in group]))
+            assert list(tar_samples(group)) == expected
+            lazy = list(tar_samples(group, lazy_frames=True))
+            assert [_resolved(s) for s in lazy] == expected and [list(s) for s in lazy] == [
+                list(s) for s in expected
+            ]
+    lazy = list(tar_samples([paths["extract.tar"]], lazy_frames=True))
+    assert all(
+        isinstance(s[f"{t:03d}.jpg"], ShardFile) and isinstance(s["json"], bytes)
+        for s in lazy
+        for t in range(T)
+    )
+    for group in ([paths["cut.tar"]], [urls[0], paths["cut.tar"]]):
+        with pytest.raises(tarfile.ReadError):
+            list(tarfile_samples([{"url": u} for u in group]))
+        for lazy_frames in (False, True):
+            with pytest.raises(tarfile.ReadError):
+                list(tar_samples(group, lazy_frames=lazy_frames))
+
+
+def test_lazy_frames_are_read_only_when_decoded_and_decode_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    urls = [
+        _odd_shards(tmp_path)["extract.tar"]
+    ]  # webdataset's own TarWriter adds pax headers: tarfile reads those
+    eager = [parse_sample(s) for s in tarfile_samples([{"url": u} for u in urls])]
+    reads: list[int] = []
+    real = os.preadv
+    monkeypatch.setattr(
+        os, "preadv", lambda fd, buffers, offset: reads.append(offset) or real(fd, buffers, offset)
+    )
+    lazy = [parse_sample(s) for s in tar_samples(urls, lazy_frames=True)]
+    assert reads == [] and all(isinstance(j, ShardFile) for v in lazy for j in v.jpegs)
+    for plain, deferred in zip(eager, lazy, strict=True):
+        assert deferred.meta == plain.meta and deferred.key == plain.key
+        assert torch.equal(deferred.decode([2, 0, 2]), plain.decode([2, 0, 2]))
+    assert len(reads) == 2 * 3  # two distinct frames of each video, each read once
+
+
+def test_channels_last_decode_holds_the_same_pixels_without_the_transposing_copy(tmp_path: Path) -> None:
+    (raw,) = tarfile_samples([{"url": u} for u in write_shards(tmp_path, [1])])
+    video = parse_sample(raw)
+    plain, fast = video.decode([1, 2, 1]), video.decode([1, 2, 1], channels_last=True)
+    assert plain.is_contiguous() and fast.is_contiguous(memory_format=torch.channels_last)
+    assert fast.shape == plain.shape and torch.equal(fast, plain)

@@ -281,6 +281,59 @@ def test_reading_data_leaves_the_models_random_stream_alone(data: TinyData) -> N
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_the_fast_read_paths_give_the_plain_paths_batches(
+    data: TinyData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loader's shard reader (frames read only when decoded), its channels-last decode and the
+    attribute store's raw row reads give, bit for bit, the batches of webdataset's reader, planar
+    frames and pyarrow's row-group decode (docs/performance.md, issue 37)."""
+    from webdataset.tariterators import tarfile_samples
+
+    import eva.data.clips as clips
+    from eva.data.shards import EncodedVideo
+
+    names = ("label", "caption", "original")
+    augments = (Augment(flip=True, crop_scale=(0.08, 1.0)),
+                Augment(crop="multi_scale", rand_augment_ops=2, erasing=0.5, erase_value=(120, 110, 100)))  # fmt: skip
+
+    def batches() -> list[dict[str, Any]]:
+        store = AttributeStore(data.root / "attributes" / "train.parquet")
+        out = []
+        for augment in augments:
+            for shards, world in ((data.shards, 1), (data.many_shards, 2)):
+                urls = list_shards(shards, "train")
+                train = VideoAttributeDataset(urls, clip_spec(augment=augment), train=True, batch_size=3,
+                                              attributes=store, attribute_names=names, steps=3, seed=5,
+                                              world_size=world)  # fmt: skip
+                train.set_epoch(1, 3)
+                out += list(train)
+        evaluation = VideoAttributeDataset(list_shards(data.shards, "train"), clip_spec(clips=2, crops=3),
+                                           train=False, batch_size=4, attributes=store, attribute_names=names)  # fmt: skip
+        return out + list(evaluation)
+
+    fast = batches()
+    decode = EncodedVideo.decode
+    monkeypatch.setattr(
+        clips, "tar_samples", lambda urls, lazy_frames: tarfile_samples([{"url": u} for u in urls])
+    )
+    monkeypatch.setattr(
+        EncodedVideo, "decode", lambda self, indices=None, channels_last=False: decode(self, indices)
+    )
+    monkeypatch.setattr(AttributeStore, "_column_runs", lambda self, group, name: None)
+    plain = batches()
+    assert len(fast) == len(plain) == 2 * (6 + 6) + 3
+    for a, b in zip(fast, plain, strict=True):
+        assert a["video_id"] == b["video_id"] and torch.equal(a["label"], b["label"])
+        assert a["video"].dtype == torch.uint8 and torch.equal(a["video"], b["video"])
+        assert a["video"].movedim(-3, -1).is_contiguous()  # each pixel's RGB adjacent, as decoded
+        assert all(torch.equal(a["attributes"][n], b["attributes"][n]) for n in names)
+        mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.25, 0.3])
+        video = batch_to_device(a, torch.device("cpu"), mean, std)[0]
+        assert video.is_contiguous() and torch.equal(
+            video, batch_to_device(b, torch.device("cpu"), mean, std)[0]
+        )
+
+
 def test_batches_stay_uint8_until_the_device_normalises_them(data: TinyData) -> None:
     urls = list_shards(data.shards, "train")
     ds = VideoAttributeDataset(urls, clip_spec(), train=True, batch_size=4, steps=1)

@@ -8,8 +8,9 @@ Parquet storage of per-video attribute embeddings, and a random-access reader fo
 
 One row per video. Each attribute is a `fixed_size_list<halffloat>[K*L*D]` column holding the
 row-major `[K, L, D]` tensor (K keyframes, L encoder layers, D joint embedding dim). Embedding
-columns are stored uncompressed and without dictionaries, in small row groups, so the reader can
-memory-map the file and decode only the row group holding the requested video.
+columns are stored uncompressed, PLAIN-encoded and without dictionaries, in small row groups, so the
+reader can memory-map the file and copy out just the requested video's values: a row's K*L*D
+half floats lie contiguously in the column chunk's data pages (`AttributeStore.get`).
 
 Attributes labelled by a detector (`attributes.label.method: detector`) have one more small column,
 `label_box`: the top box of each keyframe, 4 floats (x0, y0, x1, y1 in pixels of the stored frame)
@@ -19,7 +20,9 @@ per keyframe. Other files have no such column, so their bytes are what they alwa
 from __future__ import annotations
 
 import json
+import mmap
 import os
+import struct
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -197,6 +200,135 @@ def concat_parquet(
     return rows
 
 
+# ----------------------------------------------------------------------------- raw page access
+# The embedding columns as `_writer` stores them (no compression, no dictionary, PLAIN half floats, no
+# nulls) keep each row's values as one run of bytes inside the column chunk's data pages. Reading the
+# page headers (Thrift compact protocol, the few fields below) locates that run, so `get` copies
+# 2 * K*L*D bytes instead of decoding a whole row group. Any other layout is read through pyarrow.
+
+_PLAIN, _RLE = 0, 3  # parquet Encoding
+_DATA_PAGE, _DICTIONARY_PAGE, _DATA_PAGE_V2 = 0, 2, 3  # parquet PageType
+_HALF = 2  # bytes per float16 value (FIXED_LEN_BYTE_ARRAY(2), little-endian)
+
+
+def _varint(buf: Any, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _zigzag(value: int) -> int:
+    return (value >> 1) ^ -(value & 1)
+
+
+def _skip(buf: Any, pos: int, kind: int, *, element: bool = False) -> int:
+    """Past one compact-protocol value of type `kind` (a bool element of a list takes a byte)."""
+    if kind in (1, 2):  # booleans: in the field header, or a byte as a list element
+        return pos + 1 if element else pos
+    if kind == 3:  # byte
+        return pos + 1
+    if kind in (4, 5, 6):  # i16, i32, i64: varints
+        return _varint(buf, pos)[1]
+    if kind == 7:  # double
+        return pos + 8
+    if kind == 8:  # binary: varint length + bytes
+        size, pos = _varint(buf, pos)
+        return pos + size
+    if kind in (9, 10):  # list, set: size and element type in one byte (size 15: a varint follows)
+        head = buf[pos]
+        pos += 1
+        size, inner = head >> 4, head & 0x0F
+        if size == 15:
+            size, pos = _varint(buf, pos)
+        for _ in range(size):
+            pos = _skip(buf, pos, inner, element=True)
+        return pos
+    if kind == 11:  # map: varint size, then one byte of key and value types
+        size, pos = _varint(buf, pos)
+        if size:
+            types = buf[pos]
+            pos += 1
+            for _ in range(size):
+                pos = _skip(buf, pos, types >> 4, element=True)
+                pos = _skip(buf, pos, types & 0x0F, element=True)
+        return pos
+    if kind == 12:
+        return _thrift_struct(buf, pos)[1]
+    raise ValueError(f"unknown thrift compact type {kind}")
+
+
+def _thrift_struct(buf: Any, pos: int) -> tuple[dict[int, Any], int]:
+    """A compact-protocol struct at `pos`: field id -> int, bool or nested struct (others skipped)."""
+    fields: dict[int, Any] = {}
+    last = 0
+    while True:
+        head = buf[pos]
+        pos += 1
+        if head == 0:
+            return fields, pos
+        kind, delta = head & 0x0F, head >> 4
+        if delta:
+            last += delta
+        else:
+            raw, pos = _varint(buf, pos)
+            last = _zigzag(raw)
+        if kind in (1, 2):
+            fields[last] = kind == 1
+        elif kind in (4, 5, 6):
+            raw, pos = _varint(buf, pos)
+            fields[last] = _zigzag(raw)
+        elif kind == 12:
+            fields[last], pos = _thrift_struct(buf, pos)
+        else:
+            pos = _skip(buf, pos, kind)
+
+
+def _value_runs(buf: Any, start: int, end: int, levels: tuple[int, int]) -> list[tuple[int, int, int]] | None:
+    """(first value, value count, byte offset of the values) of every data page of the column chunk
+    at `buf[start:end]`, or None unless each page holds PLAIN half floats with no nulls.
+
+    `levels`: the column's max repetition and definition levels (which level runs a v1 page has).
+    """
+    max_rep, max_def = levels
+    runs: list[tuple[int, int, int]] = []
+    first, pos = 0, start
+    while pos < end:
+        header, body = _thrift_struct(buf, pos)
+        page_end = body + header[3]  # compressed_page_size: the chunk is uncompressed (checked)
+        kind = header[1]
+        if kind == _DATA_PAGE:
+            page = header.get(5, {})
+            if page.get(2) != _PLAIN or (page.get(3), page.get(4)) != (_RLE, _RLE):
+                return None
+            values = body
+            for present in (max_rep > 0, max_def > 0):  # v1: repetition, then definition levels
+                if present:
+                    values += 4 + struct.unpack_from("<I", buf, values)[0]
+            count = page.get(1, -1)
+        elif kind == _DATA_PAGE_V2:
+            page = header.get(8, {})
+            if page.get(4) != _PLAIN or page.get(2) != 0:
+                return None
+            values = body + page.get(5, 0) + page.get(6, 0)
+            count = page.get(1, -1)
+        elif kind == _DICTIONARY_PAGE:
+            return None
+        else:  # index pages hold no values
+            pos = page_end
+            continue
+        if count < 0 or page_end - values != count * _HALF:  # a null would leave a value out
+            return None
+        runs.append((first, count, values))
+        first += count
+        pos = page_end
+    return runs
+
+
 def read_meta(path: str | os.PathLike[str]) -> AttributeMeta:
     metadata = pq.read_schema(path).metadata or {}
     if METADATA_KEY not in metadata:
@@ -207,9 +339,11 @@ def read_meta(path: str | os.PathLike[str]) -> AttributeMeta:
 class AttributeStore:
     """Random access to one attribute file by video id, for the training loader.
 
-    Opening reads the footer and the `video_id` column only. `get` decodes the row group holding
-    the video (memory-mapped, embedding columns uncompressed) and keeps a few decoded groups, since
-    loaders tend to revisit neighbours. Picklable: each DataLoader worker re-opens the file lazily.
+    Opening reads the footer and the `video_id` column only. `get` copies the video's values out of
+    the memory-mapped file: the page headers of a column chunk are read once, and a row's values are
+    then one run of bytes (files `write_table` wrote; other layouts fall back to decoding the row
+    group through pyarrow, as `describe` does, keeping a few decoded groups). Picklable: each
+    DataLoader worker re-opens the file lazily.
     """
 
     def __init__(self, path: str | os.PathLike[str], cache_groups: int = 8) -> None:
@@ -223,6 +357,9 @@ class AttributeStore:
         self._file: pq.ParquetFile | None = None
         self._cache: OrderedDict[tuple[int, tuple[str, ...]], pa.Table] = OrderedDict()
         self._where: dict[str, tuple[int, int]] = {}
+        self._raw: mmap.mmap | None = None
+        # (row group, attribute) -> value runs of its pages, or None: read through pyarrow
+        self._runs: dict[tuple[int, str], list[tuple[int, int, int]] | None] = {}
         pf = self._parquet()
         for group in range(pf.num_row_groups):
             ids = pf.read_row_group(group, columns=["video_id"]).column(0).to_pylist()
@@ -238,6 +375,8 @@ class AttributeStore:
         state = self.__dict__.copy()
         state["_file"] = None
         state["_cache"] = OrderedDict()
+        state["_raw"] = None
+        state["_runs"] = {}
         return state
 
     def __len__(self) -> int:
@@ -264,19 +403,70 @@ class AttributeStore:
         except KeyError:
             raise KeyError(f"Video {video_id!r} has no attributes in {self.path}") from None
 
+    def _column_runs(self, group: int, name: str) -> list[tuple[int, int, int]] | None:
+        """The value runs of attribute `name`'s pages in row group `group` (None: not raw-readable)."""
+        key = (group, name)
+        if key in self._runs:
+            return self._runs[key]
+        pf = self._parquet()
+        paths = [pf.schema.column(i).path for i in range(pf.metadata.num_columns)]
+        index = paths.index(_leaf(name))
+        leaf = pf.schema.column(index)
+        chunk = pf.metadata.row_group(group).column(index)
+        runs = None
+        if (
+            leaf.physical_type == "FIXED_LEN_BYTE_ARRAY"
+            and leaf.length == _HALF
+            and chunk.compression == "UNCOMPRESSED"
+            and not chunk.has_dictionary_page
+        ):
+            if self._raw is None:
+                with open(self.path, "rb") as file:
+                    self._raw = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+            start = chunk.data_page_offset
+            levels = (leaf.max_repetition_level, leaf.max_definition_level)
+            runs = _value_runs(self._raw, start, start + chunk.total_compressed_size, levels)
+            values = pf.metadata.row_group(group).num_rows * int(np.prod(self.meta.shape(name)))
+            if runs is not None and sum(count for _, count, _ in runs) != values:
+                runs = None
+        self._runs[key] = runs
+        return runs
+
+    def _read_row(self, runs: list[tuple[int, int, int]], row: int, size: int) -> np.ndarray:
+        """Values `row * size .. (row + 1) * size` of a column chunk, copied out of the mapped file."""
+        raw = self._raw
+        assert raw is not None  # mapped by `_column_runs`, which found the runs
+        out = np.empty(size, np.float16)
+        begin, stop = row * size, (row + 1) * size
+        for first, count, offset in runs:
+            low, high = max(begin, first), min(stop, first + count)
+            if low < high:
+                out[low - begin : high - begin] = np.frombuffer(
+                    raw, dtype="<f2", count=high - low, offset=offset + _HALF * (low - first)
+                )
+        return out
+
     def get(self, video_id: str, names: Sequence[str]) -> dict[str, torch.Tensor]:
         """Attribute name -> float16 tensor `[K, L, D]` for one video."""
         unknown = [n for n in names if n not in self.meta.attributes]
         if unknown:
             raise ValueError(f"Unknown attributes {unknown}; {self.path} holds {list(self.meta.attributes)}")
         group, row = self._locate(video_id)
-        table = self._group(group, tuple(names))
         out = {}
+        where = {name: self._column_runs(group, name) for name in names}
+        decoded = tuple(name for name, runs in where.items() if runs is None)
+        table = self._group(group, decoded) if decoded else None
         for name in names:
-            column = table.column(name).combine_chunks()  # one chunk per row group: no copy
-            size = column.type.list_size
-            values = column.flatten().to_numpy(zero_copy_only=False)[row * size : (row + 1) * size]  # [K*L*D]
-            out[name] = torch.from_numpy(values.reshape(self.meta.shape(name)).copy())  # [K, L, D]
+            shape = self.meta.shape(name)
+            size = int(np.prod(shape))
+            runs = where[name]
+            if runs is not None:
+                values = self._read_row(runs, row, size)  # [K*L*D], a copy
+            else:
+                assert table is not None
+                column = table.column(name).combine_chunks()  # one chunk per row group: no copy
+                values = column.flatten().to_numpy(zero_copy_only=False)[row * size : (row + 1) * size].copy()
+            out[name] = torch.from_numpy(values.reshape(shape))  # [K, L, D]
         return out
 
     def describe(self, video_id: str) -> dict[str, list]:

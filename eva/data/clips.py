@@ -55,12 +55,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
-from webdataset.tariterators import tarfile_samples
 
 from eva.config import invalid
 from eva.data.attribute_store import AttributeStore
 from eva.data.segments import SAMPLINGS
-from eva.data.shards import EncodedVideo, buffer_shuffle, parse_sample
+from eva.data.shards import EncodedVideo, buffer_shuffle, parse_sample, tar_samples
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +325,8 @@ def train_clip(
     clip = _resize(frames[..., top : top + h, left : left + w], (size, size))  # [T, 3, S, S]
     if augment.flip and bool(torch.rand(1, generator=generator) < 0.5):
         clip = clip.flip(-1)
+    if augment.rand_augment_ops or augment.erasing > 0:
+        clip = clip.contiguous()  # as they have always seen it (channels-last frames resize to channels-last)
     if augment.rand_augment_ops:
         from torchvision.transforms import v2
 
@@ -392,9 +393,10 @@ def batch_to_device(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None, torch.Tensor]:
     """A loader batch -> (normalised float video, attributes or None, labels) on `device`.
 
-    The uint8 video is copied first and normalised there (non-blocking from pinned memory on CUDA).
+    The uint8 video is copied first (non-blocking from pinned memory on CUDA), laid out planar
+    (contiguous) there, and normalised there: the loader's batches keep each pixel's RGB adjacent.
     """
-    video = normalize(batch["video"].to(device, non_blocking=True), mean, std)
+    video = normalize(batch["video"].to(device, non_blocking=True).contiguous(), mean, std)
     attributes = {k: v.to(device, non_blocking=True) for k, v in batch["attributes"].items()}
     return video, attributes or None, batch["label"].to(device, non_blocking=True)
 
@@ -413,15 +415,37 @@ def select_attributes(
     return {name: value[k].float() for name, value in rows.items()}  # [L, D]
 
 
+def _stack_pixels(videos: list[torch.Tensor]) -> torch.Tensor:
+    """uint8 clips `[..., 3, S, S]` -> `[B, ..., 3, S, S]` laid out `[B, ..., S, S, 3]` in memory.
+
+    Each pixel's RGB adjacent, as the JPEG decoder and the uint8 resize leave them: a plain copy per
+    clip instead of a transposing one (`batch_to_device` lays the batch out planar on the device,
+    where that costs nothing). In a loader worker the batch is allocated in shared memory, as
+    torch's `default_collate` does, so it crosses to the main process without another copy.
+    """
+    first = videos[0]
+    *lead, channels, height, width = first.shape
+    shape = (len(videos), *lead, height, width, channels)
+    if get_worker_info() is not None:
+        storage = first._typed_storage()._new_shared(math.prod(shape), device=first.device)
+        out = first.new(storage).resize_(shape)
+    else:
+        out = torch.empty(shape, dtype=first.dtype)
+    for i, video in enumerate(videos):
+        out[i].copy_(video.movedim(-3, -1))
+    return out.movedim(-1, -3)
+
+
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Items -> `video` uint8 [B, (V,) T, 3, S, S], `attributes` name -> float32 [B, (K,) L, D], `label` [B].
 
     torch's `default_collate` stacks the tensors; in a loader worker it stacks them straight into
-    shared memory, so a batch crosses to the main process without another copy.
+    shared memory, so a batch crosses to the main process without another copy. The video keeps
+    each pixel's RGB adjacent in memory (`_stack_pixels`; `batch_to_device` makes it planar).
     """
     names = items[0]["attributes"].keys()
     return {
-        "video": default_collate([it["video"] for it in items]),
+        "video": _stack_pixels([it["video"] for it in items]),
         "attributes": {name: default_collate([it["attributes"][name] for it in items]) for name in names},
         "label": torch.tensor([it["label"] for it in items], dtype=torch.int64),
         "video_id": [it["video_id"] for it in items],
@@ -622,11 +646,13 @@ class VideoAttributeDataset(IterableDataset):
         if self.train:
             idx = spec.frame_indices(sample, train=True, generator=generator)
             video = train_clip(
-                sample.decode(idx), spec.image_size, spec.augment, generator=generator
+                sample.decode(idx, channels_last=True), spec.image_size, spec.augment, generator=generator
             )  # [T, 3, S, S]
         else:
             clips = [spec.frame_indices(sample, train=False, clip_index=c) for c in range(spec.clips)]
-            frames = sample.decode([i for idx in clips for i in idx])  # [clips * T, 3, H, W]
+            frames = sample.decode(
+                [i for idx in clips for i in idx], channels_last=True
+            )  # [clips * T, 3, H, W]
             views = [
                 spatial_crops(clip, spec.image_size, spec.crops) for clip in frames.split(spec.num_frames)
             ]  # [crops, T, 3, S, S] each
@@ -653,7 +679,7 @@ class VideoAttributeDataset(IterableDataset):
         """Training's raw samples with attributes, in the seeded order every reader shares ("samples" mode)."""
         urls = list(self.urls)
         random.Random(derive_seed(self.seed, epoch, repeat, "shards")).shuffle(urls)
-        raw: Iterator[dict[str, Any]] = tarfile_samples([{"url": u} for u in urls])
+        raw: Iterator[dict[str, Any]] = tar_samples(urls, lazy_frames=True)
         kept = (s for s in raw if self._has_attributes(json.loads(s["json"])["video_id"]))
         return buffer_shuffle(
             kept, SHUFFLE_BUFFER, random.Random(derive_seed(self.seed, epoch, repeat, "buffer"))
@@ -663,7 +689,7 @@ class VideoAttributeDataset(IterableDataset):
         """Training: this reader's own shards, parsed (frames still JPEG), with attributes ("shards" mode)."""
         urls = list(self.urls)
         random.Random(derive_seed(self.seed, epoch, repeat, "shards")).shuffle(urls)
-        raw: Iterator[dict[str, Any]] = tarfile_samples([{"url": u} for u in urls[slot::slots]])
+        raw: Iterator[dict[str, Any]] = tar_samples(urls[slot::slots], lazy_frames=True)
         raw = buffer_shuffle(  # shuffled as raw bytes, decoded in `_item`
             raw, SHUFFLE_BUFFER, random.Random(derive_seed(self.seed, epoch, repeat, slot, "buffer"))
         )
@@ -733,7 +759,7 @@ class VideoAttributeDataset(IterableDataset):
             pending: list[dict[str, Any]] = []
             order: list[tuple[int, int]] = []
             position = 0
-            for raw in tarfile_samples([{"url": self.urls[shard]}]):
+            for raw in tar_samples([self.urls[shard]], lazy_frames=True):
                 if not self._has_attributes(json.loads(raw["json"])["video_id"]):
                     continue
                 if by_shards or (dealt + position // self.batch_size) % slots == slot:
