@@ -264,3 +264,31 @@ def test_multi_scale_crop_takes_tsn_sizes_at_fixed_positions() -> None:
         noise_clip(2, 64, 80), 32, Augment(crop="multi_scale"), generator=torch.Generator().manual_seed(0)
     )
     assert out.shape == (2, 3, 32, 32) and out.dtype == torch.uint8
+
+
+def test_loader_warns_with_the_size_to_ask_for_when_shared_memory_is_short(
+    strided: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+    from collections import namedtuple
+
+    from eva.data import clips
+
+    spec = ClipSpec(num_frames=4, image_size=32)
+    data = VideoAttributeDataset(
+        list_shards(strided, "val"), spec, train=True, batch_size=1, steps=3, workers=2
+    )
+    assert data.num_workers == 2
+    assert (
+        clips.shared_memory_bytes(data) == 1 * 4 * 32 * 32 * 3 * clips.PREFETCH * 2
+    )  # uint8 clips, no attributes
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(64 << 20, 64 << 20, 1000))
+    with caplog.at_level("WARNING", logger="eva.data.clips"):
+        clips.check_shared_memory(data)
+    assert "--shm-size=1g" in caplog.text and "train.workers" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(64 << 20, 0, 64 << 20))
+    with caplog.at_level("WARNING", logger="eva.data.clips"):
+        clips.check_shared_memory(data)
+    assert caplog.text == ""

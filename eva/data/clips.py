@@ -47,6 +47,7 @@ import json
 import logging
 import math
 import random
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -794,6 +795,45 @@ class VideoAttributeDataset(IterableDataset):
             repeat += 1
 
 
+PREFETCH = 2  # batches each loader worker prepares ahead
+
+
+def shared_memory_bytes(dataset: VideoAttributeDataset) -> int:
+    """Bytes of batches a loader's workers hold in shared memory at once: `PREFETCH` batches each."""
+    if dataset.num_workers == 0:
+        return 0
+    spec = dataset.spec
+    views = 1 if dataset.train else spec.views
+    video = dataset.batch_size * views * spec.num_frames * spec.image_size**2 * 3  # uint8
+    attributes = 0
+    if dataset.attribute_names and dataset.attributes is not None:
+        meta = dataset.attributes.meta
+        per_view = sum(meta.layers(n) for n in dataset.attribute_names) * meta.dim * 4  # float32
+        attributes = dataset.batch_size * per_view * (1 if dataset.train else meta.keyframes)
+    return (video + attributes) * PREFETCH * dataset.num_workers
+
+
+def check_shared_memory(dataset: VideoAttributeDataset, folder: str = "/dev/shm") -> None:
+    """Warn, with the size to ask for, when the workers' batches would not fit in shared memory.
+
+    Worker batches reach the main process through /dev/shm; a container's default (Docker: 64 MiB)
+    is far below a preset's (8 workers x 2 batches of 8 x 8 x 224 x 224 x 3 bytes: 147 MiB), and
+    running out kills a worker with a bus error mid-epoch, long after start-up.
+    """
+    need = shared_memory_bytes(dataset)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # no /dev/shm (not Linux): torch shares through other means
+    if need and free < need:
+        log.warning(
+            "loader: %d workers hold up to %.0f MiB of batches in %s, which has %.0f MiB free; raise it "
+            "(docker run --shm-size=%dg; Kubernetes: an emptyDir with medium Memory on /dev/shm) or lower "
+            "train.workers / train.batch_size",
+            dataset.num_workers, need / 2**20, folder, free / 2**20, max(1, math.ceil(2 * need / 2**30)),
+        )  # fmt: skip
+
+
 def make_loader(dataset: VideoAttributeDataset, *, pin_memory: bool = False) -> DataLoader:
     """A DataLoader over already-collated batches, with the worker count the dataset was split for.
 
@@ -803,12 +843,13 @@ def make_loader(dataset: VideoAttributeDataset, *, pin_memory: bool = False) -> 
     model's randomness. Every random choice of the data comes from `make_generator` anyway.
     """
     workers = dataset.num_workers
+    check_shared_memory(dataset)
     return DataLoader(
         dataset,
         batch_size=None,
         num_workers=workers,
         pin_memory=pin_memory,
-        prefetch_factor=2 if workers > 0 else None,
+        prefetch_factor=PREFETCH if workers > 0 else None,
         persistent_workers=workers > 0,
         generator=make_generator(dataset.seed, "loader"),
     )
