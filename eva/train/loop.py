@@ -378,6 +378,7 @@ def _build_datasets(
         batch_size=cfg.global_batch // env.world_size,
         attribute_names=tuple(job.model.attributes),
         seed=cfg.seed,
+        decode=cfg.decode,
         rank=env.rank,
         world_size=env.world_size,
     )
