@@ -26,7 +26,14 @@ import torch
 
 from eva.config import check_fields, integer, one_of, section_values, setting
 from eva.data.attribute_store import AttributeStore
-from eva.data.clips import DECODES, ClipSpec, VideoAttributeDataset, batch_to_device, make_loader
+from eva.data.clips import (
+    DECODES,
+    ClipSpec,
+    VideoAttributeDataset,
+    batch_to_device,
+    make_loader,
+    warn_host_decode,
+)
 from eva.metrics import ClassificationReport, classification_report
 from eva.models import VideoClassifier
 from eva.utils.ddp import all_gather_objects
@@ -152,6 +159,8 @@ def evaluate_views(
         workers=workers,
         decode=decode,
     )
+    if rank == 0:
+        warn_host_decode(decode, device, "evaluate.decode")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     mine = _Scored([], [], [], [], keyframes=1, model_seconds=0.0, peak_memory_mb=0.0)

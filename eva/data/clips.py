@@ -447,6 +447,14 @@ def mean_colour(mean: Sequence[float] | torch.Tensor) -> tuple[int, int, int]:
     return r, g, b
 
 
+def warn_host_decode(decode: str, device: torch.device, key: str) -> None:
+    """`decode: device` with the model on the CPU runs, with the same pixels, but decodes in the main
+    process, beside the model, instead of in the loader workers: say so (one line, naming the key)."""
+    if decode == "device" and device.type != "cuda":
+        log.warning("%s=device on %s: the main process decodes the JPEGs there (same pixels, no worker "
+                    "parallelism); set %s=cpu unless a GPU runs the model", key, device.type, key)  # fmt: skip
+
+
 def batch_to_device(
     batch: Mapping[str, Any], device: torch.device, mean: torch.Tensor, std: torch.Tensor
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None, torch.Tensor]:

@@ -58,6 +58,7 @@ from eva.data.clips import (
     open_attribute_store,
     split_size,
     steps_per_epoch,
+    warn_host_decode,
 )
 from eva.methods import get_method
 from eva.models import VideoClassifier, build_model
@@ -397,6 +398,7 @@ def _build_datasets(
     )
     if env.is_main:
         log.info("loader: train split by %s, val split by %s", train_data.mode, val_data.mode)
+        warn_host_decode(cfg.decode, env.device, "train.decode")
     return train_data, val_data
 
 
