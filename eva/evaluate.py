@@ -24,9 +24,16 @@ from typing import Any
 
 import torch
 
-from eva.config import check_fields, integer, section_values, setting
+from eva.config import check_fields, integer, one_of, section_values, setting
 from eva.data.attribute_store import AttributeStore
-from eva.data.clips import ClipSpec, VideoAttributeDataset, batch_to_device, make_loader
+from eva.data.clips import (
+    DECODES,
+    ClipSpec,
+    VideoAttributeDataset,
+    batch_to_device,
+    make_loader,
+    warn_host_decode,
+)
 from eva.metrics import ClassificationReport, classification_report
 from eva.models import VideoClassifier
 from eva.utils.ddp import all_gather_objects
@@ -41,6 +48,7 @@ class EvaluateConfig:
     crops: int = setting(default=1, rule=integer(1))  # spatial crops per clip
     batch_size: int = setting(default=16, rule=integer(1))  # per process
     workers: int = setting(default=1, rule=integer(0, what="(DataLoader worker processes per rank)"))
+    decode: str = setting(default="cpu", rule=one_of(*DECODES))  # as train.decode
 
     def __post_init__(self) -> None:
         check_fields(self, "evaluate")
@@ -114,6 +122,7 @@ def evaluate_views(
     batch_size: int,
     store: AttributeStore | None,
     workers: int = 0,
+    decode: str = "cpu",
     device: str | torch.device = "cpu",
     amp: bool = False,
     rank: int = 0,
@@ -123,10 +132,10 @@ def evaluate_views(
 
     With `world_size` > 1 call it from every rank of an initialised process group: each scores its
     share and every rank returns the whole result, in one process's order. `amp`: bf16 autocast on
-    CUDA (the checkpoint's `train.amp`); ignored on the CPU.
+    CUDA (the checkpoint's `train.amp`); ignored on the CPU. `decode`: `evaluate.decode`.
     """
     # a bad value names its key
-    EvaluateConfig(clips=clips, crops=crops, batch_size=batch_size, workers=workers)
+    EvaluateConfig(clips=clips, crops=crops, batch_size=batch_size, workers=workers, decode=decode)
     device = torch.device(device)
     model = model.to(device).eval()
     cfg = model.config
@@ -148,7 +157,10 @@ def evaluate_views(
         rank=rank,
         world_size=world_size,
         workers=workers,
+        decode=decode,
     )
+    if rank == 0:
+        warn_host_decode(decode, device, "evaluate.decode")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     mine = _Scored([], [], [], [], keyframes=1, model_seconds=0.0, peak_memory_mb=0.0)

@@ -83,6 +83,7 @@ def evaluate(name: str, cfg: EvaluateConfig, *, rank: int, world_size: int, devi
         batch_size=cfg.batch_size,
         store=open_attribute_store(attributes("val"), needed=model.method.uses_attributes, split="val"),
         workers=cfg.workers,
+        decode=cfg.decode,
         device=device,
         amp=bool(checkpoint["params"]["train"]["amp"]),  # bf16 on CUDA where training used it
         rank=rank,

@@ -125,6 +125,8 @@ def test_an_unknown_key_is_an_error_naming_it(key: str) -> None:
         ("train.lr_scale.adamw", 0, "a number > 0"),
         ("evaluate.crops", 0, "an integer >= 1"),
         ("evaluate.workers", -1, "an integer >= 0 (DataLoader worker processes per rank)"),
+        ("train.decode", "gpu", "one of cpu, device"),
+        ("evaluate.decode", "cuda", "one of cpu, device"),
     ],
 )
 def test_a_bad_value_is_an_error_naming_its_key(key: str, value: object, expected: str) -> None:

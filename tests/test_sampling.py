@@ -20,6 +20,7 @@ from eva.data.clips import (
     Augment,
     ClipSpec,
     VideoAttributeDataset,
+    batch_to_device,
     make_loader,
     mean_colour,
     multi_scale_crop_box,
@@ -187,6 +188,24 @@ def test_dense_training_draws_one_window_per_video_and_epoch(strided: Path) -> N
     assert torch.equal(first, next(iter(make_loader(data)))["video"])  # seeded
     data.set_epoch(1)
     assert not torch.equal(first, next(iter(make_loader(data)))["video"])  # another window next epoch
+
+
+def test_device_decode_of_dense_clips_is_the_workers_decode_on_the_cpu(strided: Path) -> None:
+    """Dense sampling under `decode="device"` (the main process decodes, here on the CPU): the loader
+    workers' batches bit for bit, for training (multi-scale crop, RandAugment, erasing) and 3 clips x 3 crops."""
+    urls = list_shards(strided, "val")
+    augment = Augment(crop="multi_scale", flip=True, rand_augment_ops=2, erasing=1.0)
+    specs = ((ClipSpec(num_frames=4, image_size=24, sampling="dense", frame_interval=4, augment=augment), True),
+             (ClipSpec(num_frames=4, image_size=24, sampling="dense", frame_interval=6, clips=3, crops=3), False))  # fmt: skip
+    mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.25, 0.3])
+    for spec, train in specs:
+        got = []
+        for decode in ("cpu", "device"):
+            data = VideoAttributeDataset(urls, spec, train=train, batch_size=2, steps=2 if train else None,
+                                         seed=3, decode=decode)  # fmt: skip
+            got.append([batch_to_device(b, torch.device("cpu"), mean, std)[0] for b in make_loader(data)])
+        assert len(got[0]) == len(got[1]) > 0
+        assert all(torch.equal(a, b) for a, b in zip(*got, strict=True))
 
 
 # ----------------------------------------------------------------------------- augmentations

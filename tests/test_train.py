@@ -334,6 +334,47 @@ def test_the_fast_read_paths_give_the_plain_paths_batches(
         )
 
 
+def test_device_decode_on_the_cpu_gives_the_loader_workers_batches(data: TinyData) -> None:
+    """`train.decode` / `evaluate.decode: device`: workers ship JPEG bytes and each clip's plan, the main
+    process decodes and augments in `batch_to_device`; on the CPU that is the workers' batches bit for
+    bit (the same draws in the same order, keyframes included; the same decoder and augmentation code)."""
+    from eva.data.clips import EncodedClips
+
+    names = ("label", "caption")
+    store = AttributeStore(data.root / "attributes" / "train.parquet")
+    mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.25, 0.3])
+    augments = (Augment(flip=True, crop_scale=(0.08, 1.0), rand_augment_ops=2, erasing=0.5),
+                Augment(crop="multi_scale", flip=True, rand_augment_ops=3, rand_augment_magnitude=15,
+                        erasing=1.0, erase_value=(120, 110, 100)))  # fmt: skip
+
+    def batches(decode: str) -> list[dict[str, Any]]:
+        out = []
+        for augment, workers in zip(augments, (0, 1), strict=True):
+            train = VideoAttributeDataset(list_shards(data.shards, "train"), clip_spec(augment=augment),
+                                          train=True, batch_size=3, attributes=store, attribute_names=names,
+                                          steps=2, seed=5, workers=workers, decode=decode)  # fmt: skip
+            train.set_epoch(1, 3)
+            out += list(make_loader(train))
+        evaluation = VideoAttributeDataset(list_shards(data.shards, "train"), clip_spec(clips=2, crops=3),
+                                           train=False, batch_size=4, attributes=store, attribute_names=names,
+                                           workers=1, decode=decode)  # fmt: skip
+        return out + list(make_loader(evaluation))
+
+    workers, device = batches("cpu"), batches("device")
+    assert len(workers) == len(device) == 2 * 4 + 3
+    for a, b in zip(workers, device, strict=True):
+        assert isinstance(b["video"], EncodedClips) and len(b["video"]) == len(a["video_id"])
+        assert a["video_id"] == b["video_id"] and torch.equal(a["label"], b["label"])
+        assert all(torch.equal(a["attributes"][n], b["attributes"][n]) for n in names)  # same keyframes
+        cpu = torch.device("cpu")
+        video_a, _, _ = batch_to_device(a, cpu, mean, std)
+        video_b, _, _ = batch_to_device(b, cpu, mean, std)
+        assert video_a.shape == video_b.shape and torch.equal(video_a, video_b)
+    with pytest.raises(ValueError, match="train.decode"):
+        VideoAttributeDataset(list_shards(data.shards, "train"), clip_spec(), train=True, batch_size=1, steps=1,
+                              decode="gpu")  # fmt: skip
+
+
 def test_batches_stay_uint8_until_the_device_normalises_them(data: TinyData) -> None:
     urls = list_shards(data.shards, "train")
     ds = VideoAttributeDataset(urls, clip_spec(), train=True, batch_size=4, steps=1)

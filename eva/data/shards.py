@@ -88,6 +88,17 @@ class EncodedVideo:
     def num_frames(self) -> int:
         return len(self.jpegs)
 
+    def encoded(self, indices: Sequence[int] | None = None) -> tuple[list[torch.Tensor], list[int] | None]:
+        """The JPEGs `decode(indices)` decodes, each frame once (uint8 tensors over their own
+        buffers), and where each wanted frame is among them (None: in order, one each)."""
+        wanted = list(range(self.num_frames) if indices is None else indices)
+        unique = sorted(set(wanted))
+        data = _jpeg_tensors([self.jpegs[i] for i in unique])
+        if unique == wanted:
+            return data, None
+        position = {index: k for k, index in enumerate(unique)}
+        return data, [position[i] for i in wanted]
+
     def decode(self, indices: Sequence[int] | None = None, *, channels_last: bool = False) -> torch.Tensor:
         """uint8 `[len(indices), 3, H, W]` (every frame when `indices` is None); a frame picked twice
         is decoded once.
@@ -97,18 +108,42 @@ class EncodedVideo:
         same indices, without a transposing copy of every pixel, and the layout torch's uint8
         antialiased resize works in (the training loader's crop + resize takes a third of the time).
         """
-        wanted = list(range(self.num_frames) if indices is None else indices)
-        unique = sorted(set(wanted))
-        data = _jpeg_tensors([self.jpegs[i] for i in unique])
+        data, positions = self.encoded(indices)
         decoded = decode_jpeg(data, mode=ImageReadMode.RGB)  # [3, H, W] each: views of HWC buffers
-        if channels_last:
-            frames = torch.stack([f.permute(1, 2, 0) for f in decoded]).permute(0, 3, 1, 2)  # [U, 3, H, W]
-        else:
-            frames = torch.stack(decoded)  # [U, 3, H, W], contiguous
-        if unique == wanted:
-            return frames
-        position = {index: k for k, index in enumerate(unique)}
-        return frames[[position[i] for i in wanted]]
+        return stack_frames(decoded, positions, channels_last=channels_last)
+
+
+def stack_frames(
+    decoded: Sequence[torch.Tensor], positions: Sequence[int] | None, *, channels_last: bool
+) -> torch.Tensor:
+    """Decoded frames `[3, H, W]` -> uint8 `[len(positions), 3, H, W]` (`EncodedVideo.encoded`'s
+    `positions`; None: all, in order), on their device; `channels_last` as in `EncodedVideo.decode`."""
+    if channels_last:
+        frames = torch.stack([f.permute(1, 2, 0) for f in decoded]).permute(0, 3, 1, 2)  # [U, 3, H, W]
+    else:
+        frames = torch.stack(list(decoded))  # [U, 3, H, W], contiguous
+    return frames if positions is None else frames[list(positions)]
+
+
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
+
+
+def jpeg_size(data: torch.Tensor | bytes) -> tuple[int, int]:
+    """(height, width) of a JPEG from its frame header, without decoding it."""
+    buffer = memoryview(data.numpy() if isinstance(data, torch.Tensor) else data).cast("B")
+    position = 2  # past SOI
+    while position + 9 <= len(buffer):
+        if buffer[position] != 0xFF:
+            break
+        marker = buffer[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in _SOF:
+            base = position + 5  # marker, length (2), precision (1)
+            return buffer[base] << 8 | buffer[base + 1], buffer[base + 2] << 8 | buffer[base + 3]
+        position += 2 + (buffer[position + 2] << 8 | buffer[position + 3])
+    raise ValueError("not a JPEG with a frame header")
 
 
 def parse_sample(raw: dict[str, Any]) -> EncodedVideo:

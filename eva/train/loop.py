@@ -58,6 +58,7 @@ from eva.data.clips import (
     open_attribute_store,
     split_size,
     steps_per_epoch,
+    warn_host_decode,
 )
 from eva.methods import get_method
 from eva.models import VideoClassifier, build_model
@@ -378,6 +379,7 @@ def _build_datasets(
         batch_size=cfg.global_batch // env.world_size,
         attribute_names=tuple(job.model.attributes),
         seed=cfg.seed,
+        decode=cfg.decode,
         rank=env.rank,
         world_size=env.world_size,
     )
@@ -396,6 +398,7 @@ def _build_datasets(
     )
     if env.is_main:
         log.info("loader: train split by %s, val split by %s", train_data.mode, val_data.mode)
+        warn_host_decode(cfg.decode, env.device, "train.decode")
     return train_data, val_data
 
 
