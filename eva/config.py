@@ -151,14 +151,17 @@ def _leaves(node: Mapping[str, Any], prefix: str = "") -> list[str]:
 
 
 # Sections kept in their own files beside params.yaml, by file: settled tables a researcher rarely
-# changes (the demo's data, the demo's pretraining, each method's published optimiser recipe). Out of
-# params.yaml they stay out of `dvc exp show`, which lists every key of params.yaml: demo_data and
-# pretrain depend on their file as a whole, train on the one recipe `model.method` names (dvc.yaml).
+# changes (the demo's data, the demo's pretraining, each method's published optimiser recipe and its
+# own model settings). Out of params.yaml they stay out of `dvc exp show`, which lists every key of
+# params.yaml: demo_data and pretrain depend on their file as a whole, train on the one recipe and the
+# one `model.<method>` section `model.method` names (dvc.yaml).
 # `load_params` merges them back, so the code sees one params tree with the same dotted keys.
+METHOD_SECTIONS = ("linear", "vpt", "aim", "eva", "full", "adaptformer", "lora")  # eva.methods.METHODS
 SIDE_FILES: dict[str, tuple[str, ...]] = {
     "demo.yaml": ("demo",),
     "pretrain.yaml": ("pretrain",),
     "recipes.yaml": ("train.recipes",),
+    "methods.yaml": tuple(f"model.{name}" for name in METHOD_SECTIONS),
 }
 
 

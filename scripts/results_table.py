@@ -41,9 +41,9 @@ METHOD_CONFIGS: list[Config] = [
 ABLATIONS: list[Config] = [
     ("eva", stage, (setting,), tag)
     for setting, tag in (
-        ("model.eva.attribute_attention=gated_per_token", "-per-token"),
-        ("model.eva.attribute_attention=joint", "-joint"),
-        ("model.eva.attribute_projection=none", "-none"),
+        ("methods.yaml:model.eva.attribute_attention=gated_per_token", "-per-token"),
+        ("methods.yaml:model.eva.attribute_attention=joint", "-joint"),
+        ("methods.yaml:model.eva.attribute_projection=none", "-none"),
     )
     for stage in (1, 2)
 ]

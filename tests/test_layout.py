@@ -56,16 +56,20 @@ def test_no_output_path_depends_on_the_dataset() -> None:
 
 def test_train_depends_on_every_model_key_it_reads_and_on_no_other_methods_section() -> None:
     """Every ModelConfig key is under a `model.*` entry the train stage lists, or under the method's own
-    section `model.<method>` (listed as `model.${model.method}`): a change to another method's keys, e.g.
-    `-S model.lora.targets=[q]` while training eva, re-runs nothing."""
-    from eva.config import section_keys
+    section `model.<method>` in methods.yaml (listed as `model.${model.method}`): a change to another
+    method's keys, e.g. `-S methods.yaml:model.lora.targets=[q]` while training eva, re-runs nothing."""
+    from eva.config import METHOD_SECTIONS, SIDE_FILES, section_keys
     from eva.methods import METHODS
     from eva.models import ModelConfig
 
+    assert set(METHOD_SECTIONS) == set(METHODS)
+    assert set(SIDE_FILES["methods.yaml"]) == {f"model.{m}" for m in METHODS}
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-    listed = {p for p in stages["train"]["params"] if isinstance(p, str)}
-    assert "model" not in listed and "model.${model.method}" in listed
+    entries = stages["train"]["params"]
+    listed = {p for p in entries if isinstance(p, str)}
+    side = {name: keys for p in entries if isinstance(p, dict) for name, keys in p.items()}
+    assert "model" not in listed and side["methods.yaml"] == ["model.${model.method}"]
     for key in section_keys(ModelConfig).values():
         top = key.split(".")[0]
         assert f"model.{top}" in listed or top in METHODS, f"the train stage does not depend on model.{key}"
-    assert not any(p.split(".")[1] in METHODS for p in listed if p.startswith("model.") and "$" not in p)
+    assert not any(p.split(".")[1] in METHODS for p in listed if p.startswith("model."))

@@ -130,8 +130,10 @@ def test_repro_then_noop_then_stage2_experiment(project: Path) -> None:
     card = (project / "models/trained/README.md").read_text()
     assert card.startswith("---\n") and "method: eva" in card and "pretrained by the pipeline" in card
     assert pq.read_metadata(project / "attributes/val.parquet").num_rows == 8
-    assert sorted(p.name for p in (project / "shards").iterdir()) == [
+    assert sorted(p.name for p in (project / "shards").iterdir()) == [  # each shard with its sample count
+        "train-000000.json",
         "train-000000.tar",
+        "val-000000.json",
         "val-000000.tar",
     ]
     assert "pretrained on synthetic stills" in (project / "metrics/attributes_gallery.html").read_text()
@@ -274,7 +276,10 @@ def _run_failing(args: list[str], cwd: Path) -> str:
         ("model.method=nonsense", "`model.method` must be one of"),
         ("stage=3", "`stage` must be 1 (text attributes) or 2 (text + visual)"),
         ("train.epochs=0", "`train.epochs` must be an integer >= 1"),
-        ("model.lora.targets=[bogus]", "`model.lora.targets` must be a non-empty list"),  # eva reads none
+        (
+            "methods.yaml:model.lora.targets=[bogus]",
+            "`model.lora.targets` must be a non-empty list",
+        ),  # eva reads none
         ("attributes.mask.method=grabcut", "`attributes.mask.method` must be one of"),
         (
             "recipes.yaml:train.recipes.lora.lr=0",
@@ -290,7 +295,7 @@ def test_a_failed_experiment_costs_nothing(project: Path, setting: str, message:
     """The check stage fails before DVC removes any output: the last good state stays, unchanged."""
     _at_baseline(project)
     before = _tracked_outputs(project)
-    params = {name: (project / name).read_bytes() for name in ("params.yaml", "recipes.yaml")}
+    params = {name: (project / name).read_bytes() for name in ("params.yaml", "recipes.yaml", "methods.yaml")}
     out = _run_failing(["dvc", "exp", "run", "-S", setting], project)
     assert message in out, out[-3000:]
     assert "Running stage 'check'" in out and "Running stage 'train'" not in out
@@ -307,14 +312,14 @@ def test_a_failed_experiment_costs_nothing(project: Path, setting: str, message:
 def test_another_methods_keys_change_nothing(project: Path) -> None:
     """The train stage depends on `model.<model.method>` only: a lora key changes nothing for eva."""
     _at_baseline(project)
-    params = (project / "params.yaml").read_bytes()
+    params = (project / "methods.yaml").read_bytes()
     edited = yaml.safe_load(params)
     edited["model"]["lora"]["targets"] = ["q", "k", "v"]
-    (project / "params.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+    (project / "methods.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
     status = subprocess.run(
         ["dvc", "status", "train", "evaluate"], cwd=project, env=ENV, capture_output=True, text=True
     )
-    (project / "params.yaml").write_bytes(params)
+    (project / "methods.yaml").write_bytes(params)
     assert status.returncode == 0 and "train:" not in status.stdout and "evaluate:" not in status.stdout, (
         status.stdout
     )

@@ -60,6 +60,7 @@ from torch.utils.data import DataLoader, IterableDataset, default_collate, get_w
 from eva.config import invalid
 from eva.data.attribute_store import AttributeStore
 from eva.data.segments import SAMPLINGS
+from eva.data.shard_counts import counted_samples
 from eva.data.shards import (
     EncodedVideo,
     buffer_shuffle,
@@ -662,8 +663,6 @@ def count_shard_samples(urls: Sequence[str]) -> int:
     """Samples in `urls`: the count the extract stage wrote beside each shard, else (an older shard
     folder) from the tar headers (one `.json` member per sample)."""
     import tarfile
-
-    from eva.data.extract import counted_samples
 
     count = 0
     for url in urls:

@@ -38,6 +38,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from eva.config import BOOLEAN, Rule, check_fields, integer, number, section_values, setting
 from eva.data.segments import segment_centres
+from eva.data.shard_counts import count_file
 from eva.utils.dist import WorkerSlot
 
 if TYPE_CHECKING:  # the decode workers import this module: pyarrow, tqdm and torch stay out of them
@@ -726,23 +727,6 @@ def _note_damage(result: ExtractResult, job: VideoJob, video: DecodedVideo) -> N
         )
     if video.decode_errors:
         result.damaged.append({**where, "decode_errors": video.decode_errors})
-
-
-def count_file(shard: Path) -> Path:
-    """`train-000000.tar` -> `train-000000.json`: the shard's sample count and size in bytes."""
-    return shard.with_name(shard.name.removesuffix(".tar") + ".json")
-
-
-def counted_samples(shard: str | Path) -> int | None:
-    """The sample count written beside `shard`, or None when absent or not for this file (its size differs)."""
-    sidecar = count_file(Path(shard))
-    try:
-        facts = json.loads(sidecar.read_text(encoding="utf-8"))
-        if int(facts["bytes"]) == os.path.getsize(shard):
-            return int(facts["samples"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
 
 
 def _temp_name(shard_name: str) -> str:
