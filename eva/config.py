@@ -287,7 +287,7 @@ def section_values(
         value: Any = node
         for part in key.split("."):
             if not isinstance(value, Mapping) or part not in value:
-                raise KeyError(f"{params_file(section)} has no key `{section}.{key}`")
+                raise KeyError(f"{params_file(f'{section}.{key}')} has no key `{section}.{key}`")
             value = value[part]
         values[name] = value
     known = set(keys.values())

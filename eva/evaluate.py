@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
-from eva.config import check_fields, integer, one_of, section_values, setting
+from eva.config import check_fields, integer, section_values, setting
 from eva.data.attribute_store import AttributeStore
 from eva.data.clips import (
-    DECODES,
+    DECODE,
     ClipSpec,
     VideoAttributeDataset,
     batch_to_device,
@@ -36,7 +36,7 @@ from eva.data.clips import (
 )
 from eva.metrics import ClassificationReport, classification_report
 from eva.models import VideoClassifier
-from eva.utils.ddp import all_gather_objects
+from eva.utils.ddp import all_gather_objects, autocast_dtype
 from eva.utils.log import progress
 
 
@@ -48,7 +48,7 @@ class EvaluateConfig:
     crops: int = setting(default=1, rule=integer(1))  # spatial crops per clip
     batch_size: int = setting(default=16, rule=integer(1))  # per process
     workers: int = setting(default=1, rule=integer(0, what="(DataLoader worker processes per rank)"))
-    decode: str = setting(default="cpu", rule=one_of(*DECODES))  # as train.decode
+    decode: str = setting(default="cpu", rule=DECODE)  # as train.decode
 
     def __post_init__(self) -> None:
         check_fields(self, "evaluate")
@@ -89,7 +89,7 @@ def device_numerics(device: torch.device, amp: bool) -> Iterator[None]:
     if device.type != "cuda":
         yield
         return
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    dtype = autocast_dtype()
     matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     try:

@@ -80,7 +80,7 @@ def check_params(params: Mapping[str, Any]) -> None:
     DatasetConfig.from_params(params)  # the official split too, for ucf101 / hmdb51
     DemoConfig.from_params(params)
     PretrainConfig.from_params(params)
-    ExtractConfig.from_params(params)
+    extract = ExtractConfig.from_params(params)
     AttributeConfig.from_params(params)
     model = ModelConfig.from_params(params, num_classes=1)  # the class count comes from the data
     model.validate()
@@ -88,7 +88,7 @@ def check_params(params: Mapping[str, Any]) -> None:
     for method in value_at(params, "train.recipes"):  # every recipe, not only the one training reads now
         Recipe.from_params(params, method)
     EvaluateConfig.from_params(params)
-    check_sampling(model, ExtractConfig.from_params(params))
+    check_sampling(model, extract)
 
 
 def check_sampling(model: Any, extract: Any) -> None:

@@ -57,9 +57,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 
-from eva.config import invalid
+from eva.config import check, invalid, one_of
 from eva.data.attribute_store import AttributeStore
-from eva.data.segments import SAMPLINGS
+from eva.data.segments import SAMPLING
 from eva.data.shard_counts import counted_samples
 from eva.data.shards import (
     EncodedVideo,
@@ -95,6 +95,13 @@ def make_generator(*parts: object) -> torch.Generator:
 # ----------------------------------------------------------------------------- temporal sampling
 
 
+def _check_clip(clip_index: int, num_clips: int) -> None:
+    if num_clips < 1 or not 0 <= clip_index < num_clips:
+        raise ValueError(
+            f"clip_index must be in 0..num_clips-1 (`evaluate.clips`={num_clips}), got {clip_index}"
+        )
+
+
 def sample_frame_indices(
     num_stored: int,
     num_frames: int,
@@ -115,10 +122,7 @@ def sample_frame_indices(
         raise ValueError(f"a video needs at least one stored frame, got {num_stored}")
     if num_frames < 1:
         raise invalid("model.frames", "an integer >= 1", num_frames)
-    if num_clips < 1 or not 0 <= clip_index < num_clips:
-        raise ValueError(
-            f"clip_index must be in 0..num_clips-1 (`evaluate.clips`={num_clips}), got {clip_index}"
-        )
+    _check_clip(clip_index, num_clips)
     indices = []
     for i in range(num_frames):
         start = i * num_stored // num_frames
@@ -157,10 +161,7 @@ def sample_dense_indices(
         raise invalid("model.frames", "an integer >= 1", clip_len)
     if interval < 1:
         raise invalid("model.frame_interval", "an integer >= 1", interval)
-    if num_clips < 1 or not 0 <= clip_index < num_clips:
-        raise ValueError(
-            f"clip_index must be in 0..num_clips-1 (`evaluate.clips`={num_clips}), got {clip_index}"
-        )
+    _check_clip(clip_index, num_clips)
     span = clip_len * interval
     room = num_stored - span + 1  # window starts that keep the whole window inside the video
     if train:
@@ -510,6 +511,7 @@ def _stack_pixels(videos: list[torch.Tensor]) -> torch.Tensor:
 
 
 DECODES = ("cpu", "device")  # train.decode, evaluate.decode: who decodes the JPEG frames
+DECODE = one_of(*DECODES)  # their rule (TrainConfig, EvaluateConfig) and the dataset's guard
 
 
 @dataclass
@@ -614,8 +616,7 @@ class ClipSpec:
     crops: int = 1  # evaluate.crops (evaluation only)
 
     def __post_init__(self) -> None:
-        if self.sampling not in SAMPLINGS:
-            raise invalid("model.sampling", " or ".join(SAMPLINGS), self.sampling)
+        check("model.sampling", self.sampling, SAMPLING)
 
     @property
     def views(self) -> int:
@@ -731,8 +732,7 @@ class VideoAttributeDataset(IterableDataset):
         decode: str = "cpu",
     ) -> None:
         super().__init__()
-        if decode not in DECODES:
-            raise invalid("train.decode" if train else "evaluate.decode", " or ".join(DECODES), decode)
+        check("train.decode" if train else "evaluate.decode", decode, DECODE)
         if not urls:
             raise ValueError("no shards to read")
         if batch_size < 1:

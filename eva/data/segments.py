@@ -8,8 +8,12 @@ integer). With fewer frames than segments, centres repeat.
 
 from __future__ import annotations
 
-# model.sampling: how a clip's frames are picked from the stored ones (eva.data.clips)
+from eva.config import one_of
+
+# model.sampling: how a clip's frames are picked from the stored ones (eva.data.clips); SAMPLING is
+# ModelConfig's rule and ClipSpec's guard
 SAMPLINGS = ("segments", "dense")
+SAMPLING = one_of(*SAMPLINGS)
 
 
 def segment_centres(first: int, stop: int, count: int) -> list[int]:

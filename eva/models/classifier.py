@@ -48,12 +48,13 @@ from eva.config import (
     invalid,
     number,
     one_of,
+    params_file,
     section_values,
     setting,
     value_at,
 )
 from eva.data.attribute_store import AttributeMeta, attributes_for_stage
-from eva.data.segments import SAMPLINGS
+from eva.data.segments import SAMPLING
 from eva.methods import METHODS, get_method
 from eva.models.adapters import ADAPTER_INITS
 from eva.models.adaptformer import AdaptFormerAdapter, adaptformer_block
@@ -139,7 +140,7 @@ class ModelConfig:
     frames: int = setting(default=4, rule=integer(1))  # T
     image_size: int = setting(default=64, rule=integer(1))
     # how the T frames are picked from the stored ones (eva.data.clips): segments (TSN) | dense (SampleFrames)
-    sampling: str = setting(default="segments", rule=one_of(*SAMPLINGS))
+    sampling: str = setting(default="segments", rule=SAMPLING)
     # dense: source frames between a clip's frames (a multiple of extract.frame_stride)
     frame_interval: int = setting(default=1, rule=integer(1, what="(source frames)"))
     adapter_ratio: float = setting("adapter.ratio", default=0.25, rule=number(above=0))
@@ -200,10 +201,11 @@ class ModelConfig:
         from `attribute_meta` (the attribute file's metadata).
         """
         values = section_values(cls, params, "model")
+        sections = value_at(params, "model")
         for name in METHODS:  # the train stage depends on `model.<model.method>`: each method has its section
-            if not isinstance(value_at(params, "model").get(name), Mapping):
+            if not isinstance(sections.get(name), Mapping):
                 raise KeyError(
-                    f"params.yaml has no section `model.{name}` (`{{}}` for a method without settings)"
+                    f"{params_file(f'model.{name}')} has no section `model.{name}` (`{{}}` for a method without settings)"
                 )
         values["pretrained"] = "" if values["pretrained"] is None else values["pretrained"]
         values["lora_targets"] = tuple(values["lora_targets"] or ())

@@ -20,7 +20,7 @@ from eva.config import (
     setting,
     value_at,
 )
-from eva.data.clips import CROPS, DECODES
+from eva.data.clips import CROPS, DECODE
 from eva.methods import Recipe
 from eva.models import ModelConfig, VideoClassifier
 from eva.utils.ddp import NPROC
@@ -59,7 +59,7 @@ class TrainConfig:
     workers: int = setting(default=1, rule=integer(0, what="(DataLoader worker processes per rank)"))
     # cpu: loader workers decode and augment | device: they pick frames and draw the augmentations, the
     # main process decodes each batch on the model's device (nvJPEG on CUDA) and augments it there
-    decode: str = setting(default="cpu", rule=one_of(*DECODES))
+    decode: str = setting(default="cpu", rule=DECODE)
     # validate after every N-th epoch and after the last (mmaction's `evaluation.interval`)
     val_interval: int = setting(default=2, rule=integer(1, what="(epochs between validations)"))
     amp: bool = setting(default=True, rule=BOOLEAN)

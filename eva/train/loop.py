@@ -74,7 +74,7 @@ from eva.train.checkpoint import (
 from eva.train.config import TrainJob, TrainResult
 from eva.train.optim import build_optimizer, unused_tunable_parameters
 from eva.train.schedule import build_scheduler
-from eva.utils.ddp import DistEnv, all_gather_objects, init_distributed
+from eva.utils.ddp import DistEnv, all_gather_objects, autocast_dtype, init_distributed
 from eva.utils.fingerprint import code_fingerprint
 from eva.utils.log import progress
 from eva.weights_io import weights_fingerprint
@@ -307,7 +307,7 @@ def _build_optimisation(job: TrainJob, env: DistEnv, optimiser_steps: int) -> _O
         total_steps=cfg.epochs * optimiser_steps,
     )
     use_amp = cfg.amp and env.device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    amp_dtype = autocast_dtype() if use_amp else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     autocast = dict(device_type=env.device.type, dtype=amp_dtype, enabled=use_amp)
     return _Optimisation(model, optimizer, scheduler, scaler, autocast)

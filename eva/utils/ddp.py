@@ -58,6 +58,12 @@ def init_distributed() -> tuple[DistEnv, bool]:
     return DistEnv(slot.rank, slot.world_size, device), created
 
 
+def autocast_dtype() -> torch.dtype:
+    """The mixed-precision dtype on CUDA: bfloat16, or float16 on a GPU without bf16 (training's and
+    evaluation's autocast)."""
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def all_gather_objects(obj: Any, world_size: int) -> list[Any]:
     """Every rank's `obj` (picklable), in rank order, on every rank; `[obj]` in a single process."""
     if world_size == 1:
