@@ -230,7 +230,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="loader workers (default: the usable CPU cores; tiny: 1)")
     parser.add_argument("--loader-steps", type=int, help="batches the loader row times (default 4 x workers)")
     parser.add_argument(
-        "--compile-backend", help="torch.compile backend (default inductor; tiny on CPU: eager)"
+        "--compile-backend", help="torch.compile backend (default inductor; tiny on CPU: aot_eager)"
     )
     parser.add_argument("--out", type=Path, default=REPO / "results" / "bench" / "gpu_check.md")
     args = parser.parse_args(argv)
@@ -241,7 +241,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     args.loader_steps = args.loader_steps or (3 if args.tiny else max(4 * args.workers, 8))
     if args.compile_backend is None:
-        args.compile_backend = "eager" if args.tiny and args.device == "cpu" else "inductor"
+        args.compile_backend = "aot_eager" if args.tiny and args.device == "cpu" else "inductor"
     args.frames, args.classes = (2, 3) if args.tiny else (8, 101)
     args.image_size = 32 if args.tiny else 224
     args.backbone = "ViT-B-16"  # the tiny run replaces it with a saved tiny open_clip (main)
