@@ -20,11 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from benchmarks.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,13 +110,6 @@ def measure(env_pins: dict[str, str], mkldnn: bool, steps: int, threads: int) ->
         check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.partition(":")[2].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,7 +35,7 @@ once with `torch.utils.flop_counter.FlopCounterMode` on a copy of the model on t
 forward + backward as autograd runs them, so a frozen weight's skipped gradient is not counted, and
 the multiply-adds of matrix products, convolutions and attention only (2 FLOPs each; elementwise
 ops, norms and softmax excluded). TFLOP/s = counted FLOPs / median step time; MFU = TFLOP/s over
-the device's dense bf16 peak (`PEAK_TFLOPS`, matched on the device name; n/a on CPU or an unlisted
+the device's dense bf16 peak (`benchmarks.machine.PEAKS`, matched on the device name; n/a on CPU or an unlisted
 device). The data-loader benchmark then times `VideoAttributeDataset` + `make_loader` on real
 shards and an attribute file written here (generated 240x320 videos, the benchmark's T and size,
 six attributes at D_enc = 512), clips/s with each `--loader-workers` count, beside the clips/s one
@@ -59,6 +59,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.machine import device_peaks
 from eva.methods import METHODS
 from eva.models import ModelConfig, VideoClassifier
 from eva.models.clip_backbone import OpenClipBackbone
@@ -70,27 +71,12 @@ ENCODER_DIM = 512  # ViT-B-16 CLIP joint embedding width
 ENCODER_LAYERS = 12  # text and image towers of ViT-B-16 both have 12 layers
 COMPARED = ("eva", "full", "full space-time")
 REFERENCE = (14_242_611, 100_468_275)  # authors' VideoMAE ViT-B EVA run: tunable, total
-# Dense bf16 peak TFLOP/s by device name (first match, case-insensitive), the vendors' datasheets.
-PEAK_TFLOPS = (
-    ("H200", 989.0),
-    ("H100", 989.0),
-    ("GH200", 989.0),
-    ("B200", 2250.0),
-    ("A100", 312.0),
-    ("A10G", 70.0),
-    ("L40S", 362.0),
-    ("L4", 121.0),
-    ("V100", 125.0),  # fp16 tensor cores (no bf16)
-    ("4090", 165.0),
-)
 
 
 def peak_tflops(device: torch.device) -> tuple[str, float | None]:
-    """(device name, dense bf16 peak TFLOP/s or None: CPU, or a GPU not in `PEAK_TFLOPS`)."""
-    if device.type != "cuda":
-        return "cpu", None
-    name = torch.cuda.get_device_name(device)
-    return name, next((peak for key, peak in PEAK_TFLOPS if key.lower() in name.lower()), None)
+    """(device name, dense bf16 peak TFLOP/s or None: the CPU (its name), or a GPU not in `machine.PEAKS`)."""
+    name, peaks = device_peaks(device)
+    return name, peaks and peaks["bf16"]
 
 
 def make_config(method: str, args: argparse.Namespace, image_size: int) -> ModelConfig:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import gpu_check, loader, train_step
+from benchmarks import gpu_check, loader, machine, train_step
 from eva.demo.tiny import TinyClipSpec, save_tiny_open_clip
 
 SPEC = TinyClipSpec(embed_dim=16, image_size=32, patch_size=16, vision_width=32, vision_layers=2, heads=2)
@@ -68,16 +68,26 @@ def test_counted_flops_leave_out_the_frozen_weight_gradients(
 
 
 def test_peak_table_matches_device_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert train_step.peak_tflops(torch.device("cpu")) == ("cpu", None)
-    for name, peak in (
-        ("NVIDIA H200", 989.0),
-        ("NVIDIA H100 80GB HBM3", 989.0),
-        ("NVIDIA A100-SXM4-80GB", 312.0),
+    """One peak table for every benchmark; specific names win over the names they contain."""
+    assert machine.device_peaks(torch.device("cpu")) == (machine.cpu_model(), None)
+    assert train_step.peak_tflops(torch.device("cpu")) == (machine.cpu_model(), None)
+    for name, bf16, fp32 in (
+        ("NVIDIA H200", 989.0, 494.7),
+        ("NVIDIA GH200 480GB", 989.0, 494.7),
+        ("NVIDIA H100 80GB HBM3", 989.0, 494.7),
+        ("NVIDIA H100 PCIe", 756.0, 378.0),
+        ("NVIDIA A100-SXM4-80GB", 312.0, 156.0),
+        ("NVIDIA L40S", 362.0, 183.0),
+        ("NVIDIA L4", 121.0, 60.0),
+        ("Tesla V100-SXM2-16GB", 125.0, None),
     ):
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda _d, name=name: name)
-        assert train_step.peak_tflops(torch.device("cuda")) == (name, peak)
+        assert machine.device_peaks(torch.device("cuda")) == (name, {"bf16": bf16, "fp32": fp32})
+        assert train_step.peak_tflops(torch.device("cuda")) == (name, bf16)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda _d: "Some Other GPU")
+    assert machine.device_peaks(torch.device("cuda")) == ("Some Other GPU", None)
     assert train_step.peak_tflops(torch.device("cuda"))[1] is None
+    assert loader.GPU_PEAK_TFLOPS == 989.0  # the H100 SXM of the cores-per-GPU arithmetic
 
 
 def test_gpu_check_tiny_cpu_run_prints_every_row(tmp_path: Path) -> None:
@@ -103,18 +113,6 @@ def test_gpu_check_tiny_cpu_run_prints_every_row(tmp_path: Path) -> None:
     assert "clips/s" in by_name[names[4]] and ("| yes" in by_name[names[4]] or "| no" in by_name[names[4]])
     assert "views/s" in by_name[names[5]]
     assert "train loss" in by_name[names[6]] and "after 2 epochs" in by_name[names[6]]
-
-
-def test_gpu_check_peaks_by_device_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert gpu_check.device_peaks(torch.device("cpu")) == ("cpu", None)
-    for name, peaks in (
-        ("NVIDIA H100 80GB HBM3", {"bf16": 989.0, "fp32": 494.7}),
-        ("NVIDIA H100 PCIe", {"bf16": 756.0, "fp32": 378.0}),
-    ):
-        monkeypatch.setattr(torch.cuda, "get_device_name", lambda _d, name=name: name)
-        assert gpu_check.device_peaks(torch.device("cuda")) == (name, peaks)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda _d: "Some Other GPU")
-    assert gpu_check.device_peaks(torch.device("cuda"))[1] is None
 
 
 def test_loader_benchmark_writes_its_tables_at_a_tiny_size(tmp_path: Path) -> None:
