@@ -296,9 +296,12 @@ def section_values(
         for leaf in _leaves(node)
         if leaf not in known and not any(leaf == o or leaf.startswith(f"{o}.") for o in opaque)
     )
-    if unknown:
+    if unknown:  # named with the file they are in (a section's method keys live in methods.yaml)
+        stray = [f"{section}.{k}" for k in unknown]
+        file = params_file(stray[0])
+        expected = (f"{section}.{k}" for k in known | set(opaque))
         raise ValueError(
-            f"unknown keys {[f'{section}.{k}' for k in unknown]} in {params_file(section)} `{section}`; "
-            f"expected some of {sorted(f'{section}.{k}' for k in known | set(opaque))}"
+            f"unknown keys {[k for k in stray if params_file(k) == file]} in {file} `{section}`; "
+            f"expected some of {sorted(k for k in expected if params_file(k) == file)}"
         )
     return values

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from eva.attributes.pipeline import AttributeConfig
-from eva.config import SIDE_FILES, load_params, value_at
+from eva.config import SIDE_FILES, load_params, params_file, value_at
 from eva.data.extract import ExtractConfig
 from eva.data.index import DatasetConfig
 from eva.demo.data import DemoConfig
@@ -97,7 +97,12 @@ def test_the_shipped_params_build_the_configs() -> None:
     ],
 )
 def test_an_unknown_key_is_an_error_naming_it(key: str) -> None:
-    with pytest.raises(ValueError, match=rf"unknown keys \['{re.escape(key)}'\]"):
+    """... and the file it is in: model.lora.ranks is a methods.yaml typo, train.recipes.* recipes.yaml's."""
+    file = params_file(key)
+    assert file == {"model.lora.ranks": "methods.yaml", "train.recipes.eva.betas": "recipes.yaml"}.get(
+        key, {"demo": "demo.yaml", "pretrain": "pretrain.yaml"}.get(key.split(".")[0], "params.yaml")
+    )
+    with pytest.raises(ValueError, match=rf"unknown keys \['{re.escape(key)}'\] in {re.escape(file)} "):
         BUILDERS[key.split(".")[0]](_set(PARAMS, key, 1))
 
 
