@@ -17,6 +17,8 @@ Rows (each guarded: a failing row shows its error's first line and the others st
   * evaluation throughput: views/s of the model's evaluation forward (`VideoClassifier.view_probabilities`
     under `eva.evaluate.device_numerics`, bf16 autocast on CUDA) on a synthetic batch at the step's size,
     model time only, which is what `EvalResult.throughput` counts (the loader is the row above);
+  * the GPU JPEG decode (`train.decode: device`, nvJPEG) against the CPU path on the same JPEGs and
+    crops: largest and mean per-pixel difference against `DECODE_TOLERANCE`, frames/s of each;
   * a 2-epoch run of the tiny training pipeline (`eva.demo.tiny_training`: generated videos, shards,
     attributes, tiny CLIP) through `run_training`, on the device `run_training` picks (CUDA where there
     is one): final train loss and seconds, data generation excluded.
@@ -38,6 +40,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from benchmarks import train_step
@@ -168,6 +171,59 @@ def measure_eval(
     }
 
 
+# `train.decode: device` against the workers' CPU decode, per pixel of the uint8 clips, in levels of 255: the
+# tolerance eva.data.clips.EncodedClips.decode states (nvJPEG's IDCT / upsampling, the float resize on CUDA).
+DECODE_TOLERANCE = {"max": 4, "mean": 0.5}
+
+
+def measure_jpeg_decode(args: argparse.Namespace, device: torch.device) -> dict:
+    """The `train.decode: device` path (`EncodedClips.decode`: one batched `decode_jpeg` on `device`, the
+    clips' crops and resizes there) against the CPU path (`decode("cpu")`, what loader workers make) on
+    the same JPEGs and plans: natural-looking frames at the CLIP presets' storage (short side 256,
+    JPEG q90; tiny: 32), `args.frames` frames x `args.batch` clips, random resized crop + flip to
+    `args.image_size`. Reports the largest and mean per-pixel difference, whether they are within
+    `DECODE_TOLERANCE`, and frames/s of each path (the CPU path on this process's threads)."""
+    from torchvision.io import encode_jpeg
+
+    from benchmarks.loader import natural_video
+    from eva.data.clips import Augment, EncodedClip, EncodedClips, plan_train_clip
+
+    height = 32 if args.tiny else 256
+    width = height * 4 // 3
+    rng, generator = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    augment = Augment(flip=True)
+    clips = []
+    for _ in range(args.batch):
+        frames = torch.from_numpy(natural_video(rng, args.frames, height, width)).permute(0, 3, 1, 2)
+        plan = plan_train_clip(height, width, args.image_size, augment, generator=generator)
+        jpegs = [encode_jpeg(frame.contiguous(), quality=90) for frame in frames]
+        clips.append(EncodedClip(jpegs, None, args.image_size, plan, augment=augment))
+    batch = EncodedClips.pack(clips)
+
+    def timed(where: torch.device) -> tuple[torch.Tensor, float]:
+        times, out = [], None
+        for _ in range(args.steps + 1):  # the first is the warm-up (nvJPEG handles, kernels)
+            sync(where)
+            start = time.perf_counter()
+            out = batch.decode(where)
+            sync(where)
+            times.append(time.perf_counter() - start)
+        return out.cpu(), statistics.median(times[1:])
+
+    reference, cpu_seconds = timed(torch.device("cpu"))
+    pixels, seconds = timed(device)
+    diff = (pixels.int() - reference.int()).abs()
+    largest, mean = int(diff.max()), float(diff.float().mean())
+    within = largest <= DECODE_TOLERANCE["max"] and mean < DECODE_TOLERANCE["mean"]
+    count = args.batch * args.frames
+    return {
+        "result": f"max abs diff {largest}, mean {mean:.3f} of 255 (tolerance {DECODE_TOLERANCE['max']} / "
+        f"{DECODE_TOLERANCE['mean']}: {'within' if within else 'OUTSIDE'}); {count / seconds:,.0f} frames/s "
+        f"on {device.type} vs {count / cpu_seconds:,.0f} on the CPU path ({torch.get_num_threads()} threads)",
+        "memory": memory_mib(device),
+    }
+
+
 def measure_tiny_training(root: Path) -> dict:
     from eva.demo.tiny_training import make_job, write_tiny_data
     from eva.train.loop import run_training
@@ -285,6 +341,11 @@ def main(argv: Sequence[str] | None = None) -> str:
             rows,
             "evaluation forward, bf16 (`view_probabilities`)",
             lambda: measure_eval(make_model, args, device),
+        )
+        guarded(
+            rows,
+            "JPEG decode, `train.decode: device` vs cpu",
+            lambda: measure_jpeg_decode(args, device),
         )
         guarded(rows, "tiny pipeline, 2 epochs (`run_training`)", lambda: measure_tiny_training(Path(tmp)))
     table = markdown(args, device, rows, time.perf_counter() - started)
