@@ -36,8 +36,9 @@ from PIL import Image
 from eva.attributes.encode import HierarchicalEncoder
 from eva.attributes.label import read_vocabulary
 from eva.attributes.pipeline import AttributeConfig, PhaseTimer, load_models, process_shard
-from eva.data.attribute_store import ATTRIBUTES, AttributeMeta, VideoAttributes, rows_to_table, write_table
+from eva.data.attribute_store import ATTRIBUTES, AttributeMeta, rows_to_table, write_table
 from eva.demo.tiny import TinyClipSpec, save_tiny_captioner, save_tiny_open_clip
+from eva.demo.tiny_training import placeholder_row
 from eva.weights_io import load_open_clip
 
 SIZES = {
@@ -164,16 +165,13 @@ def captioner_ratio(workdir: Path, batch: int, repeats: int, max_new_tokens: int
 def _write(layers: np.ndarray, name: str, meta: AttributeMeta, workdir: Path) -> None:
     """Rows carrying the freshly encoded attribute (same tensor in every slot: writing cost is real)."""
     rows = [
-        VideoAttributes(
-            video_id=f"v{i}",
-            keyframe_indices=list(range(K)),
-            label_text=["x"] * K,
-            label_score=[0.5] * K,
-            caption_text=["y"] * K,
-            mask_coverage=[0.1] * K,
-            embeddings={
-                a: layers[i] if meta.layers(a) == layers.shape[2] else _zeros(meta, a) for a in ATTRIBUTES
-            },
+        placeholder_row(
+            f"v{i}",
+            range(K),
+            {a: layers[i] if meta.layers(a) == layers.shape[2] else _zeros(meta, a) for a in ATTRIBUTES},
+            label="x",
+            caption="y",
+            coverage=0.1,
         )
         for i in range(layers.shape[0])
     ]

@@ -83,6 +83,7 @@ from eva.data.clips import (
     random_resized_crop_box,
 )
 from eva.data.extract import ExtractConfig
+from eva.demo.tiny_training import placeholder_row, random_embeddings
 from eva.preset import resolve
 from eva.utils.trees import merge
 
@@ -313,19 +314,11 @@ def write_split(root: Path, setup: Setup, args: argparse.Namespace) -> Split:
         dim=ENCODER_DIM,
         keyframes=setup.keyframes,
     )
-    embeddings = {n: rng.standard_normal(meta.shape(n)).astype(np.float16) for n in meta.attributes}
+    embeddings = random_embeddings(meta, rng)
     keyframes = list(range(setup.keyframes))
 
     def row(video_id: str) -> VideoAttributes:
-        return VideoAttributes(
-            video_id=video_id,
-            keyframe_indices=keyframes,
-            label_text=["object"] * setup.keyframes,
-            label_score=[0.5] * setup.keyframes,
-            caption_text=["a caption"] * setup.keyframes,
-            mask_coverage=[0.2] * setup.keyframes,
-            embeddings=embeddings,
-        )
+        return placeholder_row(video_id, keyframes, embeddings)
 
     table_rows = []
     for i, r in enumerate(rows):  # the video's row at a varying place in a row group of fillers

@@ -282,10 +282,11 @@ def write_loader_data(root: Path, args: argparse.Namespace, videos: int = 6) -> 
     import numpy as np
     import pyarrow as pa
 
-    from eva.data.attribute_store import AttributeMeta, VideoAttributes, rows_to_table, write_table
+    from eva.data.attribute_store import AttributeMeta, rows_to_table, write_table
     from eva.data.extract import ExtractConfig, extract_shards
     from eva.data.shards import list_shards
     from eva.demo.data import encode_mp4
+    from eva.demo.tiny_training import placeholder_row, random_embeddings
 
     rng = np.random.default_rng(0)
     rows = []
@@ -307,18 +308,7 @@ def write_loader_data(root: Path, args: argparse.Namespace, videos: int = 6) -> 
     meta = AttributeMeta(
         encoder="bench", text_layers=ENCODER_LAYERS, image_layers=ENCODER_LAYERS, dim=ENCODER_DIM, keyframes=2
     )
-    attributes = [
-        VideoAttributes(
-            video_id=row["video_id"],
-            keyframe_indices=[3, 11],
-            label_text=["object", "object"],
-            label_score=[0.5, 0.5],
-            caption_text=["a caption", "a caption"],
-            mask_coverage=[0.2, 0.2],
-            embeddings={n: rng.standard_normal(meta.shape(n)).astype(np.float16) for n in meta.attributes},
-        )
-        for row in rows
-    ]
+    attributes = [placeholder_row(row["video_id"], [3, 11], random_embeddings(meta, rng)) for row in rows]
     write_table(root / "train.parquet", rows_to_table(attributes, meta))
     return list_shards(root / "shards", "train"), root / "train.parquet"
 

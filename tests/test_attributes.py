@@ -28,6 +28,7 @@ from eva.data import attribute_store as store_mod
 from eva.data.attribute_store import ATTRIBUTES, AttributeStore, attributes_for_stage, read_meta
 from eva.data.shards import list_shards
 from eva.demo.tiny import TinyClipSpec, is_random_weights, save_tiny_captioner, save_tiny_open_clip
+from eva.demo.tiny_training import placeholder_row, random_embeddings
 from eva.weights_io import load_open_clip
 from stages import _layout as layout
 
@@ -271,14 +272,8 @@ def _store_rows(count: int, keyframes: int = 1, dim: int = 4) -> tuple[store_mod
     meta = store_mod.AttributeMeta("m", text_layers=2, image_layers=3, dim=dim, keyframes=keyframes)
     rng = np.random.default_rng(0)
     rows = [
-        store_mod.VideoAttributes(
-            f"v{i}",
-            list(range(keyframes)),
-            ["a"] * keyframes,
-            [0.5] * keyframes,
-            ["c"] * keyframes,
-            [0.1] * keyframes,
-            {n: rng.standard_normal(meta.shape(n)).astype(np.float16) for n in ATTRIBUTES},
+        placeholder_row(
+            f"v{i}", range(keyframes), random_embeddings(meta, rng), label="a", caption="c", coverage=0.1
         )
         for i in range(count)
     ]

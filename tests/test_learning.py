@@ -25,6 +25,7 @@ from eva.data.attribute_store import AttributeMeta, VideoAttributes, rows_to_tab
 from eva.data.extract import ExtractConfig, extract_shards
 from eva.data.shards import list_shards
 from eva.demo.tiny import TinyClipSpec, save_tiny_open_clip
+from eva.demo.tiny_training import placeholder_row
 from eva.methods import Recipe
 from eva.models import ModelConfig
 from eva.train.config import TrainConfig, TrainJob
@@ -127,10 +128,9 @@ def _attribute_row(video_id: str, label: int, rng: np.random.Generator) -> Video
     """Attributes whose caption embedding points one way for label 1 and the other for label 0."""
     embeddings = {n: rng.standard_normal(META.shape(n)).astype(np.float16) * 0.1 for n in META.attributes}
     embeddings["caption"][..., :4] += np.float16(1.0 if label else -1.0)
-    return VideoAttributes(
-        video_id=video_id, keyframe_indices=[FRAMES // 2], label_text=["square"], label_score=[0.5],
-        caption_text=["a square"], mask_coverage=[0.1], embeddings=embeddings,
-    )  # fmt: skip
+    return placeholder_row(
+        video_id, [FRAMES // 2], embeddings, label="square", caption="a square", coverage=0.1
+    )
 
 
 def _train(fixture: Fixture, shards: str, method: str, tmp_path: Path, **train) -> float:

@@ -7,6 +7,7 @@ random embeddings standing in for the attribute stage's encoders.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -53,18 +54,42 @@ def moving_square(num_frames: int = 16, size: int = 48, seed: int = 0) -> np.nda
     return frames
 
 
+def placeholder_row(
+    video_id: str,
+    keyframe_indices: Sequence[int],
+    embeddings: Mapping[str, np.ndarray],
+    *,
+    label: str = "object",
+    caption: str = "a caption",
+    score: float = 0.5,
+    coverage: float = 0.2,
+) -> VideoAttributes:
+    """One video's attribute row in the store's contract: `embeddings` where the attribute stage's
+    encoders would have written theirs, and the same placeholder text fields at every keyframe
+    (what the fixtures and benchmarks write; training reads only the embeddings)."""
+    k = len(keyframe_indices)
+    return VideoAttributes(
+        video_id=video_id,
+        keyframe_indices=list(keyframe_indices),
+        label_text=[label] * k,
+        label_score=[score] * k,
+        caption_text=[caption] * k,
+        mask_coverage=[coverage] * k,
+        embeddings=dict(embeddings),
+    )
+
+
+def random_embeddings(meta: AttributeMeta, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """float16 standard-normal embeddings of every attribute in `meta`'s shapes, drawn in its order."""
+    return {name: rng.standard_normal(meta.shape(name)).astype(np.float16) for name in meta.attributes}
+
+
 def attribute_rows(video_ids: list[str], seed: int) -> list[VideoAttributes]:
     """Attribute rows in `META`'s shapes with random embeddings, two keyframes per video."""
     rng = np.random.default_rng(seed)
     return [
-        VideoAttributes(
-            video_id=vid,
-            keyframe_indices=[1, 5],
-            label_text=["square", "square"],
-            label_score=[0.5, 0.5],
-            caption_text=["a red square", "a red square"],
-            mask_coverage=[0.1, 0.1],
-            embeddings={n: rng.standard_normal(META.shape(n)).astype(np.float16) for n in META.attributes},
+        placeholder_row(
+            vid, [1, 5], random_embeddings(META, rng), label="square", caption="a red square", coverage=0.1
         )
         for vid in video_ids
     ]
