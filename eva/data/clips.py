@@ -475,18 +475,16 @@ def batch_to_device(
     return video, attributes or None, batch["label"].to(device, non_blocking=True)
 
 
-def select_attributes(
-    rows: Mapping[str, torch.Tensor], *, train: bool, generator: torch.Generator | None = None
-) -> dict[str, torch.Tensor]:
-    """float16 `[K, L, D]` per attribute -> float32: one random keyframe `[L, D]` (the same for every
-    attribute of the video) when training, all K keyframes `[K, L, D]` when evaluating (extra views)."""
-    if not rows:
-        return {}
-    if not train:
-        return {name: value.float() for name, value in rows.items()}  # [K, L, D]
-    keyframes = next(iter(rows.values())).shape[0]
-    k = int(torch.randint(keyframes, (1,), generator=generator))
-    return {name: value[k].float() for name, value in rows.items()}  # [L, D]
+def draw_keyframe(keyframes: int, generator: torch.Generator | None) -> int:
+    """Training's keyframe of a video, one for all its attributes: the video's last draw, after the clip's."""
+    return int(torch.randint(keyframes, (1,), generator=generator))
+
+
+def select_attributes(rows: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's attribute inputs from a video's float16 rows (`AttributeStore.get`): float32, one
+    keyframe's `[L, D]` when training (read alone, `get(keyframe=draw_keyframe(...))`), all K
+    keyframes' `[K, L, D]` when evaluating (extra views)."""
+    return {name: value.float() for name, value in rows.items()}
 
 
 def _stack_pixels(videos: list[torch.Tensor]) -> torch.Tensor:
@@ -820,8 +818,10 @@ class VideoAttributeDataset(IterableDataset):
                 )
         attributes: dict[str, torch.Tensor] = {}
         if self.attribute_names and self.attributes is not None:  # both or neither (checked in __init__)
-            rows = self.attributes.get(video_id, self.attribute_names)
-            attributes = select_attributes(rows, train=self.train, generator=generator)
+            # training's keyframe is drawn before the rows are read, so that only its rows are copied
+            keyframe = draw_keyframe(self.attributes.meta.keyframes, generator) if self.train else None
+            rows = self.attributes.get(video_id, self.attribute_names, keyframe=keyframe)
+            attributes = select_attributes(rows)
         return {
             "video": video,  # uint8 (or JPEGs), normalised on the model's device (`batch_to_device`)
             "attributes": attributes,
