@@ -834,12 +834,14 @@ class VideoAttributeDataset(IterableDataset):
 
     # -- streams -------------------------------------------------------------------------------
 
-    def _global_stream(self, epoch: int, repeat: int) -> Iterator[dict[str, Any]]:
-        """Training's raw samples with attributes, in the seeded order every reader shares ("samples" mode)."""
+    def _global_stream(self, epoch: int, repeat: int) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+        """Training's raw samples with attributes, each with its parsed json (`parse_sample` takes it
+        rather than parsing it again), in the seeded order every reader shares ("samples" mode)."""
         urls = list(self.urls)
         random.Random(derive_seed(self.seed, epoch, repeat, "shards")).shuffle(urls)
         raw: Iterator[dict[str, Any]] = tar_samples(urls, lazy_frames=True)
-        kept = (s for s in raw if self._has_attributes(json.loads(s["json"])["video_id"]))
+        parsed = ((s, json.loads(s["json"])) for s in raw)
+        kept = ((s, meta) for s, meta in parsed if self._has_attributes(meta["video_id"]))
         return buffer_shuffle(
             kept, SHUFFLE_BUFFER, random.Random(derive_seed(self.seed, epoch, repeat, "buffer"))
         )
@@ -885,11 +887,11 @@ class VideoAttributeDataset(IterableDataset):
         position, repeat, pending = 0, 0, []
         while position < total:
             seen = False
-            for raw in self._global_stream(epoch, repeat):
+            for raw, meta in self._global_stream(epoch, repeat):
                 seen = True
                 step, within = divmod(position, global_batch)
                 if within // local == self.rank and self._owns(worker, first + step):
-                    pending.append(self._item(parse_sample(raw), epoch, repeat))
+                    pending.append(self._item(parse_sample(raw, meta), epoch, repeat))
                     if len(pending) == local:
                         yield collate(pending)
                         pending = []
@@ -919,10 +921,11 @@ class VideoAttributeDataset(IterableDataset):
             order: list[tuple[int, int]] = []
             position = 0
             for raw in tar_samples([self.urls[shard]], lazy_frames=True):
-                if not self._has_attributes(json.loads(raw["json"])["video_id"]):
+                meta = json.loads(raw["json"])
+                if not self._has_attributes(meta["video_id"]):
                     continue
                 if by_shards or (dealt + position // self.batch_size) % slots == slot:
-                    pending.append(self._item(parse_sample(raw), 0, 0))
+                    pending.append(self._item(parse_sample(raw, meta), 0, 0))
                     order.append((shard, position))
                 position += 1
                 if position % self.batch_size == 0 and pending:

@@ -9,6 +9,7 @@ samples are split across DDP ranks and DataLoader workers is the loader's busine
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -16,7 +17,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
@@ -46,9 +47,11 @@ def list_shards(root: str | Path, split: str) -> list[str]:
     return paths
 
 
-@dataclass(frozen=True)
-class ShardFile:
-    """A file inside a shard, not read yet (`tar_samples(..., lazy_frames=True)`): where its bytes are."""
+class ShardFile(NamedTuple):
+    """A file inside a shard, not read yet (`tar_samples(..., lazy_frames=True)`): where its bytes are.
+
+    A named tuple: made for every frame of every sample a reader walks past (32 a k400 clip), it is
+    built in a third of a frozen dataclass's time."""
 
     path: str
     offset: int
@@ -146,17 +149,28 @@ def jpeg_size(data: torch.Tensor | bytes) -> tuple[int, int]:
     raise ValueError("not a JPEG with a frame header")
 
 
-def parse_sample(raw: dict[str, Any]) -> EncodedVideo:
+@functools.lru_cache(maxsize=256)
+def _frame_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The frame files (`NNN.jpg`) among a sample's file names, in frame order.
+
+    Samples of one shard have the same file names, in the same order: cached, the names are matched
+    and sorted once per shard layout instead of once per sample (~15 us of a k400 clip's loading)."""
+    frames = sorted((int(m.group(1)), name) for name in names if (m := _FRAME.match(name)))
+    return tuple(name for _, name in frames)
+
+
+def parse_sample(raw: dict[str, Any], meta: dict[str, Any] | None = None) -> EncodedVideo:
     """A raw webdataset sample (`__key__`, `NNN.jpg`..., `json` as bytes; frames as bytes or
-    `ShardFile`s) -> EncodedVideo (no decoding)."""
+    `ShardFile`s) -> EncodedVideo (no decoding). `meta`: its json, where the caller has parsed it already."""
     key = raw["__key__"]
-    meta = json.loads(raw["json"])
-    names = sorted((int(m.group(1)), name) for name in raw if (m := _FRAME.match(name)))
+    if meta is None:
+        meta = json.loads(raw["json"])
+    names = _frame_names(tuple(raw))
     if not names or len(names) != meta.get("num_frames", len(names)):
         raise ValueError(
             f"sample {key!r} in {raw.get('__url__', '?')}: {len(names)} frames, json says {meta.get('num_frames')}"
         )
-    return EncodedVideo(key=key, jpegs=[raw[name] for _, name in names], meta=meta)
+    return EncodedVideo(key=key, jpegs=[raw[name] for name in names], meta=meta)
 
 
 def decode_sample(raw: dict[str, Any]) -> VideoSample:
