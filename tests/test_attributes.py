@@ -320,6 +320,13 @@ def test_get_gives_pyarrow_s_values_whatever_the_file_layout(tmp_path, writer):
         for name in ATTRIBUTES:
             assert got[name].dtype == torch.float16 and got[name].is_contiguous()
             np.testing.assert_array_equal(got[name].numpy(), row.embeddings[name])
+        for k in range(meta.keyframes):  # training reads one keyframe's values alone
+            one = store.get(row.video_id, list(ATTRIBUTES), keyframe=k)
+            for name in ATTRIBUTES:
+                assert one[name].dtype == torch.float16 and one[name].is_contiguous()
+                np.testing.assert_array_equal(one[name].numpy(), row.embeddings[name][k])
+    with pytest.raises(IndexError, match="keyframe 3"):
+        store.get(rows[0].video_id, ["label"], keyframe=3)
     assert {runs is not None for runs in store._runs.values()} == {raw}
 
 

@@ -20,6 +20,7 @@ per keyframe. Other files have no such column, so their bytes are what they alwa
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
@@ -432,41 +433,51 @@ class AttributeStore:
         self._runs[key] = runs
         return runs
 
-    def _read_row(self, runs: list[tuple[int, int, int]], row: int, size: int) -> np.ndarray:
-        """Values `row * size .. (row + 1) * size` of a column chunk, copied out of the mapped file."""
+    def _read_values(self, runs: list[tuple[int, int, int]], begin: int, count: int) -> np.ndarray:
+        """Values `begin .. begin + count - 1` of a column chunk, copied out of the mapped file."""
         raw = self._raw
         assert raw is not None  # mapped by `_column_runs`, which found the runs
-        out = np.empty(size, np.float16)
-        begin, stop = row * size, (row + 1) * size
-        for first, count, offset in runs:
-            low, high = max(begin, first), min(stop, first + count)
+        out = np.empty(count, np.float16)
+        stop = begin + count
+        for first, run, offset in runs:
+            low, high = max(begin, first), min(stop, first + run)
             if low < high:
                 out[low - begin : high - begin] = np.frombuffer(
                     raw, dtype="<f2", count=high - low, offset=offset + _HALF * (low - first)
                 )
         return out
 
-    def get(self, video_id: str, names: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Attribute name -> float16 tensor `[K, L, D]` for one video."""
+    def get(
+        self, video_id: str, names: Sequence[str], *, keyframe: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Attribute name -> float16 tensor `[K, L, D]` for one video; with `keyframe`, that keyframe's
+        `[L, D]` alone (training feeds one keyframe: its rows are a quarter of the bytes to copy)."""
         unknown = [n for n in names if n not in self.meta.attributes]
         if unknown:
             raise ValueError(f"Unknown attributes {unknown}; {self.path} holds {list(self.meta.attributes)}")
+        if keyframe is not None and not 0 <= keyframe < self.meta.keyframes:
+            raise IndexError(f"keyframe {keyframe} of a file with {self.meta.keyframes} keyframes per video")
         group, row = self._locate(video_id)
         out = {}
         where = {name: self._column_runs(group, name) for name in names}
         decoded = tuple(name for name, runs in where.items() if runs is None)
         table = self._group(group, decoded) if decoded else None
         for name in names:
-            shape = self.meta.shape(name)
-            size = int(np.prod(shape))
+            shape: tuple[int, ...] = self.meta.shape(name)
+            size = math.prod(shape)  # the row's K*L*D values
+            begin = row * size
+            if keyframe is not None:  # the keyframe's L*D of them
+                shape = shape[1:]
+                size = math.prod(shape)
+                begin += keyframe * size
             runs = where[name]
             if runs is not None:
-                values = self._read_row(runs, row, size)  # [K*L*D], a copy
+                values = self._read_values(runs, begin, size)  # a copy
             else:
                 assert table is not None
                 column = table.column(name).combine_chunks()  # one chunk per row group: no copy
-                values = column.flatten().to_numpy(zero_copy_only=False)[row * size : (row + 1) * size].copy()
-            out[name] = torch.from_numpy(values.reshape(shape))  # [K, L, D]
+                values = column.flatten().to_numpy(zero_copy_only=False)[begin : begin + size].copy()
+            out[name] = torch.from_numpy(values.reshape(shape))  # [K, L, D] or [L, D]
         return out
 
     def describe(self, video_id: str) -> dict[str, list]:

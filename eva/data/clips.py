@@ -475,18 +475,16 @@ def batch_to_device(
     return video, attributes or None, batch["label"].to(device, non_blocking=True)
 
 
-def select_attributes(
-    rows: Mapping[str, torch.Tensor], *, train: bool, generator: torch.Generator | None = None
-) -> dict[str, torch.Tensor]:
-    """float16 `[K, L, D]` per attribute -> float32: one random keyframe `[L, D]` (the same for every
-    attribute of the video) when training, all K keyframes `[K, L, D]` when evaluating (extra views)."""
-    if not rows:
-        return {}
-    if not train:
-        return {name: value.float() for name, value in rows.items()}  # [K, L, D]
-    keyframes = next(iter(rows.values())).shape[0]
-    k = int(torch.randint(keyframes, (1,), generator=generator))
-    return {name: value[k].float() for name, value in rows.items()}  # [L, D]
+def draw_keyframe(keyframes: int, generator: torch.Generator | None) -> int:
+    """Training's keyframe of a video, one for all its attributes: the video's last draw, after the clip's."""
+    return int(torch.randint(keyframes, (1,), generator=generator))
+
+
+def select_attributes(rows: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's attribute inputs from a video's float16 rows (`AttributeStore.get`): float32, one
+    keyframe's `[L, D]` when training (read alone, `get(keyframe=draw_keyframe(...))`), all K
+    keyframes' `[K, L, D]` when evaluating (extra views)."""
+    return {name: value.float() for name, value in rows.items()}
 
 
 def _stack_pixels(videos: list[torch.Tensor]) -> torch.Tensor:
@@ -820,8 +818,10 @@ class VideoAttributeDataset(IterableDataset):
                 )
         attributes: dict[str, torch.Tensor] = {}
         if self.attribute_names and self.attributes is not None:  # both or neither (checked in __init__)
-            rows = self.attributes.get(video_id, self.attribute_names)
-            attributes = select_attributes(rows, train=self.train, generator=generator)
+            # training's keyframe is drawn before the rows are read, so that only its rows are copied
+            keyframe = draw_keyframe(self.attributes.meta.keyframes, generator) if self.train else None
+            rows = self.attributes.get(video_id, self.attribute_names, keyframe=keyframe)
+            attributes = select_attributes(rows)
         return {
             "video": video,  # uint8 (or JPEGs), normalised on the model's device (`batch_to_device`)
             "attributes": attributes,
@@ -834,12 +834,14 @@ class VideoAttributeDataset(IterableDataset):
 
     # -- streams -------------------------------------------------------------------------------
 
-    def _global_stream(self, epoch: int, repeat: int) -> Iterator[dict[str, Any]]:
-        """Training's raw samples with attributes, in the seeded order every reader shares ("samples" mode)."""
+    def _global_stream(self, epoch: int, repeat: int) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+        """Training's raw samples with attributes, each with its parsed json (`parse_sample` takes it
+        rather than parsing it again), in the seeded order every reader shares ("samples" mode)."""
         urls = list(self.urls)
         random.Random(derive_seed(self.seed, epoch, repeat, "shards")).shuffle(urls)
         raw: Iterator[dict[str, Any]] = tar_samples(urls, lazy_frames=True)
-        kept = (s for s in raw if self._has_attributes(json.loads(s["json"])["video_id"]))
+        parsed = ((s, json.loads(s["json"])) for s in raw)
+        kept = ((s, meta) for s, meta in parsed if self._has_attributes(meta["video_id"]))
         return buffer_shuffle(
             kept, SHUFFLE_BUFFER, random.Random(derive_seed(self.seed, epoch, repeat, "buffer"))
         )
@@ -885,11 +887,11 @@ class VideoAttributeDataset(IterableDataset):
         position, repeat, pending = 0, 0, []
         while position < total:
             seen = False
-            for raw in self._global_stream(epoch, repeat):
+            for raw, meta in self._global_stream(epoch, repeat):
                 seen = True
                 step, within = divmod(position, global_batch)
                 if within // local == self.rank and self._owns(worker, first + step):
-                    pending.append(self._item(parse_sample(raw), epoch, repeat))
+                    pending.append(self._item(parse_sample(raw, meta), epoch, repeat))
                     if len(pending) == local:
                         yield collate(pending)
                         pending = []
@@ -919,10 +921,11 @@ class VideoAttributeDataset(IterableDataset):
             order: list[tuple[int, int]] = []
             position = 0
             for raw in tar_samples([self.urls[shard]], lazy_frames=True):
-                if not self._has_attributes(json.loads(raw["json"])["video_id"]):
+                meta = json.loads(raw["json"])
+                if not self._has_attributes(meta["video_id"]):
                     continue
                 if by_shards or (dealt + position // self.batch_size) % slots == slot:
-                    pending.append(self._item(parse_sample(raw), 0, 0))
+                    pending.append(self._item(parse_sample(raw, meta), 0, 0))
                     order.append((shard, position))
                 position += 1
                 if position % self.batch_size == 0 and pending:
