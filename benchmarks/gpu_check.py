@@ -18,7 +18,7 @@ Rows (each guarded: a failing row shows its error's first line and the others st
     under `eva.evaluate.device_numerics`, bf16 autocast on CUDA) on a synthetic batch at the step's size,
     model time only, which is what `EvalResult.throughput` counts (the loader is the row above);
   * the GPU JPEG decode (`train.decode: device`, nvJPEG) against the CPU path on the same JPEGs and
-    crops: largest and mean per-pixel difference against `DECODE_TOLERANCE`, frames/s of each;
+    crops: largest and mean per-pixel difference against `eva.data.clips.DEVICE_DECODE_TOLERANCE`, frames/s of each;
   * a 2-epoch run of the tiny training pipeline (`eva.demo.tiny_training`: generated videos, shards,
     attributes, tiny CLIP) through `run_training`, on the device `run_training` picks (CUDA where there
     is one): final train loss and seconds, data generation excluded.
@@ -171,22 +171,17 @@ def measure_eval(
     }
 
 
-# `train.decode: device` against the workers' CPU decode, per pixel of the uint8 clips, in levels of 255: the
-# tolerance eva.data.clips.EncodedClips.decode states (nvJPEG's IDCT / upsampling, the float resize on CUDA).
-DECODE_TOLERANCE = {"max": 4, "mean": 0.5}
-
-
 def measure_jpeg_decode(args: argparse.Namespace, device: torch.device) -> dict:
     """The `train.decode: device` path (`EncodedClips.decode`: one batched `decode_jpeg` on `device`, the
     clips' crops and resizes there) against the CPU path (`decode("cpu")`, what loader workers make) on
     the same JPEGs and plans: natural-looking frames at the CLIP presets' storage (short side 256,
     JPEG q90; tiny: 32), `args.frames` frames x `args.batch` clips, random resized crop + flip to
     `args.image_size`. Reports the largest and mean per-pixel difference, whether they are within
-    `DECODE_TOLERANCE`, and frames/s of each path (the CPU path on this process's threads)."""
+    `DEVICE_DECODE_TOLERANCE`, and frames/s of each path (the CPU path on this process's threads)."""
     from torchvision.io import encode_jpeg
 
     from benchmarks.loader import natural_video
-    from eva.data.clips import Augment, EncodedClip, EncodedClips, plan_train_clip
+    from eva.data.clips import DEVICE_DECODE_TOLERANCE, Augment, EncodedClip, EncodedClips, plan_train_clip
 
     height = 32 if args.tiny else 256
     width = height * 4 // 3
@@ -214,11 +209,11 @@ def measure_jpeg_decode(args: argparse.Namespace, device: torch.device) -> dict:
     pixels, seconds = timed(device)
     diff = (pixels.int() - reference.int()).abs()
     largest, mean = int(diff.max()), float(diff.float().mean())
-    within = largest <= DECODE_TOLERANCE["max"] and mean < DECODE_TOLERANCE["mean"]
+    within = largest <= DEVICE_DECODE_TOLERANCE["max"] and mean < DEVICE_DECODE_TOLERANCE["mean"]
     count = args.batch * args.frames
     return {
-        "result": f"max abs diff {largest}, mean {mean:.3f} of 255 (tolerance {DECODE_TOLERANCE['max']} / "
-        f"{DECODE_TOLERANCE['mean']}: {'within' if within else 'OUTSIDE'}); {count / seconds:,.0f} frames/s "
+        "result": f"max abs diff {largest}, mean {mean:.3f} of 255 (tolerance {DEVICE_DECODE_TOLERANCE['max']} / "
+        f"{DEVICE_DECODE_TOLERANCE['mean']}: {'within' if within else 'OUTSIDE'}); {count / seconds:,.0f} frames/s "
         f"on {device.type} vs {count / cpu_seconds:,.0f} on the CPU path ({torch.get_num_threads()} threads)",
         "memory": memory_mib(device),
     }

@@ -382,7 +382,7 @@ def test_the_device_resize_is_within_one_of_the_cpu_kernel(height: int, width: i
     """Off the CPU (`decode: device` on CUDA) the crop is resized in float and rounded; on the CPU in
     torch's uint8 kernel. Both run here on the CPU: every pixel within 1 (about a fifth of them off by
     one: the uint8 kernel's fixed-point weights), shrinking (antialiased) and enlarging, on a crop box
-    as training draws it. Part of `decode: device`'s stated tolerance (benchmarks/gpu_check.py)."""
+    as training draws it. Part of `decode: device`'s stated tolerance (`DEVICE_DECODE_TOLERANCE`)."""
     from eva.data.clips import _resize, _resize_float
 
     generator = torch.Generator().manual_seed(height + width)
